@@ -1,0 +1,143 @@
+//! A device's state as JSON, found by GUID, MAC or hostname.
+
+use crate::fold::{DeviceState, EventKey};
+use crate::policy::{DeviceDirectory, MatchedBy};
+use crate::se;
+use crate::store::StoreError;
+use crate::time::format_millis;
+use serde::{Deserialize, Serialize};
+
+/// What `GET /v1/devices/{id}` and `trustgate inspect` print.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceLookup {
+    pub matched_by: MatchedBy,
+    pub devices: Vec<DeviceView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceView {
+    pub connector_guid: String,
+    pub hostname: Option<String>,
+    pub mac_addresses: Vec<String>,
+    pub windows_processor_id: Option<String>,
+    pub operating_system: Option<String>,
+    pub last_seen: Option<String>,
+    /// The compromise rule's verdict now.
+    pub compromised: bool,
+    /// SE's latest `is_compromised` observation and its time.
+    pub observation: Option<ObservationView>,
+    /// Compromise-class events that observation has not cleared.
+    pub open_events: Vec<EventView>,
+    /// All compromise-class events remembered (cleared ones included).
+    pub events_remembered: usize,
+    pub state_as_of: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObservationView {
+    pub is_compromised: bool,
+    pub observed_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventView {
+    /// SE's id as a string: it exceeds 2^53, which JSON readers in many languages round.
+    pub id: Option<String>,
+    pub event_type_id: u64,
+    pub detection_id: Option<String>,
+    pub date: Option<String>,
+    pub first_seen: String,
+}
+
+impl DeviceView {
+    pub fn new(state: &DeviceState, grace_millis: i64) -> DeviceView {
+        DeviceView {
+            connector_guid: state.connector_guid.clone(),
+            hostname: state.hostname.as_ref().map(|h| h.value.clone()),
+            mac_addresses: state
+                .macs
+                .as_ref()
+                .map(|m| m.value.iter().map(|m| colon_mac(m)).collect())
+                .unwrap_or_default(),
+            windows_processor_id: state.windows_processor_id.as_ref().map(|p| p.value.clone()),
+            operating_system: state.operating_system.as_ref().map(|o| o.value.clone()),
+            last_seen: state.last_seen.map(format_millis),
+            compromised: state.is_compromised(grace_millis),
+            observation: state.observation.map(|o| ObservationView {
+                is_compromised: o.compromised,
+                observed_at: format_millis(o.at),
+            }),
+            open_events: state
+                .open_events(grace_millis)
+                .map(|(key, e)| EventView {
+                    id: match key {
+                        EventKey::Id { id, .. } => Some(id.to_string()),
+                        EventKey::Hash(_) => None,
+                    },
+                    event_type_id: e.event_type_id,
+                    detection_id: e.detection_id.clone(),
+                    date: e.date.map(format_millis),
+                    first_seen: format_millis(e.first_seen),
+                })
+                .collect(),
+            events_remembered: state.events.len(),
+            state_as_of: state.newest_record_at.map(format_millis),
+        }
+    }
+}
+
+fn colon_mac(hex: &str) -> String {
+    hex.as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Finds devices by connector GUID, then MAC, then hostname (with the domain-suffix rule).
+pub fn lookup(
+    dir: &impl DeviceDirectory,
+    id: &str,
+    grace_millis: i64,
+) -> Result<Option<DeviceLookup>, StoreError> {
+    let view = |states: Vec<DeviceState>| {
+        states
+            .iter()
+            .map(|s| DeviceView::new(s, grace_millis))
+            .collect::<Vec<_>>()
+    };
+    if let Some(guid) = se::normalize_guid(id) {
+        if let Some(state) = dir.device(&guid)? {
+            return Ok(Some(DeviceLookup {
+                matched_by: MatchedBy::ConnectorGuid,
+                devices: view(vec![state]),
+            }));
+        }
+    }
+    let mut levels = Vec::new();
+    if let Some(mac) = se::normalize_mac(id) {
+        levels.push((MatchedBy::Mac, dir.guids_by_mac(&mac)?));
+    }
+    if let Some(pid) = se::normalize_processor_id(id) {
+        levels.push((
+            MatchedBy::WindowsProcessorId,
+            dir.guids_by_processor_id(&pid)?,
+        ));
+    }
+    if let Some(host) = se::normalize_hostname(id) {
+        levels.push((MatchedBy::Hostname, dir.guids_by_hostname(&host)?));
+    }
+    for (by, guids) in levels {
+        let mut states = Vec::new();
+        for guid in guids {
+            states.extend(dir.device(&guid)?);
+        }
+        if !states.is_empty() {
+            return Ok(Some(DeviceLookup {
+                matched_by: by,
+                devices: view(states),
+            }));
+        }
+    }
+    Ok(None)
+}

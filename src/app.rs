@@ -1,0 +1,147 @@
+//! `trustgate run`: wires ingest, the decision worker and the admin listener together, and
+//! shuts them down in order.
+//!
+//! Shutdown (SIGTERM/SIGINT or the token): the admin listener and the decision worker stop
+//! taking new work and finish what is in flight (the worker waits for every reply it produced
+//! to be acknowledged and commits its offsets, then leaves the group); ingest stores the chunk
+//! in flight; the producer is flushed and the store is synced. Nothing is awaited forever:
+//! the whole sequence is bounded by [`SHUTDOWN_BUDGET`].
+
+use crate::admin::{self, AdminState};
+use crate::config::Settings;
+use crate::decision::{worker, Decider};
+use crate::ingest::{self, IngestContext, IngestStatus};
+use crate::kafka::{client_config, ensure_topics, Role};
+use crate::store::Store;
+use anyhow::Context;
+use rdkafka::producer::{FutureProducer, Producer};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The longest a clean shutdown may take before the process gives up waiting.
+pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(20);
+
+/// A running instance's handles, for the binary and for tests that run it in-process.
+pub struct Running {
+    pub store: Store,
+    pub ingest: IngestStatus,
+    pub admin_addr: std::net::SocketAddr,
+    tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>,
+    producer: FutureProducer,
+}
+
+/// Starts every component. Returns once the admin listener is bound.
+pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let store = Store::open(&settings.store.path, settings.store.cache_bytes)
+        .with_context(|| format!("opening the store at {}", settings.store.path.display()))?;
+    ensure_topics(&settings.kafka, &settings.topics)
+        .await
+        .context("creating topics")?;
+    let producer: FutureProducer = client_config(&settings.kafka, Role::Producer)
+        .create()
+        .context("creating the producer")?;
+    let status = IngestStatus::default();
+    let grace = settings.fold.grace_millis();
+    let decider = Decider::new(Arc::new(settings.policies.clone()), store.clone(), grace);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let ingest_ctx = IngestContext {
+        settings: settings.clone(),
+        store: store.clone(),
+        producer: producer.clone(),
+        status: status.clone(),
+        shutdown: shutdown.clone(),
+    };
+    tasks.spawn_blocking(move || ("ingest", ingest::run(ingest_ctx)));
+
+    let worker_ctx = worker::WorkerContext {
+        settings: settings.clone(),
+        decider: decider.clone(),
+        producer: producer.clone(),
+        ingest: status.clone(),
+        shutdown: shutdown.clone(),
+    };
+    tasks.spawn(async move { ("decision worker", worker::run(worker_ctx).await) });
+
+    let listener = tokio::net::TcpListener::bind(settings.admin.listen)
+        .await
+        .with_context(|| format!("binding the admin listener on {}", settings.admin.listen))?;
+    let admin_addr = listener.local_addr()?;
+    let admin_state = AdminState {
+        decider,
+        store: store.clone(),
+        ingest: status.clone(),
+        grace_millis: grace,
+    };
+    let admin_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        (
+            "admin listener",
+            admin::serve(listener, admin_state, admin_shutdown).await,
+        )
+    });
+
+    Ok(Running {
+        store,
+        ingest: status,
+        admin_addr,
+        tasks,
+        producer,
+    })
+}
+
+impl Running {
+    /// Waits for every component to stop. A component that fails cancels the others (via
+    /// `shutdown`) so the process never half-runs.
+    pub async fn join(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let (name, result) = joined.context("component panicked")?;
+            if let Err(e) = result {
+                tracing::error!(
+                    component = name,
+                    error = format!("{e:#}"),
+                    "Component failed; shutting down."
+                );
+                shutdown.cancel();
+                first_error.get_or_insert(e.context(format!("{name} failed")));
+            }
+        }
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5)))
+            .await?
+            .ok();
+        self.store.flush().await?;
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Runs until SIGTERM/SIGINT, then shuts down within [`SHUTDOWN_BUDGET`].
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let running = start(settings, shutdown.clone()).await?;
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("Shutdown requested; draining.");
+        signal_token.cancel();
+    });
+    let join = running.join(shutdown.clone());
+    tokio::pin!(join);
+    tokio::select! {
+        result = &mut join => result,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_BUDGET).await } => {
+            anyhow::bail!("shutdown did not finish within {SHUTDOWN_BUDGET:?}")
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,114 @@
+//! Configuration: the TOML file, `TRUSTGATE_<SECTION>__<KEY>` overrides, and validation into
+//! typed [`Settings`] once, at start. Everything after `main` receives `Settings`; nothing reads
+//! the environment or the file again.
+
+mod env;
+mod raw;
+mod settings;
+
+pub use settings::*;
+
+use raw::RawConfig;
+use std::path::Path;
+
+/// A configuration problem, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment override {0}")]
+    Env(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The keys whose values are secrets, redacted wherever the configuration is printed.
+const SECRET_KEYS: &[&str] = &[
+    "sasl_password",
+    "ssl_key_password",
+    "api_key",
+    "secrets",
+    "bearer_token",
+];
+
+/// A loaded configuration: validated settings plus the effective TOML (for `check-config`).
+pub struct Loaded {
+    pub settings: Settings,
+    effective: toml::Table,
+}
+
+impl Loaded {
+    /// The effective configuration (file + environment + defaults) with secrets redacted.
+    pub fn redacted_toml(&self) -> String {
+        let mut table = self.effective.clone();
+        redact(&mut table);
+        toml::to_string_pretty(&table).unwrap_or_default()
+    }
+}
+
+/// Loads `path` (or only defaults and environment when `None`) with the process environment.
+pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+            path: p.display().to_string(),
+            source,
+        })?,
+        None => String::new(),
+    };
+    let name = path.map_or("<defaults>".to_owned(), |p| p.display().to_string());
+    load_str(&text, &name, std::env::vars())
+}
+
+/// Loads from text with the given environment (tests pass their own).
+pub fn load_str(
+    text: &str,
+    name: &str,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<Loaded, ConfigError> {
+    let parse_err = |message: String| ConfigError::Parse {
+        path: name.to_owned(),
+        message,
+    };
+    let mut table: toml::Table =
+        toml::from_str(text).map_err(|e| parse_err(e.message().to_owned()))?;
+    let defaults = toml::Table::try_from(RawConfig::default()).expect("defaults serialise");
+    env::apply(&mut table, &defaults, vars).map_err(ConfigError::Env)?;
+    let raw: RawConfig = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| parse_err(e.message().to_owned()))?;
+    let effective = toml::Table::try_from(&raw).expect("config serialises");
+    let settings = Settings::from_raw(raw)?;
+    Ok(Loaded {
+        settings,
+        effective,
+    })
+}
+
+fn redact(table: &mut toml::Table) {
+    for (key, value) in table.iter_mut() {
+        let secret = SECRET_KEYS.contains(&key.as_str())
+            || key.contains("password")
+            || key.contains("secret");
+        match value {
+            toml::Value::Table(t) => redact(t),
+            toml::Value::Array(items) if secret => items
+                .iter_mut()
+                .for_each(|i| *i = toml::Value::String("[REDACTED]".into())),
+            toml::Value::Array(items) => items.iter_mut().for_each(|i| {
+                if let toml::Value::Table(t) = i {
+                    redact(t)
+                }
+            }),
+            _ if secret => *value = toml::Value::String("[REDACTED]".into()),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,445 @@
+//! Typed, validated settings. Secrets are [`SecretString`]s: their `Debug` is redacted and
+//! reading one takes an explicit `expose_secret()`.
+
+use super::raw::*;
+use super::ConfigError;
+use crate::fold::FoldConfig;
+use crate::policy::{Policies, Policy, UnknownDevice};
+use secrecy::SecretString;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub topics: TopicSettings,
+    pub store: StoreSettings,
+    pub admin: AdminSettings,
+    pub fold: FoldConfig,
+    pub policies: Policies,
+    /// Per policy name: how old the feed may be, and what to do past that.
+    pub staleness: HashMap<String, Staleness>,
+    pub poller: PollerSettings,
+    pub webhook: WebhookSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub group_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub security_protocol: String,
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<SecretString>,
+    pub ssl_ca_location: Option<String>,
+    pub ssl_certificate_location: Option<String>,
+    pub ssl_key_location: Option<String>,
+    pub ssl_key_password: Option<SecretString>,
+    pub session_timeout: Duration,
+    pub linger_ms: u32,
+    pub fetch_wait_max_ms: u32,
+    pub properties: BTreeMap<String, Secretish>,
+}
+
+/// A librdkafka property value; those whose names look secret print redacted.
+#[derive(Clone)]
+pub struct Secretish {
+    pub key: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for Secretish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.contains("password") || self.key.contains("secret") {
+            f.write_str("[REDACTED]")
+        } else {
+            write!(f, "{:?}", self.value)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TopicSettings {
+    pub events: String,
+    pub requests: String,
+    pub responses: String,
+    pub dlq: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+}
+
+impl TopicSettings {
+    /// trustgate's own topics: never a valid reply destination.
+    pub fn is_own(&self, topic: &str) -> bool {
+        topic == self.events || topic == self.requests || topic == self.dlq
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub path: PathBuf,
+    pub cache_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStale {
+    LastKnown,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Staleness {
+    pub stale_after: Duration,
+    pub on_stale: OnStale,
+}
+
+#[derive(Debug, Clone)]
+pub struct PollerSettings {
+    pub enabled: bool,
+    pub base_url: String,
+    pub client_id: Option<String>,
+    pub api_key: Option<SecretString>,
+    pub events_interval: Duration,
+    pub events_overlap: Duration,
+    pub inventory_interval: Duration,
+    pub initial_lookback: Duration,
+    pub requests_per_hour: u32,
+    pub burst: u32,
+    pub reserve: u32,
+    pub state_path: PathBuf,
+    pub event_types: Vec<u64>,
+    pub page_size: u32,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub secrets: Vec<SecretString>,
+    pub bearer_token: Option<SecretString>,
+    pub tolerance: Duration,
+    pub max_body_bytes: usize,
+    pub publish_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// Parses `"30s"`, `"10m"`, `"1h"`, `"1h 30m"`.
+pub fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        invalid(format!(
+            "{key} = {text:?}: {e} (use e.g. \"30s\", \"10m\", \"1h\")"
+        ))
+    })
+}
+
+fn secret(value: Option<String>) -> Option<SecretString> {
+    value.filter(|v| !v.is_empty()).map(SecretString::from)
+}
+
+fn listen(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|e| invalid(format!("{key} = {text:?}: {e}")))
+}
+
+impl Settings {
+    pub(super) fn from_raw(raw: RawConfig) -> Result<Settings, ConfigError> {
+        let topics = topics(raw.topics)?;
+        let (policies, staleness) = policies(raw.policy)?;
+        let grace = duration(
+            "compromise.resolution_grace",
+            &raw.compromise.resolution_grace,
+        )?;
+        if raw.compromise.event_types.is_empty() {
+            return Err(invalid(
+                "compromise.event_types is empty: no detection could ever deny",
+            ));
+        }
+        Ok(Settings {
+            kafka: kafka(raw.kafka)?,
+            topics,
+            store: StoreSettings {
+                path: PathBuf::from(raw.store.path),
+                cache_bytes: raw.store.cache_bytes.max(1024 * 1024),
+            },
+            admin: AdminSettings {
+                listen: listen("admin.listen", &raw.admin.listen)?,
+            },
+            fold: FoldConfig {
+                compromise_event_types: raw.compromise.event_types.into_iter().collect(),
+                resolution_grace: grace,
+            },
+            policies,
+            staleness,
+            poller: poller(raw.poller)?,
+            webhook: webhook(raw.webhook)?,
+            log: LogSettings {
+                format: match raw.log.format.as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    other => {
+                        return Err(invalid(format!(
+                            "log.format = {other:?}: expected text or json"
+                        )))
+                    }
+                },
+                level: raw.log.level,
+            },
+        })
+    }
+}
+
+fn kafka(raw: RawKafka) -> Result<KafkaSettings, ConfigError> {
+    if raw.brokers.trim().is_empty() {
+        return Err(invalid("kafka.brokers is empty"));
+    }
+    let protocol = raw.security_protocol.to_ascii_lowercase();
+    if !["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"].contains(&protocol.as_str()) {
+        return Err(invalid(format!(
+            "kafka.security_protocol = {:?}: expected plaintext, ssl, sasl_plaintext or sasl_ssl",
+            raw.security_protocol
+        )));
+    }
+    if protocol.starts_with("sasl") {
+        let mech = raw.sasl_mechanism.as_deref().unwrap_or("");
+        if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&mech) {
+            return Err(invalid(format!(
+                "kafka.sasl_mechanism = {mech:?}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+            )));
+        }
+        if raw.sasl_username.is_none() || raw.sasl_password.is_none() {
+            return Err(invalid(
+                "kafka.sasl_username and kafka.sasl_password are required with SASL",
+            ));
+        }
+    }
+    let group_instance_id = raw.group_instance_id.filter(|g| !g.is_empty());
+    Ok(KafkaSettings {
+        brokers: raw.brokers,
+        group_id: raw.group_id,
+        group_instance_id,
+        client_id: raw.client_id,
+        security_protocol: protocol,
+        sasl_mechanism: raw.sasl_mechanism,
+        sasl_username: raw.sasl_username,
+        sasl_password: secret(raw.sasl_password),
+        ssl_ca_location: raw.ssl_ca_location,
+        ssl_certificate_location: raw.ssl_certificate_location,
+        ssl_key_location: raw.ssl_key_location,
+        ssl_key_password: secret(raw.ssl_key_password),
+        session_timeout: duration("kafka.session_timeout", &raw.session_timeout)?,
+        linger_ms: raw.linger_ms,
+        fetch_wait_max_ms: raw.fetch_wait_max_ms,
+        properties: raw
+            .properties
+            .into_iter()
+            .map(|(key, value)| (key.clone(), Secretish { key, value }))
+            .collect(),
+    })
+}
+
+fn topics(raw: RawTopics) -> Result<TopicSettings, ConfigError> {
+    let names = [&raw.events, &raw.requests, &raw.responses, &raw.dlq];
+    if names.iter().any(|n| n.trim().is_empty()) {
+        return Err(invalid("topic names must not be empty"));
+    }
+    for (i, a) in names.iter().enumerate() {
+        if names[i + 1..].contains(a) {
+            return Err(invalid(format!(
+                "topic {a:?} is configured for two purposes"
+            )));
+        }
+    }
+    if raw.partitions < 1 {
+        return Err(invalid("topics.partitions must be at least 1"));
+    }
+    Ok(TopicSettings {
+        events: raw.events,
+        requests: raw.requests,
+        responses: raw.responses,
+        dlq: raw.dlq,
+        partitions: raw.partitions,
+        replication_factor: raw.replication_factor,
+    })
+}
+
+fn unknown_device(key: &str, text: &str) -> Result<UnknownDevice, ConfigError> {
+    match text {
+        "allow" => Ok(UnknownDevice::Allow),
+        "deny" => Ok(UnknownDevice::Deny),
+        other => Err(invalid(format!(
+            "{key} = {other:?}: expected allow or deny"
+        ))),
+    }
+}
+
+fn on_stale(key: &str, text: &str) -> Result<OnStale, ConfigError> {
+    match text {
+        "last_known" => Ok(OnStale::LastKnown),
+        "deny" => Ok(OnStale::Deny),
+        other => Err(invalid(format!(
+            "{key} = {other:?}: expected last_known or deny"
+        ))),
+    }
+}
+
+fn policies(raw: RawPolicies) -> Result<(Policies, HashMap<String, Staleness>), ConfigError> {
+    let g = raw.global;
+    let global = Policy {
+        name: "global".into(),
+        require_trusted: g.require_trusted,
+        block_compromised: g.block_compromised,
+        unknown_device: unknown_device("policy.global.unknown_device", &g.unknown_device)?,
+    };
+    let global_staleness = Staleness {
+        stale_after: duration("policy.global.stale_after", &g.stale_after)?,
+        on_stale: on_stale("policy.global.on_stale", &g.on_stale)?,
+    };
+    let mut staleness = HashMap::from([("global".to_owned(), global_staleness)]);
+    let mut by_application = HashMap::new();
+    for custom in raw.custom {
+        let name = custom.name.trim().to_owned();
+        if name.is_empty() || name == "global" || staleness.contains_key(&name) {
+            return Err(invalid(format!(
+                "policy.custom name {name:?} is empty, reserved or used twice"
+            )));
+        }
+        if custom.applications.is_empty() {
+            return Err(invalid(format!(
+                "policy.custom {name:?} has no applications"
+            )));
+        }
+        let key = |k: &str| format!("policy.custom[{name}].{k}");
+        let policy = Policy {
+            name: name.clone(),
+            require_trusted: custom.require_trusted.unwrap_or(global.require_trusted),
+            block_compromised: custom.block_compromised.unwrap_or(global.block_compromised),
+            unknown_device: match &custom.unknown_device {
+                Some(u) => unknown_device(&key("unknown_device"), u)?,
+                None => global.unknown_device,
+            },
+        };
+        let stale = Staleness {
+            stale_after: match &custom.stale_after {
+                Some(s) => duration(&key("stale_after"), s)?,
+                None => global_staleness.stale_after,
+            },
+            on_stale: match &custom.on_stale {
+                Some(s) => on_stale(&key("on_stale"), s)?,
+                None => global_staleness.on_stale,
+            },
+        };
+        for app in custom.applications {
+            if by_application.insert(app.clone(), policy.clone()).is_some() {
+                return Err(invalid(format!(
+                    "application {app:?} is in two custom policies"
+                )));
+            }
+        }
+        staleness.insert(name, stale);
+    }
+    Ok((
+        Policies {
+            global,
+            by_application,
+        },
+        staleness,
+    ))
+}
+
+fn poller(raw: RawPoller) -> Result<PollerSettings, ConfigError> {
+    let base_url =
+        match raw.base_url.filter(|u| !u.is_empty()) {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => match raw.region.as_str() {
+                "nam" => "https://api.amp.cisco.com".into(),
+                "eu" => "https://api.eu.amp.cisco.com".into(),
+                "apjc" => "https://api.apjc.amp.cisco.com".into(),
+                other => return Err(invalid(format!(
+                    "poller.region = {other:?}: expected nam, eu or apjc (or set poller.base_url)"
+                ))),
+            },
+        };
+    let api_key = secret(raw.api_key);
+    if raw.enabled && (raw.client_id.is_none() || api_key.is_none()) {
+        return Err(invalid("poller.client_id and poller.api_key (or TRUSTGATE_POLLER__API_KEY) are required when the poller is enabled"));
+    }
+    if raw.requests_per_hour == 0 || raw.burst == 0 {
+        return Err(invalid(
+            "poller.requests_per_hour and poller.burst must be positive",
+        ));
+    }
+    if !(1..=500).contains(&raw.page_size) {
+        return Err(invalid("poller.page_size must be between 1 and 500"));
+    }
+    Ok(PollerSettings {
+        enabled: raw.enabled,
+        base_url,
+        client_id: raw.client_id,
+        api_key,
+        events_interval: duration("poller.events_interval", &raw.events_interval)?,
+        events_overlap: duration("poller.events_overlap", &raw.events_overlap)?,
+        inventory_interval: duration("poller.inventory_interval", &raw.inventory_interval)?,
+        initial_lookback: duration("poller.initial_lookback", &raw.initial_lookback)?,
+        requests_per_hour: raw.requests_per_hour,
+        burst: raw.burst,
+        reserve: raw.reserve,
+        state_path: PathBuf::from(raw.state_path),
+        event_types: raw.event_types,
+        page_size: raw.page_size,
+        connect_timeout: duration("poller.connect_timeout", &raw.connect_timeout)?,
+        request_timeout: duration("poller.request_timeout", &raw.request_timeout)?,
+    })
+}
+
+fn webhook(raw: RawWebhook) -> Result<WebhookSettings, ConfigError> {
+    for s in &raw.secrets {
+        if !s.starts_with("whsec_") {
+            // Say which position, never the value.
+            return Err(invalid(
+                "webhook.secrets entries must look like whsec_<base64>",
+            ));
+        }
+    }
+    let bearer_token = secret(raw.bearer_token);
+    if raw.enabled && raw.secrets.is_empty() && bearer_token.is_none() {
+        return Err(invalid(
+            "webhook.enabled needs webhook.secrets (or webhook.bearer_token)",
+        ));
+    }
+    Ok(WebhookSettings {
+        enabled: raw.enabled,
+        listen: listen("webhook.listen", &raw.listen)?,
+        secrets: raw.secrets.into_iter().map(SecretString::from).collect(),
+        bearer_token,
+        tolerance: duration("webhook.tolerance", &raw.tolerance)?,
+        max_body_bytes: raw.max_body_bytes,
+        publish_timeout: duration("webhook.publish_timeout", &raw.publish_timeout)?,
+    })
+}

@@ -1,0 +1,83 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+#[test]
+fn defaults_load() {
+    let loaded = load_str("", "t", env(&[])).unwrap();
+    assert_eq!(loaded.settings.topics.events, "secure-endpoint.events");
+    assert_eq!(loaded.settings.fold.resolution_grace.as_secs(), 600);
+    assert!(loaded.settings.policies.global.require_trusted);
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let err = load_str("[kafka]\nbrokerz = \"x\"\n", "t", env(&[]))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("brokerz"), "{err}");
+}
+
+#[test]
+fn env_overrides_the_file() {
+    let loaded = load_str(
+        "[kafka]\nbrokers = \"file:1\"\n",
+        "t",
+        env(&[
+            ("TRUSTGATE_KAFKA__BROKERS", "env:2"),
+            ("TRUSTGATE_STORE__PATH", "/tmp/x"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(loaded.settings.kafka.brokers, "env:2");
+    assert_eq!(loaded.settings.store.path.to_str(), Some("/tmp/x"));
+}
+
+#[test]
+fn custom_policies_inherit_and_select_by_application() {
+    let loaded = load_str(
+        "[[policy.custom]]\nname = \"wiki\"\napplications = [\"wiki\"]\nrequire_trusted = false\n",
+        "t",
+        env(&[]),
+    )
+    .unwrap();
+    let p = &loaded.settings.policies;
+    assert_eq!(p.for_application("wiki").name, "wiki");
+    assert!(!p.for_application("wiki").require_trusted);
+    assert!(
+        p.for_application("wiki").block_compromised,
+        "inherited from global"
+    );
+    assert_eq!(p.for_application("vpn").name, "global");
+}
+
+#[test]
+fn secrets_never_print() {
+    let loaded = load_str(
+        "[kafka]\nsecurity_protocol = \"sasl_ssl\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"u\"\nsasl_password = \"SENTINEL-1\"\n[kafka.properties]\n\"ssl.keystore.password\" = \"SENTINEL-2\"\n[poller]\napi_key = \"SENTINEL-3\"\n[webhook]\nsecrets = [\"whsec_SENTINEL4\"]\n",
+        "t",
+        env(&[]),
+    )
+    .unwrap();
+    let printed = format!("{:?}\n{}", loaded.settings, loaded.redacted_toml());
+    assert!(!printed.contains("SENTINEL"), "{printed}");
+    assert!(printed.contains("[REDACTED]"));
+}
+
+#[test]
+fn bad_durations_say_how_to_write_them() {
+    let err = load_str(
+        "[compromise]\nresolution_grace = \"ten minutes\"\n",
+        "t",
+        env(&[]),
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("resolution_grace"));
+}

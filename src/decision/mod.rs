@@ -1,0 +1,81 @@
+//! Decisions: request/response contract, the shared decide path and the Kafka decision worker.
+//!
+//! [`Decider`] is the one code path from request bytes to a response; the Kafka worker
+//! ([`worker`]), the admin HTTP endpoint and `trustgate decide` all call it, so they cannot
+//! disagree. Reply routing (Spring Kafka's request/reply headers) lives in [`reply`].
+
+pub mod reply;
+pub mod request;
+pub mod response;
+pub mod worker;
+
+pub use request::{InvalidRequest, ValidRequest};
+pub use response::DecisionResponse;
+
+use crate::policy::{evaluate, Decision, DeviceDirectory, Policies};
+use crate::time::now_millis;
+use std::sync::Arc;
+
+/// What became of a request body.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// A response to send (possibly `invalid_request`).
+    Reply(DecisionResponse),
+    /// No `request_id` could be read: nobody can be answered. Kafka dead-letters these; HTTP
+    /// answers 400.
+    Unanswerable(String),
+}
+
+/// Decides requests against device state under the configured policies.
+#[derive(Clone)]
+pub struct Decider<D> {
+    policies: Arc<Policies>,
+    directory: D,
+    grace_millis: i64,
+}
+
+impl<D: DeviceDirectory> Decider<D> {
+    pub fn new(policies: Arc<Policies>, directory: D, grace_millis: i64) -> Self {
+        Decider {
+            policies,
+            directory,
+            grace_millis,
+        }
+    }
+
+    /// Decides one request body.
+    pub fn decide(&self, body: &[u8]) -> Answer {
+        match request::parse(body) {
+            Ok(req) => Answer::Reply(self.decide_valid(&req)),
+            Err(InvalidRequest {
+                request_id: Some(id),
+                error,
+            }) => Answer::Reply(self.invalid(id, error)),
+            Err(InvalidRequest {
+                request_id: None,
+                error,
+            }) => Answer::Unanswerable(error),
+        }
+    }
+
+    pub fn decide_valid(&self, req: &ValidRequest) -> DecisionResponse {
+        let policy = self.policies.for_application(&req.application);
+        let decision = evaluate(policy, &req.subject, &self.directory, self.grace_millis);
+        DecisionResponse::new(
+            req.request_id.clone(),
+            policy.name.clone(),
+            decision,
+            now_millis(),
+        )
+    }
+
+    /// An `invalid_request` answer (rule 1), e.g. for a refused reply topic.
+    pub fn invalid(&self, request_id: String, error: String) -> DecisionResponse {
+        DecisionResponse::new(
+            request_id,
+            self.policies.global.name.clone(),
+            Decision::invalid(error),
+            now_millis(),
+        )
+    }
+}

@@ -1,0 +1,142 @@
+//! Decision requests (`schemas/decision-request.v1.json`): reading and validating them.
+
+use crate::policy::{Identifiers as DeviceIds, Subject};
+use crate::se::{self, Platform};
+use serde_json::{Map, Value};
+
+/// A request that passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidRequest {
+    pub request_id: String,
+    pub application: String,
+    pub user: Option<String>,
+    pub subject: Subject,
+}
+
+/// Why a request is invalid. Without a `request_id` there is nobody to answer: the Kafka path
+/// dead-letters such a request instead of replying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidRequest {
+    pub request_id: Option<String>,
+    pub error: String,
+}
+
+/// Reads and validates a request body.
+pub fn parse(body: &[u8]) -> Result<ValidRequest, InvalidRequest> {
+    let fail = |request_id: Option<String>, error: String| InvalidRequest { request_id, error };
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| fail(None, format!("request is not JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(fail(None, "request is not a JSON object".into()));
+    };
+    let request_id = match obj.get("request_id") {
+        Some(Value::String(id)) if !id.is_empty() => id.clone(),
+        Some(_) => return Err(fail(None, "request_id must be a non-empty string".into())),
+        None => return Err(fail(None, "request_id is required".into())),
+    };
+    validate(&obj, &request_id).map_err(|error| fail(Some(request_id.clone()), error))
+}
+
+fn validate(obj: &Map<String, Value>, request_id: &str) -> Result<ValidRequest, String> {
+    let application = match obj.get("application") {
+        Some(Value::String(app)) if !app.is_empty() => app.clone(),
+        Some(_) => return Err("application must be a non-empty string".into()),
+        None => return Err("application is required".into()),
+    };
+    let user = optional_string(obj, "user")?;
+    let device = match obj.get("device") {
+        Some(Value::Object(device)) => device,
+        Some(_) => return Err("device must be an object".into()),
+        None => return Err("device is required".into()),
+    };
+    let trusted = match device.get("trusted") {
+        Some(Value::Bool(t)) => *t,
+        Some(_) => return Err("device.trusted must be a boolean".into()),
+        None => return Err("device.trusted is required".into()),
+    };
+    let os = match optional_string(device, "os")? {
+        Some(os) => Some(Platform::from_request(&os).ok_or_else(|| {
+            format!("device.os {os:?} is not one of windows, macos, linux, ios, android, chromeos, other")
+        })?),
+        None => None,
+    };
+    let ids = identifiers(device)?;
+    Ok(ValidRequest {
+        request_id: request_id.to_owned(),
+        application,
+        user,
+        subject: Subject { trusted, os, ids },
+    })
+}
+
+fn identifiers(device: &Map<String, Value>) -> Result<DeviceIds, String> {
+    let guid = optional_string(device, "connector_guid")?;
+    let processor = optional_string(device, "windows_processor_id")?;
+    let hostname = optional_string(device, "hostname")?;
+    let macs = match device.get("mac_addresses") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => {
+            let mut macs = Vec::with_capacity(items.len());
+            for item in items {
+                let text = item
+                    .as_str()
+                    .ok_or("device.mac_addresses must hold strings")?;
+                macs.push(se::normalize_mac(text).ok_or_else(|| {
+                    format!("device.mac_addresses: {text:?} is not a MAC address")
+                })?);
+            }
+            macs.sort();
+            macs.dedup();
+            macs
+        }
+        Some(_) => return Err("device.mac_addresses must be an array".into()),
+    };
+    Ok(DeviceIds {
+        connector_guid: guid.as_deref().and_then(se::normalize_guid),
+        windows_processor_id: processor.as_deref().and_then(se::normalize_processor_id),
+        macs,
+        hostname: hostname.as_deref().and_then(se::normalize_hostname),
+    })
+}
+
+fn optional_string(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, String> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("{field} must be a string")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_request_parses_and_normalises() {
+        let req = parse(br#"{"request_id":"r1","application":"vpn","user":"ann","device":{"trusted":true,"os":"Windows",
+            "connector_guid":"ABC","mac_addresses":["AA-BB-CC-DD-EE-FF"],"hostname":"FIN-LT-0042"}}"#)
+        .unwrap();
+        assert_eq!(req.subject.os, Some(Platform::Windows));
+        assert_eq!(req.subject.ids.connector_guid.as_deref(), Some("abc"));
+        assert_eq!(req.subject.ids.macs, vec!["aabbccddeeff".to_string()]);
+        assert_eq!(req.subject.ids.hostname.as_deref(), Some("fin-lt-0042"));
+    }
+
+    #[test]
+    fn errors_keep_the_request_id_when_there_is_one() {
+        let err = parse(br#"{"request_id":"r2","device":{"trusted":true}}"#).unwrap_err();
+        assert_eq!(err.request_id.as_deref(), Some("r2"));
+        assert!(err.error.contains("application"));
+        let err = parse(br#"{"application":"a"}"#).unwrap_err();
+        assert_eq!(err.request_id, None);
+        assert!(parse(b"not json").unwrap_err().error.contains("not JSON"));
+    }
+
+    #[test]
+    fn trusted_must_be_a_boolean() {
+        let err = parse(br#"{"request_id":"r","application":"a","device":{"trusted":"yes"}}"#)
+            .unwrap_err();
+        assert!(err.error.contains("device.trusted"));
+    }
+}

@@ -1,0 +1,56 @@
+//! Decision responses (`schemas/decision-response.v1.json`).
+
+use crate::policy::{Decision, MatchedBy, Outcome, Reason};
+use crate::time::{format_millis, Millis};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecisionResponse {
+    pub request_id: String,
+    pub decision: Outcome,
+    pub reason: Reason,
+    /// The custom policy's name, or `global`.
+    pub policy: String,
+    pub device: DeviceSection,
+    /// RFC 3339 UTC.
+    pub decided_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Present (true) only when the feed behind the decision is older than `stale_after`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale: Option<bool>,
+    /// Seconds since the last record or heartbeat from any source; with `stale`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed_age_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceSection {
+    pub connector_guid: Option<String>,
+    pub matched_by: MatchedBy,
+    pub ambiguous: bool,
+    pub compromised: Option<bool>,
+    pub state_as_of: Option<String>,
+}
+
+impl DecisionResponse {
+    pub fn new(request_id: String, policy: String, decision: Decision, decided_at: Millis) -> Self {
+        DecisionResponse {
+            request_id,
+            decision: decision.outcome,
+            reason: decision.reason,
+            policy,
+            device: DeviceSection {
+                connector_guid: decision.device.connector_guid,
+                matched_by: decision.device.matched_by.unwrap_or(MatchedBy::None),
+                ambiguous: decision.device.ambiguous,
+                compromised: decision.device.compromised,
+                state_as_of: decision.device.state_as_of.map(format_millis),
+            },
+            decided_at: format_millis(decided_at),
+            error: decision.error,
+            stale: None,
+            feed_age_seconds: None,
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! One device's state and the merge of a fact into it.
+
+use crate::time::Millis;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A value with the time it was true at. Merging keeps the greatest `(at, value)`: newest wins,
+/// and a tie is broken by the value itself so that the result never depends on arrival order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Stamped<T> {
+    pub at: Millis,
+    pub value: T,
+}
+
+fn merge_stamped<T: Ord + Clone>(slot: &mut Option<Stamped<T>>, incoming: &Option<Stamped<T>>) {
+    if let Some(new) = incoming {
+        if slot.as_ref().map_or(true, |old| new > old) {
+            *slot = Some(new.clone());
+        }
+    }
+}
+
+/// An inventory observation of SE's `is_compromised` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Observation {
+    /// `trustgate-observed-at`, capped at the Kafka record timestamp.
+    pub at: Millis,
+    /// Ordered after `at` so that of two observations at the same time the compromised one wins.
+    pub compromised: bool,
+}
+
+/// An event's identity: SE's (`id`, `event_type_id`), or a hash of its bytes when it has no id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum EventKey {
+    Id { id: u64, event_type_id: u64 },
+    Hash([u8; 16]),
+}
+
+/// A compromise-class event remembered for a device. Cleared events are kept (they are small and
+/// rare) so that a redelivery of an old detection is recognised and keeps its first-seen time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompromiseEvent {
+    pub event_type_id: u64,
+    pub detection_id: Option<String>,
+    /// SE's `date`, when readable.
+    pub date: Option<Millis>,
+    /// The earliest Kafka record timestamp this event was seen at.
+    pub first_seen: Millis,
+}
+
+impl CompromiseEvent {
+    /// When SE could first have known: the later of its `date` and its first sighting (an
+    /// offline laptop uploads a detection hours after its `date`; SE's flag could not reflect
+    /// it before the upload).
+    pub fn time(&self) -> Millis {
+        self.date
+            .map_or(self.first_seen, |d| d.max(self.first_seen))
+    }
+
+    fn merge(&mut self, other: &CompromiseEvent) {
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.date = self.date.max(other.date);
+        self.detection_id = self.detection_id.clone().max(other.detection_id.clone());
+    }
+}
+
+/// Identifiers a record states about its device, each stamped with the record's time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identifiers {
+    pub hostname: Option<Stamped<String>>,
+    /// Normalised MACs, sorted and deduplicated: a record states the device's whole set.
+    pub macs: Option<Stamped<Vec<String>>>,
+    pub windows_processor_id: Option<Stamped<String>>,
+    pub operating_system: Option<Stamped<String>>,
+}
+
+/// What one record says about one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fact {
+    pub connector_guid: String,
+    pub record_timestamp: Millis,
+    pub identifiers: Identifiers,
+    pub last_seen: Option<Millis>,
+    pub observation: Option<Observation>,
+    pub compromise_event: Option<(EventKey, CompromiseEvent)>,
+}
+
+/// Everything trustgate knows about one connector GUID.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceState {
+    pub connector_guid: String,
+    pub hostname: Option<Stamped<String>>,
+    pub macs: Option<Stamped<Vec<String>>>,
+    pub windows_processor_id: Option<Stamped<String>>,
+    pub operating_system: Option<Stamped<String>>,
+    /// SE's `last_seen` for the computer, newest seen.
+    pub last_seen: Option<Millis>,
+    /// The latest inventory observation of `is_compromised`.
+    pub observation: Option<Observation>,
+    pub events: BTreeMap<EventKey, CompromiseEvent>,
+    /// Kafka timestamp of the newest record applied for this device.
+    pub newest_record_at: Option<Millis>,
+}
+
+impl DeviceState {
+    pub fn new(connector_guid: &str) -> Self {
+        DeviceState {
+            connector_guid: connector_guid.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// Merges a fact about this device. Idempotent, commutative and associative.
+    pub fn apply(&mut self, fact: &Fact) {
+        debug_assert_eq!(fact.connector_guid, self.connector_guid);
+        merge_stamped(&mut self.hostname, &fact.identifiers.hostname);
+        merge_stamped(&mut self.macs, &fact.identifiers.macs);
+        merge_stamped(
+            &mut self.windows_processor_id,
+            &fact.identifiers.windows_processor_id,
+        );
+        merge_stamped(
+            &mut self.operating_system,
+            &fact.identifiers.operating_system,
+        );
+        self.last_seen = self.last_seen.max(fact.last_seen);
+        self.observation = self.observation.max(fact.observation);
+        if let Some((key, event)) = &fact.compromise_event {
+            self.events
+                .entry(*key)
+                .and_modify(|known| known.merge(event))
+                .or_insert_with(|| event.clone());
+        }
+        self.newest_record_at = self.newest_record_at.max(Some(fact.record_timestamp));
+    }
+
+    /// The compromise rule: the latest observation says compromised, or a compromise-class event
+    /// is later than (that observation − `grace`). With no observation, any such event counts.
+    pub fn is_compromised(&self, grace_millis: i64) -> bool {
+        match self.observation {
+            Some(obs) => {
+                obs.compromised
+                    || self
+                        .events
+                        .values()
+                        .any(|e| e.time() > obs.at.saturating_sub(grace_millis))
+            }
+            None => !self.events.is_empty(),
+        }
+    }
+
+    /// The compromise-class events the latest observation has not cleared.
+    pub fn open_events(
+        &self,
+        grace_millis: i64,
+    ) -> impl Iterator<Item = (&EventKey, &CompromiseEvent)> {
+        let cutoff = self.observation.map(|o| o.at.saturating_sub(grace_millis));
+        self.events
+            .iter()
+            .filter(move |(_, e)| cutoff.map_or(true, |c| e.time() > c))
+    }
+}

@@ -1,0 +1,361 @@
+//! From an events-topic record (value, headers, timestamp) to a [`Fact`] about one device.
+
+use super::device::{CompromiseEvent, EventKey, Fact, Identifiers, Observation, Stamped};
+use super::FoldConfig;
+use crate::se::{self, Computer, Event, NetworkAddress};
+use crate::time::{parse_rfc3339, Millis};
+use crate::topic::Kind;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// The parts of a Kafka record the fold reads. Header values are raw bytes as on the wire.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordInput<'a> {
+    pub value: Option<&'a [u8]>,
+    pub kind: Option<&'a [u8]>,
+    pub source: Option<&'a [u8]>,
+    pub observed_at: Option<&'a [u8]>,
+    /// The Kafka record timestamp.
+    pub timestamp: Millis,
+}
+
+/// A source's liveness record: the feed is alive even when no device changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub source: String,
+    pub at: Millis,
+}
+
+/// What a usable record is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Classified {
+    Device(Fact),
+    Heartbeat(Heartbeat),
+}
+
+/// Why a record cannot be used. The text goes into the dead-letter header, so it names the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("record has no value")]
+    NoValue,
+    #[error("value is not a JSON object: {0}")]
+    NotJsonObject(serde_json::Error),
+    #[error("unknown trustgate-kind header {0:?} (expected event, computer or heartbeat)")]
+    UnknownKind(String),
+    #[error("cannot tell the record's kind: no trustgate-kind header and the value has no event_type_id, is_compromised or operating_system")]
+    UndeterminedKind,
+    #[error("invalid Secure Endpoint event: {0}")]
+    InvalidEvent(serde_json::Error),
+    #[error("invalid Secure Endpoint computer: {0}")]
+    InvalidComputer(serde_json::Error),
+    #[error("record names no device: connector_guid is missing or empty")]
+    NoConnectorGuid,
+}
+
+/// The top-level keys that tell an event from a computer when the kind header is missing.
+#[derive(Deserialize)]
+struct KindProbe {
+    #[serde(default)]
+    event_type_id: Option<IgnoredAny>,
+    #[serde(default)]
+    is_compromised: Option<IgnoredAny>,
+    #[serde(default)]
+    operating_system: Option<IgnoredAny>,
+}
+
+/// Classifies one record. Pure: the same input always gives the same result.
+pub fn classify(input: &RecordInput<'_>, config: &FoldConfig) -> Result<Classified, RecordError> {
+    let value = input.value.ok_or(RecordError::NoValue)?;
+    match record_kind(input, value)? {
+        Kind::Heartbeat => Ok(Classified::Heartbeat(heartbeat(input, value))),
+        Kind::Event => {
+            let event: Event = serde_json::from_slice(value).map_err(RecordError::InvalidEvent)?;
+            event_fact(&event, value, input.timestamp, config).map(Classified::Device)
+        }
+        Kind::Computer => {
+            let computer: Computer =
+                serde_json::from_slice(value).map_err(RecordError::InvalidComputer)?;
+            computer_fact(&computer, input).map(Classified::Device)
+        }
+    }
+}
+
+fn record_kind(input: &RecordInput<'_>, value: &[u8]) -> Result<Kind, RecordError> {
+    if let Some(raw) = input.kind {
+        let text = String::from_utf8_lossy(raw);
+        return Kind::parse(text.trim()).ok_or_else(|| RecordError::UnknownKind(text.into_owned()));
+    }
+    let probe: KindProbe = serde_json::from_slice(value).map_err(RecordError::NotJsonObject)?;
+    if probe.event_type_id.is_some() {
+        Ok(Kind::Event)
+    } else if probe.is_compromised.is_some() || probe.operating_system.is_some() {
+        Ok(Kind::Computer)
+    } else {
+        Err(RecordError::UndeterminedKind)
+    }
+}
+
+fn heartbeat(input: &RecordInput<'_>, value: &[u8]) -> Heartbeat {
+    #[derive(Deserialize)]
+    struct Body {
+        source: Option<String>,
+    }
+    let from_header = input
+        .source
+        .map(|s| String::from_utf8_lossy(s).trim().to_owned());
+    let from_value = || {
+        serde_json::from_slice::<Body>(value)
+            .ok()
+            .and_then(|b| b.source)
+    };
+    Heartbeat {
+        source: from_header
+            .or_else(from_value)
+            .unwrap_or_else(|| "unknown".to_owned()),
+        at: input.timestamp,
+    }
+}
+
+fn event_fact(
+    event: &Event,
+    raw: &[u8],
+    timestamp: Millis,
+    config: &FoldConfig,
+) -> Result<Fact, RecordError> {
+    let guid = event.connector_guid().ok_or(RecordError::NoConnectorGuid)?;
+    let date = event.date.as_deref().and_then(parse_rfc3339);
+    // Identifiers are as of the event's own date; a record without one is as of its arrival.
+    let at = date.unwrap_or(timestamp);
+    let computer = event.computer.as_ref();
+    let identifiers = Identifiers {
+        hostname: computer
+            .and_then(|c| c.hostname.as_deref())
+            .and_then(se::normalize_hostname)
+            .map(|value| Stamped { at, value }),
+        macs: computer.and_then(|c| stamped_macs(&c.network_addresses, at)),
+        ..Identifiers::default()
+    };
+    let compromise_event = config.is_compromise_class(event.event_type_id).then(|| {
+        let key = match event.id {
+            Some(id) => EventKey::Id {
+                id,
+                event_type_id: event.event_type_id,
+            },
+            None => EventKey::Hash(hash16(raw)),
+        };
+        let known = CompromiseEvent {
+            event_type_id: event.event_type_id,
+            detection_id: event.detection_id.clone(),
+            date,
+            first_seen: timestamp,
+        };
+        (key, known)
+    });
+    Ok(Fact {
+        connector_guid: guid,
+        record_timestamp: timestamp,
+        identifiers,
+        last_seen: None,
+        observation: None,
+        compromise_event,
+    })
+}
+
+fn computer_fact(computer: &Computer, input: &RecordInput<'_>) -> Result<Fact, RecordError> {
+    let guid = se::normalize_guid(&computer.connector_guid).ok_or(RecordError::NoConnectorGuid)?;
+    // An observation can never be later than the record that carries it: a producer's clock
+    // must not be able to push an observation past detections it could not have seen.
+    let observed_at = input
+        .observed_at
+        .and_then(|raw| std::str::from_utf8(raw).ok())
+        .and_then(parse_rfc3339)
+        .map_or(input.timestamp, |t| t.min(input.timestamp));
+    let at = observed_at;
+    let identifiers = Identifiers {
+        hostname: computer
+            .hostname
+            .as_deref()
+            .and_then(se::normalize_hostname)
+            .map(|value| Stamped { at, value }),
+        macs: stamped_macs(&computer.network_addresses, at),
+        windows_processor_id: computer
+            .windows_processor_id
+            .as_deref()
+            .and_then(se::normalize_processor_id)
+            .map(|value| Stamped { at, value }),
+        operating_system: computer
+            .operating_system
+            .as_deref()
+            .map(str::trim)
+            .filter(|os| !os.is_empty())
+            .map(|os| Stamped {
+                at,
+                value: os.to_owned(),
+            }),
+    };
+    Ok(Fact {
+        connector_guid: guid,
+        record_timestamp: input.timestamp,
+        identifiers,
+        last_seen: computer.last_seen.as_deref().and_then(parse_rfc3339),
+        observation: computer
+            .is_compromised
+            .map(|compromised| Observation { at, compromised }),
+        compromise_event: None,
+    })
+}
+
+fn stamped_macs(addresses: &[NetworkAddress], at: Millis) -> Option<Stamped<Vec<String>>> {
+    let mut macs: Vec<String> = addresses
+        .iter()
+        .filter_map(|a| a.mac.as_deref().and_then(se::normalize_mac))
+        .collect();
+    macs.sort();
+    macs.dedup();
+    (!macs.is_empty()).then_some(Stamped { at, value: macs })
+}
+
+fn hash16(bytes: &[u8]) -> [u8; 16] {
+    let digest = Sha256::digest(bytes);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(value: &str, ts: Millis) -> RecordInput<'_> {
+        RecordInput {
+            value: Some(value.as_bytes()),
+            timestamp: ts,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn kind_is_inferred_without_headers() {
+        let cfg = FoldConfig::default();
+        let event = classify(
+            &input(r#"{"event_type_id":1090519054,"connector_guid":"G"}"#, 5),
+            &cfg,
+        )
+        .unwrap();
+        let Classified::Device(fact) = event else {
+            panic!("device expected")
+        };
+        assert!(fact.compromise_event.is_some());
+        let computer = classify(
+            &input(r#"{"connector_guid":"G","is_compromised":false}"#, 5),
+            &cfg,
+        )
+        .unwrap();
+        let Classified::Device(fact) = computer else {
+            panic!("device expected")
+        };
+        assert_eq!(
+            fact.observation,
+            Some(Observation {
+                at: 5,
+                compromised: false
+            })
+        );
+        assert!(matches!(
+            classify(&input(r#"{"x":1}"#, 5), &cfg),
+            Err(RecordError::UndeterminedKind)
+        ));
+        assert!(matches!(
+            classify(&input("garbage", 5), &cfg),
+            Err(RecordError::NotJsonObject(_))
+        ));
+    }
+
+    #[test]
+    fn observed_at_is_capped_at_the_record_timestamp() {
+        let cfg = FoldConfig::default();
+        let value = r#"{"connector_guid":"G","is_compromised":false}"#;
+        let future = "2100-01-01T00:00:00Z";
+        let rec = RecordInput {
+            observed_at: Some(future.as_bytes()),
+            ..input(value, 1_000)
+        };
+        let Classified::Device(fact) = classify(&rec, &cfg).unwrap() else {
+            panic!()
+        };
+        assert_eq!(fact.observation.unwrap().at, 1_000);
+        let past = "1970-01-01T00:00:00.500Z";
+        let rec = RecordInput {
+            observed_at: Some(past.as_bytes()),
+            ..input(value, 1_000)
+        };
+        let Classified::Device(fact) = classify(&rec, &cfg).unwrap() else {
+            panic!()
+        };
+        assert_eq!(fact.observation.unwrap().at, 500);
+    }
+
+    #[test]
+    fn computer_without_flag_is_not_an_observation() {
+        let cfg = FoldConfig::default();
+        let Classified::Device(fact) = classify(
+            &input(
+                r#"{"connector_guid":"G","operating_system":"Windows 10","hostname":"H"}"#,
+                1,
+            ),
+            &cfg,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(fact.observation, None);
+        assert_eq!(fact.identifiers.hostname.unwrap().value, "h");
+    }
+
+    #[test]
+    fn unreadable_date_takes_the_record_timestamp() {
+        let cfg = FoldConfig::default();
+        let Classified::Device(fact) = classify(
+            &input(
+                r#"{"id":7,"event_type_id":1090519054,"connector_guid":"G","date":"yesterday"}"#,
+                42,
+            ),
+            &cfg,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(fact.compromise_event.unwrap().1.time(), 42);
+    }
+
+    #[test]
+    fn heartbeats_carry_their_source() {
+        let cfg = FoldConfig::default();
+        let rec = RecordInput {
+            kind: Some(b"heartbeat"),
+            source: Some(b"poll"),
+            ..input(r#"{"source":"poll"}"#, 9)
+        };
+        assert_eq!(
+            classify(&rec, &cfg).unwrap(),
+            Classified::Heartbeat(Heartbeat {
+                source: "poll".into(),
+                at: 9
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_kind_header_is_refused() {
+        let cfg = FoldConfig::default();
+        let rec = RecordInput {
+            kind: Some(b"weird"),
+            ..input(r#"{"event_type_id":1}"#, 9)
+        };
+        assert!(matches!(
+            classify(&rec, &cfg),
+            Err(RecordError::UnknownKind(_))
+        ));
+    }
+}

@@ -1,0 +1,282 @@
+//! Property tests: the fold is idempotent and order-insensitive, and agrees with a simple model
+//! of the compromise rule computed straight from the records.
+
+use super::*;
+use crate::time::Millis;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+
+const GRACE: i64 = 600_000;
+const GUIDS: &[&str] = &["g1", "g2", "g3"];
+const TYPES: &[u64] = &[1090519054, 553648143, 1107296274];
+
+/// A record as published: JSON value, optional observed-at header, Kafka timestamp.
+#[derive(Debug, Clone)]
+struct Rec {
+    value: String,
+    observed_at: Option<String>,
+    ts: Millis,
+    /// For the model.
+    truth: Truth,
+}
+
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // `host` documents the generated record; the model ignores it.
+enum Truth {
+    Computer {
+        guid: String,
+        flag: Option<bool>,
+        observed: Option<Millis>,
+        host: String,
+    },
+    Event {
+        guid: String,
+        identity: String,
+        event_type_id: u64,
+        date: Option<Millis>,
+        host: String,
+    },
+}
+
+fn iso(ms: Millis) -> String {
+    crate::time::format_millis(ms)
+}
+
+fn computer() -> impl Strategy<Value = Rec> {
+    (0..GUIDS.len(), proptest::option::of(any::<bool>()), proptest::option::of(0i64..4_000_000), 0i64..4_000_000, 0..3usize)
+        .prop_map(|(g, flag, observed, ts, h)| {
+            let guid = GUIDS[g].to_owned();
+            let host = format!("host-{h}");
+            let mut v = serde_json::json!({"connector_guid": guid, "hostname": host, "operating_system": "Windows 10"});
+            if let Some(f) = flag {
+                v["is_compromised"] = f.into();
+            }
+            Rec {
+                value: v.to_string(),
+                observed_at: observed.map(iso),
+                ts,
+                truth: Truth::Computer { guid, flag, observed, host },
+            }
+        })
+}
+
+/// An event with its identity fixed by (id, type); redeliveries come from `deliveries`.
+fn event() -> impl Strategy<Value = (String, Vec<Rec>)> {
+    (
+        0..GUIDS.len(),
+        proptest::option::of(0u64..6),
+        0..TYPES.len(),
+        proptest::option::of(0i64..4_000_000),
+        0..3usize,
+        proptest::collection::vec(0i64..4_000_000, 1..3),
+    )
+        .prop_map(|(g, id, t, date, h, stamps)| {
+            let guid = GUIDS[g].to_owned();
+            let host = format!("host-{h}");
+            let event_type_id = TYPES[t];
+            let mut v = serde_json::json!({"event_type_id": event_type_id, "connector_guid": guid,
+                "computer": {"connector_guid": guid, "hostname": host}});
+            // Identity: (id, type) when there is an id; otherwise the bytes themselves.
+            let identity = match id {
+                Some(id) => {
+                    // The same SE event always has the same date and device.
+                    v["id"] =
+                        (6_000_000_000_000_000_000u64 + id * 1000 + event_type_id % 1000).into();
+                    format!("{id}/{event_type_id}")
+                }
+                None => String::new(),
+            };
+            if let Some(d) = date {
+                v["date"] = iso(d).into();
+            }
+            let value = v.to_string();
+            let identity = if identity.is_empty() {
+                value.clone()
+            } else {
+                identity
+            };
+            let recs = stamps
+                .into_iter()
+                .map(|ts| Rec {
+                    value: value.clone(),
+                    observed_at: None,
+                    ts,
+                    truth: Truth::Event {
+                        guid: guid.clone(),
+                        identity: identity.clone(),
+                        event_type_id,
+                        date,
+                        host: host.clone(),
+                    },
+                })
+                .collect();
+            (identity, recs)
+        })
+}
+
+/// Records where events with the same identity agree on their content.
+fn records() -> impl Strategy<Value = Vec<Rec>> {
+    (
+        proptest::collection::vec(computer(), 0..8),
+        proptest::collection::vec(event(), 0..8),
+    )
+        .prop_map(|(cs, es)| {
+            let mut canonical: HashMap<String, String> = HashMap::new();
+            let mut out = cs;
+            for (identity, recs) in es {
+                let first = canonical
+                    .entry(identity)
+                    .or_insert_with(|| recs[0].value.clone())
+                    .clone();
+                out.extend(recs.into_iter().filter(|r| r.value == first));
+            }
+            out
+        })
+}
+
+fn fold(recs: &[Rec], cfg: &FoldConfig) -> BTreeMap<String, DeviceState> {
+    let mut states: BTreeMap<String, DeviceState> = BTreeMap::new();
+    for r in recs {
+        let input = RecordInput {
+            value: Some(r.value.as_bytes()),
+            observed_at: r.observed_at.as_deref().map(str::as_bytes),
+            timestamp: r.ts,
+            ..Default::default()
+        };
+        if let Ok(Classified::Device(fact)) = classify(&input, cfg) {
+            states
+                .entry(fact.connector_guid.clone())
+                .or_insert_with(|| DeviceState::new(&fact.connector_guid))
+                .apply(&fact);
+        }
+    }
+    states
+}
+
+/// The compromise rule computed directly from the records, with no fold.
+fn model_compromised(recs: &[Rec], guid: &str, cfg: &FoldConfig) -> bool {
+    let mut observation: Option<(Millis, bool)> = None;
+    let mut events: HashMap<&str, (Option<Millis>, Millis)> = HashMap::new();
+    for r in recs {
+        match &r.truth {
+            Truth::Computer {
+                guid: g,
+                flag: Some(flag),
+                observed,
+                ..
+            } if g == guid => {
+                let at = observed.map_or(r.ts, |o| o.min(r.ts));
+                observation = observation.max(Some((at, *flag)));
+            }
+            Truth::Event {
+                guid: g,
+                identity,
+                event_type_id,
+                date,
+                ..
+            } if g == guid && cfg.is_compromise_class(*event_type_id) => {
+                let e = events.entry(identity).or_insert((*date, r.ts));
+                e.1 = e.1.min(r.ts);
+            }
+            _ => {}
+        }
+    }
+    let times = events
+        .values()
+        .map(|(date, first)| date.map_or(*first, |d| d.max(*first)));
+    match observation {
+        Some((at, flag)) => flag || times.into_iter().any(|t| t > at - GRACE),
+        None => !events.is_empty(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn any_order_any_repeats_same_state(recs in records(), seed in any::<u64>(), repeats in proptest::collection::vec(any::<prop::sample::Index>(), 0..10)) {
+        let cfg = FoldConfig::default();
+        let once = fold(&recs, &cfg);
+        let mut shuffled = recs.clone();
+        for idx in &repeats {
+            if !recs.is_empty() {
+                shuffled.push(recs[idx.index(recs.len())].clone());
+            }
+        }
+        // A deterministic shuffle from the seed.
+        let mut state = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        prop_assert_eq!(once, fold(&shuffled, &cfg));
+    }
+
+    #[test]
+    fn fold_agrees_with_the_model(recs in records()) {
+        let cfg = FoldConfig::default();
+        let states = fold(&recs, &cfg);
+        for guid in GUIDS {
+            let folded = states.get(*guid).is_some_and(|s| s.is_compromised(GRACE));
+            prop_assert_eq!(folded, model_compromised(&recs, guid, &cfg), "guid {}", guid);
+        }
+    }
+}
+
+/// The late-detection scenario of the contract: a detection dated hours before a clean
+/// observation but first seen after it compromises; a redelivery of an old, cleared one does not.
+#[test]
+fn late_detection_compromises_and_redelivered_old_one_does_not() {
+    let cfg = FoldConfig::default();
+    let hour = 3_600_000;
+    let clean = Rec {
+        value: r#"{"connector_guid":"g1","is_compromised":false}"#.into(),
+        observed_at: None,
+        ts: 10 * hour,
+        truth: Truth::Computer {
+            guid: "g1".into(),
+            flag: Some(false),
+            observed: None,
+            host: String::new(),
+        },
+    };
+    let late = |id: u64, ts| Rec {
+        value: format!(
+            r#"{{"id":{id},"event_type_id":1090519054,"connector_guid":"g1","date":"{}"}}"#,
+            iso(7 * hour)
+        ),
+        observed_at: None,
+        ts,
+        truth: Truth::Event {
+            guid: "g1".into(),
+            identity: id.to_string(),
+            event_type_id: 1090519054,
+            date: Some(7 * hour),
+            host: String::new(),
+        },
+    };
+    // Uploaded at 10h30, after the clean observation at 10h: compromises.
+    let states = fold(&[clean.clone(), late(1, 10 * hour + hour / 2)], &cfg);
+    assert!(states["g1"].is_compromised(GRACE));
+    // First seen at 7h, before the clean observation: cleared; its redelivery at 11h keeps 7h.
+    let states = fold(&[late(2, 7 * hour), clean, late(2, 11 * hour)], &cfg);
+    assert!(!states["g1"].is_compromised(GRACE));
+}
+
+#[test]
+fn same_time_observations_compromised_wins() {
+    let cfg = FoldConfig::default();
+    let obs = |flag: bool| Rec {
+        value: format!(r#"{{"connector_guid":"g1","is_compromised":{flag}}}"#),
+        observed_at: None,
+        ts: 5,
+        truth: Truth::Computer {
+            guid: "g1".into(),
+            flag: Some(flag),
+            observed: None,
+            host: String::new(),
+        },
+    };
+    assert!(fold(&[obs(true), obs(false)], &cfg)["g1"].is_compromised(GRACE));
+    assert!(fold(&[obs(false), obs(true)], &cfg)["g1"].is_compromised(GRACE));
+}

@@ -1,0 +1,19 @@
+//! Ingest: the events topic folded into the sled store.
+//!
+//! Every instance consumes every partition of the events topic by assignment, without a
+//! consumer group, and so keeps a full replica of device state (like a Kafka Streams
+//! GlobalKTable). Records are applied in chunks; each chunk's device states, index changes and
+//! next offsets are written in one atomic sled batch, and on start ingest resumes from the
+//! offsets in sled. The guarantee is at-least-once with no loss: a crash replays at most the
+//! chunk in flight, and the fold absorbs the repeat. A record that cannot be used goes to the
+//! dead-letter topic (acknowledged before its offset is stored) and ingest moves on.
+//!
+//! Ingest runs on its own thread: its work is CPU and sled bound, with nothing to await.
+
+mod consumer;
+mod dlq;
+mod status;
+
+pub use consumer::{run, IngestContext};
+pub use dlq::dead_letter_record;
+pub use status::IngestStatus;

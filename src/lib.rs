@@ -1,0 +1,39 @@
+//! trustgate: trusted-endpoint decisions from Cisco Secure Endpoint state, as a Kafka stream
+//! processor.
+//!
+//! # Layout
+//!
+//! Data flows left to right:
+//!
+//! ```text
+//! SE API / webhook ──▶ events topic ──▶ ingest ──▶ fold ──▶ store (sled)
+//!                                                              │
+//! requests topic ──▶ decision worker ──▶ policy::evaluate ◀────┘ ──▶ reply topic
+//! ```
+//!
+//! - [`se`]: Secure Endpoint JSON shapes, parsed leniently; page slicing.
+//! - [`topic`]: the events topic's record contract (headers, kinds).
+//! - [`fold`]: pure fold of records into device state; the compromise rule.
+//! - [`store`]: sled persistence, indexes and ingest offsets.
+//! - [`ingest`]: the events-topic consumer and dead-lettering.
+//! - [`policy`]: policies, device matching and the pure decision procedure.
+//! - [`decision`]: request/response contract, the Kafka worker and reply routing.
+//! - [`admin`]: the admin HTTP listener.
+//! - [`kafka`]: librdkafka client construction and topic creation.
+//! - [`config`]: configuration file, environment overrides, validated settings.
+//! - [`app`], [`cli`], [`telemetry`]: process wiring.
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod decision;
+pub mod fold;
+pub mod ingest;
+pub mod kafka;
+pub mod policy;
+pub mod se;
+pub mod store;
+pub mod telemetry;
+pub mod time;
+pub mod topic;

@@ -1,0 +1,180 @@
+//! The decision procedure. Rules are checked in a fixed order and the first that applies gives
+//! the reason; the order is the product's contract (README, "Evaluation order").
+
+use super::matching::{match_device, DeviceDirectory, Identifiers, MatchedBy};
+use super::{Policy, UnknownDevice};
+use crate::fold::DeviceState;
+use crate::se::Platform;
+use crate::time::Millis;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Allow,
+    Deny,
+}
+
+/// Why a decision came out as it did. The names are the wire contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Rule 1, and rule 7 for a request with no identifier at all.
+    InvalidRequest,
+    /// Rule 2: the policy allows all endpoints.
+    AllowAllEndpoints,
+    /// Rule 3: the management integration does not trust the device.
+    UntrustedEndpoint,
+    /// Rule 4: the policy does not let SE block compromised endpoints.
+    SeCheckOff,
+    /// Rule 6: SE's check does not cover the device's platform.
+    PlatformNotChecked,
+    /// Rule 7: SE does not know the device; the policy's `unknown_device` decides.
+    NotInSecureEndpoint,
+    /// Rule 8.
+    Compromised,
+    /// Rule 8.
+    TrustedNotCompromised,
+    /// The store could not be read: never an allow.
+    StoreUnavailable,
+    /// The feed is older than the policy's `stale_after` and its `on_stale` is `deny`.
+    StateStale,
+}
+
+/// What the decision says about the device it matched.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeviceVerdict {
+    pub connector_guid: Option<String>,
+    pub matched_by: Option<MatchedBy>,
+    pub ambiguous: bool,
+    /// `None` when SE state was not consulted.
+    pub compromised: Option<bool>,
+    pub state_as_of: Option<Millis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub reason: Reason,
+    pub device: DeviceVerdict,
+    /// Set with `invalid_request` and `store_unavailable`: what was wrong.
+    pub error: Option<String>,
+}
+
+impl Decision {
+    fn new(outcome: Outcome, reason: Reason) -> Decision {
+        Decision {
+            outcome,
+            reason,
+            device: DeviceVerdict::default(),
+            error: None,
+        }
+    }
+
+    /// Rule 1: the request could not be read or is invalid.
+    pub fn invalid(error: impl Into<String>) -> Decision {
+        Decision {
+            error: Some(error.into()),
+            ..Decision::new(Outcome::Deny, Reason::InvalidRequest)
+        }
+    }
+}
+
+/// The parts of a valid request the procedure reads.
+#[derive(Debug, Clone, Default)]
+pub struct Subject {
+    pub trusted: bool,
+    pub os: Option<Platform>,
+    pub ids: Identifiers,
+}
+
+/// Decides one valid request (rules 2–8; rule 1 is the caller's, see [`Decision::invalid`]).
+pub fn evaluate(
+    policy: &Policy,
+    subject: &Subject,
+    dir: &impl DeviceDirectory,
+    grace_millis: i64,
+) -> Decision {
+    if !policy.require_trusted {
+        return Decision::new(Outcome::Allow, Reason::AllowAllEndpoints);
+    }
+    if !subject.trusted {
+        return Decision::new(Outcome::Deny, Reason::UntrustedEndpoint);
+    }
+    if !policy.block_compromised {
+        return Decision::new(Outcome::Allow, Reason::SeCheckOff);
+    }
+    let matched = match match_device(dir, &subject.ids) {
+        Ok(m) => m,
+        Err(e) => {
+            return Decision {
+                error: Some(e.to_string()),
+                ..Decision::new(Outcome::Deny, Reason::StoreUnavailable)
+            }
+        }
+    };
+    let compromised: Vec<bool> = matched
+        .devices
+        .iter()
+        .map(|d| d.is_compromised(grace_millis))
+        .collect();
+    let reported = compromised.iter().position(|c| *c).unwrap_or(0);
+    let mut verdict = DeviceVerdict {
+        connector_guid: matched
+            .devices
+            .get(reported)
+            .map(|d| d.connector_guid.clone()),
+        matched_by: Some(matched.by),
+        ambiguous: matched.devices.len() > 1,
+        compromised: None,
+        state_as_of: matched
+            .devices
+            .get(reported)
+            .and_then(|d| d.newest_record_at),
+    };
+    if !platform(&matched.devices, subject.os).map_or(true, Platform::se_checked) {
+        return Decision {
+            device: verdict,
+            ..Decision::new(Outcome::Allow, Reason::PlatformNotChecked)
+        };
+    }
+    if subject.ids.is_empty() {
+        return Decision::invalid("device has no identifier: a trusted endpoint always has one");
+    }
+    if matched.devices.is_empty() {
+        let outcome = match policy.unknown_device {
+            UnknownDevice::Allow => Outcome::Allow,
+            UnknownDevice::Deny => Outcome::Deny,
+        };
+        return Decision {
+            device: verdict,
+            ..Decision::new(outcome, Reason::NotInSecureEndpoint)
+        };
+    }
+    let any_compromised = compromised.iter().any(|c| *c);
+    verdict.compromised = Some(any_compromised);
+    let (outcome, reason) = if any_compromised {
+        (Outcome::Deny, Reason::Compromised)
+    } else {
+        (Outcome::Allow, Reason::TrustedNotCompromised)
+    };
+    Decision {
+        device: verdict,
+        ..Decision::new(outcome, reason)
+    }
+}
+
+/// Rule 6: SE saying Windows or macOS wins over the request (a device cannot talk its way out
+/// of the check); otherwise the request's `os`; otherwise SE's; otherwise unknown (`None`).
+fn platform(devices: &[DeviceState], requested: Option<Platform>) -> Option<Platform> {
+    let from_se: Vec<Platform> = devices
+        .iter()
+        .filter_map(|d| d.operating_system.as_ref())
+        .filter_map(|os| Platform::from_se_operating_system(&os.value))
+        .collect();
+    from_se
+        .iter()
+        .copied()
+        .find(|p| p.se_checked())
+        .or(requested)
+        .or_else(|| from_se.first().copied())
+}

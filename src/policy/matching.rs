@@ -1,0 +1,114 @@
+//! Matching a request's identifiers to known devices.
+
+use crate::fold::DeviceState;
+use crate::store::{Store, StoreError};
+
+/// Read access to device state, as the decision procedure needs it. Identifier arguments are
+/// already normalised (see [`crate::se::normalize_mac`] and friends).
+pub trait DeviceDirectory {
+    fn device(&self, guid: &str) -> Result<Option<DeviceState>, StoreError>;
+    fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError>;
+    fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, StoreError>;
+    fn guids_by_hostname(&self, hostname: &str) -> Result<Vec<String>, StoreError>;
+}
+
+impl DeviceDirectory for Store {
+    fn device(&self, guid: &str) -> Result<Option<DeviceState>, StoreError> {
+        Store::device(self, guid)
+    }
+    fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        Store::guids_by_processor_id(self, id)
+    }
+    fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, StoreError> {
+        Store::guids_by_mac(self, mac)
+    }
+    fn guids_by_hostname(&self, hostname: &str) -> Result<Vec<String>, StoreError> {
+        Store::guids_by_hostname(self, hostname)
+    }
+}
+
+/// Which identifier matched. Ordered from strongest to weakest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchedBy {
+    ConnectorGuid,
+    WindowsProcessorId,
+    Mac,
+    Hostname,
+    None,
+}
+
+/// The devices found at the strongest identifier level that matched anything.
+#[derive(Debug, Clone)]
+pub struct Matched {
+    pub by: MatchedBy,
+    /// Sorted by GUID; more than one means the match is ambiguous.
+    pub devices: Vec<DeviceState>,
+}
+
+/// The request's identifiers, normalised.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identifiers {
+    pub connector_guid: Option<String>,
+    pub windows_processor_id: Option<String>,
+    pub macs: Vec<String>,
+    pub hostname: Option<String>,
+}
+
+impl Identifiers {
+    pub fn is_empty(&self) -> bool {
+        self.connector_guid.is_none()
+            && self.windows_processor_id.is_none()
+            && self.macs.is_empty()
+            && self.hostname.is_none()
+    }
+}
+
+/// Looks the identifiers up strongest first: connector_guid > windows_processor_id > MAC >
+/// hostname. The first level that finds any device decides.
+pub fn match_device(dir: &impl DeviceDirectory, ids: &Identifiers) -> Result<Matched, StoreError> {
+    if let Some(guid) = &ids.connector_guid {
+        if let Some(state) = dir.device(guid)? {
+            return Ok(Matched {
+                by: MatchedBy::ConnectorGuid,
+                devices: vec![state],
+            });
+        }
+    }
+    let mut levels: Vec<(MatchedBy, Vec<String>)> = Vec::with_capacity(3);
+    if let Some(id) = &ids.windows_processor_id {
+        levels.push((
+            MatchedBy::WindowsProcessorId,
+            dir.guids_by_processor_id(id)?,
+        ));
+    }
+    if !ids.macs.is_empty() {
+        let mut guids = Vec::new();
+        for mac in &ids.macs {
+            guids.extend(dir.guids_by_mac(mac)?);
+        }
+        levels.push((MatchedBy::Mac, guids));
+    }
+    if let Some(host) = &ids.hostname {
+        levels.push((MatchedBy::Hostname, dir.guids_by_hostname(host)?));
+    }
+    for (by, mut guids) in levels {
+        guids.sort();
+        guids.dedup();
+        let mut devices = Vec::with_capacity(guids.len());
+        for guid in guids {
+            // An index entry without its device is a torn write that the next chunk repairs;
+            // skipping it is right because the entry asserts nothing by itself.
+            if let Some(state) = dir.device(&guid)? {
+                devices.push(state);
+            }
+        }
+        if !devices.is_empty() {
+            return Ok(Matched { by, devices });
+        }
+    }
+    Ok(Matched {
+        by: MatchedBy::None,
+        devices: Vec::new(),
+    })
+}

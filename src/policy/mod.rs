@@ -1,0 +1,53 @@
+//! Trusted-endpoint policies and their evaluation.
+//!
+//! Owns the policy model (a global policy plus named custom policies selected by application)
+//! and [`evaluate`], the pure decision procedure: a validated request, the policy, and a
+//! read-only view of device state in; a decision out. It does no I/O of its own: device state
+//! comes through the [`DeviceDirectory`] trait, which the sled store and test models implement.
+
+mod evaluate;
+mod matching;
+mod memory;
+#[cfg(test)]
+mod tests;
+
+pub use evaluate::Subject;
+pub use evaluate::{evaluate, Decision, DeviceVerdict, Outcome, Reason};
+pub use matching::{match_device, DeviceDirectory, Identifiers, Matched, MatchedBy};
+pub use memory::MemoryDirectory;
+
+use std::collections::HashMap;
+
+/// What to answer for a trusted device that Secure Endpoint does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownDevice {
+    Allow,
+    Deny,
+}
+
+/// One policy: Duo's Trusted Endpoints settings for a set of applications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// `global`, or the custom policy's name.
+    pub name: String,
+    /// "Require endpoints to be trusted" (true) or "Allow all endpoints" (false).
+    pub require_trusted: bool,
+    /// "Allow Cisco Secure Endpoint to block compromised endpoints".
+    pub block_compromised: bool,
+    pub unknown_device: UnknownDevice,
+}
+
+/// The global policy and the custom policies by application.
+#[derive(Debug, Clone)]
+pub struct Policies {
+    pub global: Policy,
+    pub by_application: HashMap<String, Policy>,
+}
+
+impl Policies {
+    /// The policy for an application: its custom policy, else the global one.
+    pub fn for_application(&self, application: &str) -> &Policy {
+        self.by_application.get(application).unwrap_or(&self.global)
+    }
+}

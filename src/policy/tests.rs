@@ -1,0 +1,321 @@
+//! The decision table and every evaluation rule, as table tests.
+
+use super::*;
+use crate::fold::{CompromiseEvent, DeviceState, EventKey, Observation, Stamped};
+use crate::se::Platform;
+use rstest::rstest;
+
+const GRACE: i64 = 600_000;
+
+fn device(guid: &str, os: &str, compromised: bool) -> DeviceState {
+    let mut d = DeviceState::new(guid);
+    d.operating_system = Some(Stamped {
+        at: 1,
+        value: os.into(),
+    });
+    d.observation = Some(Observation {
+        at: 1_000_000,
+        compromised,
+    });
+    d.hostname = Some(Stamped {
+        at: 1,
+        value: format!("{guid}.corp.example.com"),
+    });
+    d.macs = Some(Stamped {
+        at: 1,
+        value: vec![format!("00000000000{}", &guid[guid.len() - 1..])],
+    });
+    d.windows_processor_id = Some(Stamped {
+        at: 1,
+        value: format!("cpu-{guid}"),
+    });
+    d.newest_record_at = Some(1_000_000);
+    d
+}
+
+fn directory() -> MemoryDirectory {
+    let mut dir = MemoryDirectory::default();
+    dir.insert(device("win-clean-1", "Windows 10", false));
+    dir.insert(device("win-bad-2", "Windows 10", true));
+    dir.insert(device("mac-bad-3", "macOS 14.1", true));
+    dir.insert(device("ios-bad-4", "iOS 16.0 (iPhone11,6)", true));
+    dir.insert(device("linux-bad-5", "Ubuntu 20.04", true));
+    dir
+}
+
+fn policy(require_trusted: bool, block_compromised: bool, unknown: UnknownDevice) -> Policy {
+    Policy {
+        name: "p".into(),
+        require_trusted,
+        block_compromised,
+        unknown_device: unknown,
+    }
+}
+
+fn subject(trusted: bool, guid: Option<&str>, os: Option<Platform>) -> Subject {
+    Subject {
+        trusted,
+        os,
+        ids: Identifiers {
+            connector_guid: guid.map(str::to_owned),
+            ..Default::default()
+        },
+    }
+}
+
+/// The product's decision table: SE status × policy mode, for a trusted Windows device.
+#[rstest]
+#[case::require_trusted_compromised(true, "win-bad-2", Outcome::Deny, Reason::Compromised)]
+#[case::require_trusted_clean(true, "win-clean-1", Outcome::Allow, Reason::TrustedNotCompromised)]
+#[case::allow_all_compromised(false, "win-bad-2", Outcome::Allow, Reason::AllowAllEndpoints)]
+#[case::allow_all_clean(false, "win-clean-1", Outcome::Allow, Reason::AllowAllEndpoints)]
+fn decision_table(
+    #[case] require_trusted: bool,
+    #[case] guid: &str,
+    #[case] outcome: Outcome,
+    #[case] reason: Reason,
+) {
+    let d = evaluate(
+        &policy(require_trusted, true, UnknownDevice::Allow),
+        &subject(true, Some(guid), None),
+        &directory(),
+        GRACE,
+    );
+    assert_eq!((d.outcome, d.reason), (outcome, reason));
+}
+
+/// "Require trusted": an untrusted device is denied whatever its SE status.
+#[rstest]
+#[case::compromised("win-bad-2")]
+#[case::clean("win-clean-1")]
+#[case::unknown("nobody-9")]
+fn untrusted_is_denied_whatever_se_says(#[case] guid: &str) {
+    let d = evaluate(
+        &policy(true, true, UnknownDevice::Allow),
+        &subject(false, Some(guid), None),
+        &directory(),
+        GRACE,
+    );
+    assert_eq!(
+        (d.outcome, d.reason),
+        (Outcome::Deny, Reason::UntrustedEndpoint)
+    );
+    assert_eq!(d.device.compromised, None, "SE not consulted");
+}
+
+#[test]
+fn rule_2_precedes_rule_3_untrusted_allowed_under_allow_all() {
+    let d = evaluate(
+        &policy(false, true, UnknownDevice::Deny),
+        &subject(false, Some("win-bad-2"), None),
+        &directory(),
+        GRACE,
+    );
+    assert_eq!(
+        (d.outcome, d.reason),
+        (Outcome::Allow, Reason::AllowAllEndpoints)
+    );
+}
+
+#[test]
+fn rule_4_se_check_off() {
+    let d = evaluate(
+        &policy(true, false, UnknownDevice::Deny),
+        &subject(true, Some("win-bad-2"), None),
+        &directory(),
+        GRACE,
+    );
+    assert_eq!((d.outcome, d.reason), (Outcome::Allow, Reason::SeCheckOff));
+}
+
+#[rstest]
+#[case::se_windows_overrides_request_ios(
+    "win-bad-2",
+    Some(Platform::Ios),
+    Outcome::Deny,
+    Reason::Compromised
+)]
+#[case::se_macos_checked("mac-bad-3", None, Outcome::Deny, Reason::Compromised)]
+#[case::se_ios_not_checked("ios-bad-4", None, Outcome::Allow, Reason::PlatformNotChecked)]
+#[case::se_linux_not_checked("linux-bad-5", None, Outcome::Allow, Reason::PlatformNotChecked)]
+#[case::request_windows_beats_se_linux(
+    "linux-bad-5",
+    Some(Platform::Windows),
+    Outcome::Deny,
+    Reason::Compromised
+)]
+#[case::request_android_unknown_device(
+    "nobody-9",
+    Some(Platform::Android),
+    Outcome::Allow,
+    Reason::PlatformNotChecked
+)]
+#[case::unknown_platform_is_checked("nobody-9", None, Outcome::Allow, Reason::NotInSecureEndpoint)]
+fn rule_6_platform(
+    #[case] guid: &str,
+    #[case] os: Option<Platform>,
+    #[case] outcome: Outcome,
+    #[case] reason: Reason,
+) {
+    let d = evaluate(
+        &policy(true, true, UnknownDevice::Allow),
+        &subject(true, Some(guid), os),
+        &directory(),
+        GRACE,
+    );
+    assert_eq!((d.outcome, d.reason), (outcome, reason));
+}
+
+#[test]
+fn rule_7_no_identifier_is_invalid() {
+    let d = evaluate(
+        &policy(true, true, UnknownDevice::Allow),
+        &subject(true, None, Some(Platform::Windows)),
+        &directory(),
+        GRACE,
+    );
+    assert_eq!(
+        (d.outcome, d.reason),
+        (Outcome::Deny, Reason::InvalidRequest)
+    );
+    assert!(d.error.is_some());
+}
+
+#[rstest]
+#[case::allow(UnknownDevice::Allow, Outcome::Allow)]
+#[case::deny(UnknownDevice::Deny, Outcome::Deny)]
+fn rule_7_unknown_device_follows_policy(#[case] unknown: UnknownDevice, #[case] outcome: Outcome) {
+    let d = evaluate(
+        &policy(true, true, unknown),
+        &subject(true, Some("nobody-9"), Some(Platform::Windows)),
+        &directory(),
+        GRACE,
+    );
+    assert_eq!(
+        (d.outcome, d.reason),
+        (outcome, Reason::NotInSecureEndpoint)
+    );
+    assert_eq!(d.device.matched_by, Some(MatchedBy::None));
+    assert_eq!(d.device.compromised, None);
+}
+
+#[test]
+fn strongest_identifier_decides() {
+    // The GUID names a clean device; the MAC would match a compromised one: the GUID wins.
+    let s = Subject {
+        trusted: true,
+        os: None,
+        ids: Identifiers {
+            connector_guid: Some("win-clean-1".into()),
+            macs: vec!["000000000002".into()],
+            ..Default::default()
+        },
+    };
+    let d = evaluate(
+        &policy(true, true, UnknownDevice::Allow),
+        &s,
+        &directory(),
+        GRACE,
+    );
+    assert_eq!(
+        (d.device.matched_by, d.reason),
+        (
+            Some(MatchedBy::ConnectorGuid),
+            Reason::TrustedNotCompromised
+        )
+    );
+    // An unknown GUID falls through to the processor id, then MAC, then hostname.
+    for (ids, by) in [
+        (
+            Identifiers {
+                connector_guid: Some("x".into()),
+                windows_processor_id: Some("cpu-win-bad-2".into()),
+                ..Default::default()
+            },
+            MatchedBy::WindowsProcessorId,
+        ),
+        (
+            Identifiers {
+                macs: vec!["000000000002".into()],
+                hostname: Some("win-clean-1".into()),
+                ..Default::default()
+            },
+            MatchedBy::Mac,
+        ),
+        (
+            Identifiers {
+                hostname: Some("win-bad-2".into()),
+                ..Default::default()
+            },
+            MatchedBy::Hostname,
+        ),
+    ] {
+        let d = evaluate(
+            &policy(true, true, UnknownDevice::Allow),
+            &Subject {
+                trusted: true,
+                os: None,
+                ids,
+            },
+            &directory(),
+            GRACE,
+        );
+        assert_eq!(d.device.matched_by, Some(by));
+        assert_eq!(d.reason, Reason::Compromised);
+        assert_eq!(d.device.connector_guid.as_deref(), Some("win-bad-2"));
+    }
+}
+
+#[test]
+fn ambiguous_match_is_compromised_if_any_is() {
+    let mut dir = directory();
+    let mut twin = device("win-twin-7", "Windows 10", false);
+    twin.hostname = Some(Stamped {
+        at: 1,
+        value: "win-bad-2.corp.example.com".into(),
+    });
+    dir.insert(twin);
+    let s = Subject {
+        trusted: true,
+        os: None,
+        ids: Identifiers {
+            hostname: Some("win-bad-2".into()),
+            ..Default::default()
+        },
+    };
+    let d = evaluate(&policy(true, true, UnknownDevice::Allow), &s, &dir, GRACE);
+    assert!(d.device.ambiguous);
+    assert_eq!((d.outcome, d.reason), (Outcome::Deny, Reason::Compromised));
+    assert_eq!(
+        d.device.connector_guid.as_deref(),
+        Some("win-bad-2"),
+        "the compromised one is reported"
+    );
+}
+
+#[test]
+fn open_detection_compromises_a_clean_flag() {
+    let mut dir = directory();
+    let mut d = device("win-late-8", "Windows 10", false);
+    d.events.insert(
+        EventKey::Id {
+            id: 1,
+            event_type_id: 1090519054,
+        },
+        CompromiseEvent {
+            event_type_id: 1090519054,
+            detection_id: None,
+            date: Some(0),
+            first_seen: 1_000_000 - GRACE + 1,
+        },
+    );
+    dir.insert(d);
+    let r = evaluate(
+        &policy(true, true, UnknownDevice::Allow),
+        &subject(true, Some("win-late-8"), None),
+        &dir,
+        GRACE,
+    );
+    assert_eq!(r.reason, Reason::Compromised);
+    assert_eq!(r.device.state_as_of, Some(1_000_000));
+}

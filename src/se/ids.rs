@@ -1,0 +1,59 @@
+//! Canonical forms of device identifiers, so that indexes and requests agree whatever case or
+//! separator each side used.
+
+/// Connector GUIDs are compared case-insensitively; SE prints them lower case.
+pub fn normalize_guid(guid: &str) -> Option<String> {
+    let guid = guid.trim();
+    (!guid.is_empty()).then(|| guid.to_ascii_lowercase())
+}
+
+/// Hostnames are compared case-insensitively (DNS names are), without a trailing root dot.
+pub fn normalize_hostname(hostname: &str) -> Option<String> {
+    let host = hostname.trim().trim_end_matches('.');
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// A MAC address as 12 lower-case hex digits, accepting `:`, `-` or `.` separators (or none) in
+/// any case. Anything that is not 6 bytes of hex is not a MAC and is ignored rather than indexed.
+pub fn normalize_mac(mac: &str) -> Option<String> {
+    let hex: String = mac
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.'))
+        .collect();
+    (hex.len() == 12 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
+}
+
+/// `windows_processor_id` is a hex string; compare it case-insensitively.
+pub fn normalize_processor_id(id: &str) -> Option<String> {
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("22:88:FE:2C:89:5C", Some("2288fe2c895c"))]
+    #[case("22-88-fe-2c-89-5c", Some("2288fe2c895c"))]
+    #[case("2288.fe2c.895c", Some("2288fe2c895c"))]
+    #[case("2288fe2c895c", Some("2288fe2c895c"))]
+    #[case("22:88:fe:2c:89", None)]
+    #[case("zz:88:fe:2c:89:5c", None)]
+    #[case("", None)]
+    fn macs_normalize_to_twelve_hex_digits(#[case] input: &str, #[case] expected: Option<&str>) {
+        assert_eq!(normalize_mac(input).as_deref(), expected);
+    }
+
+    #[test]
+    fn hostnames_lose_case_and_root_dot() {
+        assert_eq!(
+            normalize_hostname("FIN-LT-0042.Corp.").as_deref(),
+            Some("fin-lt-0042.corp")
+        );
+        assert_eq!(normalize_hostname("  "), None);
+    }
+}

@@ -1,0 +1,190 @@
+//! The sled store: device states, their identifier indexes, ingest offsets and feed liveness.
+//!
+//! One sled tree holds every keyspace (see [`keys`]), so a single `apply_batch` writes a chunk of
+//! device states, the index entries they imply and the partition offsets that produced them
+//! atomically: after a crash the store holds either all of a chunk or none of it, and ingest
+//! resumes from the offsets stored with the state (at-least-once; the fold absorbs repeats).
+//! The store is a cheap-to-clone handle; sled is already `Arc`-backed and thread-safe.
+
+mod codec;
+pub mod keys;
+
+use crate::fold::DeviceState;
+use crate::time::Millis;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// sled's cache defaults to 1 GiB; trustgate's working set is far smaller.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Store failures. `Locked` is told apart because the CLI then asks the running instance.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store at {path} is in use by another trustgate process")]
+    Locked { path: String },
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt value under key {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+/// A handle on the open store.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+/// Everything one ingest chunk changes, applied atomically by [`Store::apply`].
+#[derive(Debug, Default)]
+pub struct ChunkUpdate {
+    /// Device states after the chunk, with the state before it (for index maintenance).
+    pub devices: BTreeMap<String, (Option<DeviceState>, DeviceState)>,
+    /// Next offset to consume, per (topic, partition).
+    pub offsets: BTreeMap<(String, i32), i64>,
+    /// Newest record time per source on the events topic.
+    pub feeds: BTreeMap<String, Millis>,
+}
+
+impl Store {
+    /// Opens (or creates) the store. sled allows one process per store; a second one gets
+    /// [`StoreError::Locked`].
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked {
+                        path: path.display().to_string(),
+                    }
+                }
+                sled::Error::Io(io) if io.to_string().contains("lock") => StoreError::Locked {
+                    path: path.display().to_string(),
+                },
+                other => StoreError::Sled(other),
+            })?;
+        Ok(Store { db })
+    }
+
+    /// A device's state by (normalised) connector GUID.
+    pub fn device(&self, guid: &str) -> Result<Option<DeviceState>, StoreError> {
+        let key = keys::device(guid);
+        self.db
+            .get(&key)?
+            .map(|v| codec::decode_device(&key, &v))
+            .transpose()
+    }
+
+    /// GUIDs of devices with this normalised `windows_processor_id`.
+    pub fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        self.exact_index(keys::PROCESSOR, id)
+    }
+
+    /// GUIDs of devices with this normalised MAC.
+    pub fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, StoreError> {
+        self.exact_index(keys::MAC, mac)
+    }
+
+    /// GUIDs of devices named `host` or `host.<domain>` (normalised, lower case).
+    pub fn guids_by_hostname(&self, host: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = keys::index_value_prefix(keys::HOSTNAME, host);
+        let mut guids = Vec::new();
+        for entry in self.db.scan_prefix(&prefix) {
+            let (key, _) = entry?;
+            let rest = &key[prefix.len()..];
+            if let Some(guid) = keys::hostname_match(rest) {
+                guids.push(guid);
+            }
+        }
+        guids.sort();
+        guids.dedup();
+        Ok(guids)
+    }
+
+    fn exact_index(&self, space: u8, value: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = keys::index_entry_prefix(space, value);
+        let mut guids = Vec::new();
+        for entry in self.db.scan_prefix(&prefix) {
+            let (key, _) = entry?;
+            guids.push(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
+        }
+        Ok(guids)
+    }
+
+    /// Stored next-offsets for every partition of `topic`.
+    pub fn offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, StoreError> {
+        let prefix = keys::offset_prefix(topic);
+        let mut out = HashMap::new();
+        for entry in self.db.scan_prefix(&prefix) {
+            let (key, value) = entry?;
+            let (partition, offset) = codec::decode_offset(&key[prefix.len()..], &value)
+                .ok_or_else(|| StoreError::Corrupt {
+                    key: format!("{key:?}"),
+                    reason: "offset".into(),
+                })?;
+            out.insert(partition, offset);
+        }
+        Ok(out)
+    }
+
+    /// Newest record time per source (heartbeats included).
+    pub fn feeds(&self) -> Result<BTreeMap<String, Millis>, StoreError> {
+        let mut out = BTreeMap::new();
+        for entry in self.db.scan_prefix([keys::FEED]) {
+            let (key, value) = entry?;
+            let source = String::from_utf8_lossy(&key[1..]).into_owned();
+            out.insert(source, codec::decode_i64(&value).unwrap_or_default());
+        }
+        Ok(out)
+    }
+
+    /// Number of devices (a scan: for inspection and metrics, not the hot path).
+    pub fn device_count(&self) -> usize {
+        self.db.scan_prefix([keys::DEVICE]).count()
+    }
+
+    /// Writes one chunk atomically: states, index changes, offsets and feed times.
+    pub fn apply(&self, update: &ChunkUpdate) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (guid, (before, after)) in &update.devices {
+            batch.insert(keys::device(guid), codec::encode_device(after));
+            let old = before.as_ref().map(keys::index_keys).unwrap_or_default();
+            let new = keys::index_keys(after);
+            for stale in old.difference(&new) {
+                batch.remove(stale.as_slice());
+            }
+            for fresh in new.difference(&old) {
+                batch.insert(fresh.as_slice(), &[] as &[u8]);
+            }
+        }
+        for ((topic, partition), offset) in &update.offsets {
+            batch.insert(keys::offset(topic, *partition), &offset.to_be_bytes());
+        }
+        for (source, at) in &update.feeds {
+            let key = keys::feed(source);
+            let newer = match self.db.get(&key)? {
+                Some(v) => codec::decode_i64(&v).map_or(true, |old| *at > old),
+                None => true,
+            };
+            if newer {
+                batch.insert(key, &at.to_be_bytes());
+            }
+        }
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable (sled otherwise syncs every 500 ms).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Blocking flush for the ingest thread and shutdown paths.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}

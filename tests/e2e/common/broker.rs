@@ -1,0 +1,72 @@
+//! A real Kafka-protocol broker for the end-to-end tests.
+//!
+//! `TRUSTGATE_TEST_BROKERS` points the tests at a running broker. Otherwise the harness starts
+//! tansu (from `PATH` or `~/.cargo/bin`) on a free loopback port with in-memory storage, once
+//! per test binary, under a watchdog that stops it when the tests exit.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+static BROKERS: OnceLock<String> = OnceLock::new();
+
+/// The bootstrap address of the test broker.
+pub fn brokers() -> &'static str {
+    BROKERS.get_or_init(|| match std::env::var("TRUSTGATE_TEST_BROKERS") {
+        Ok(b) if !b.is_empty() => b,
+        _ => start_tansu(),
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tansu_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("TANSU") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cargo_bin = PathBuf::from(home).join(".cargo/bin/tansu");
+    if cargo_bin.exists() {
+        return cargo_bin;
+    }
+    PathBuf::from("tansu")
+}
+
+fn start_tansu() -> String {
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let tansu = tansu_binary();
+    let log = std::env::temp_dir().join(format!("trustgate-test-tansu-{port}.log"));
+    // The watchdog shell outlives nothing: it kills the broker once this test process is gone.
+    let script = format!(
+        "{tansu} broker --listener-url {url} --advertised-listener-url {url} --storage-engine memory://tansu/ >{log} 2>&1 & b=$!; \
+         while kill -0 {me} 2>/dev/null; do sleep 1; done; kill $b",
+        tansu = tansu.display(),
+        log = log.display(),
+        me = std::process::id()
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("starting tansu (install it: cargo install tansu --version 0.6.0 --locked --features dynostore,libsql)");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "tansu did not listen on {port}; see {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    format!("127.0.0.1:{port}")
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the built `trustgate` binary against a real Kafka-protocol broker.
+//! Every test has its own topics, consumer group, store and admin port.
+
+mod common;
+
+mod crash;
+mod dead_letter;
+mod late_detection;
+mod pipeline;
+mod replies;
