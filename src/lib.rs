@@ -19,6 +19,7 @@
 //! - [`policy`]: policies, device matching and the pure decision procedure.
 //! - [`decision`]: request/response contract, the Kafka worker and reply routing.
 //! - [`admin`]: the admin HTTP listener.
+//! - [`publish`]: the one producer path to the events topic for every source.
 //! - [`kafka`]: librdkafka client construction and topic creation.
 //! - [`config`]: configuration file, environment overrides, validated settings.
 //! - [`app`], [`cli`], [`telemetry`]: process wiring.
@@ -32,6 +33,7 @@ pub mod fold;
 pub mod ingest;
 pub mod kafka;
 pub mod policy;
+pub mod publish;
 pub mod se;
 pub mod store;
 pub mod telemetry;

@@ -374,18 +374,19 @@ fn policies(raw: RawPolicies) -> Result<(Policies, HashMap<String, Staleness>), 
 }
 
 fn poller(raw: RawPoller) -> Result<PollerSettings, ConfigError> {
-    let base_url =
-        match raw.base_url.filter(|u| !u.is_empty()) {
-            Some(url) => url.trim_end_matches('/').to_owned(),
-            None => match raw.region.as_str() {
-                "nam" => "https://api.amp.cisco.com".into(),
-                "eu" => "https://api.eu.amp.cisco.com".into(),
-                "apjc" => "https://api.apjc.amp.cisco.com".into(),
-                other => return Err(invalid(format!(
+    let base_url = match raw.base_url.filter(|u| !u.is_empty()) {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => match raw.region.as_str() {
+            "nam" => "https://api.amp.cisco.com".into(),
+            "eu" => "https://api.eu.amp.cisco.com".into(),
+            "apjc" => "https://api.apjc.amp.cisco.com".into(),
+            other => {
+                return Err(invalid(format!(
                     "poller.region = {other:?}: expected nam, eu or apjc (or set poller.base_url)"
-                ))),
-            },
-        };
+                )))
+            }
+        },
+    };
     let api_key = secret(raw.api_key);
     if raw.enabled && (raw.client_id.is_none() || api_key.is_none()) {
         return Err(invalid("poller.client_id and poller.api_key (or TRUSTGATE_POLLER__API_KEY) are required when the poller is enabled"));

@@ -1,0 +1,88 @@
+//! Writing SE records to the events topic: the one producer path for every source (poller,
+//! webhook, simulator-driven demo).
+//!
+//! A record's value is SE's JSON bytes exactly as received, its key the connector GUID, and its
+//! headers the [`crate::topic`] contract. [`EventsPublisher::publish_all`] returns only once the
+//! broker acknowledged every record (`acks=all`, idempotent producer), which is what lets a
+//! source advance its cursor or answer 202: nothing is acknowledged upstream before it is durable.
+
+use crate::time::now_millis;
+use crate::topic::{record_headers, Kind};
+use futures::future::try_join_all;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::time::Duration;
+
+/// One record to write.
+#[derive(Debug, Clone)]
+pub struct OutRecord<'a> {
+    pub kind: Kind,
+    /// The connector GUID (or `poller`, … for heartbeats).
+    pub key: &'a str,
+    /// SE's JSON bytes, unchanged.
+    pub value: &'a [u8],
+    /// For computers: when the inventory was read.
+    pub observed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Why a batch was not (fully) written. Some records may already be durable; writing the batch
+/// again is harmless because the fold absorbs duplicates.
+#[derive(Debug, thiserror::Error)]
+#[error("publishing to {topic} failed: {source}")]
+pub struct PublishError {
+    pub topic: String,
+    #[source]
+    pub source: KafkaError,
+}
+
+/// A cheap-to-clone handle that writes to the events topic as one named source.
+#[derive(Clone)]
+pub struct EventsPublisher {
+    producer: FutureProducer,
+    topic: String,
+    source: String,
+}
+
+impl EventsPublisher {
+    pub fn new(
+        producer: FutureProducer,
+        topic: impl Into<String>,
+        source: impl Into<String>,
+    ) -> Self {
+        EventsPublisher {
+            producer,
+            topic: topic.into(),
+            source: source.into(),
+        }
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Writes every record and waits until the broker acknowledged all of them. `queue_timeout`
+    /// bounds the wait for room in the local queue; delivery itself is bounded by the
+    /// producer's `message.timeout.ms` (30 s, see [`crate::kafka::client_config`]).
+    pub async fn publish_all(
+        &self,
+        records: &[OutRecord<'_>],
+        queue_timeout: Duration,
+    ) -> Result<(), PublishError> {
+        let sends = records.iter().map(|r| {
+            let headers = record_headers(r.kind, &self.source, r.observed_at);
+            let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.topic)
+                .key(r.key)
+                .payload(r.value)
+                .headers(headers)
+                .timestamp(now_millis());
+            self.producer.send(record, queue_timeout)
+        });
+        try_join_all(sends)
+            .await
+            .map(|_| ())
+            .map_err(|(source, _)| PublishError {
+                topic: self.topic.clone(),
+                source,
+            })
+    }
+}
