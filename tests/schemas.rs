@@ -1,0 +1,133 @@
+//! The JSON Schemas in `schemas/` decide what a valid message is: examples, real fixtures and
+//! trustgate's own serialised output must all validate against them.
+
+use serde_json::{json, Value};
+use std::sync::Arc;
+use trustgate::decision::Decider;
+use trustgate::fold::{DeviceState, Observation, Stamped};
+use trustgate::policy::{MemoryDirectory, Policies, Policy, UnknownDevice};
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let text =
+        std::fs::read_to_string(format!("{}/schemas/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let value: Value = serde_json::from_str(&text).unwrap();
+    jsonschema::validator_for(&value)
+        .unwrap_or_else(|e| panic!("{name} is not a valid schema: {e}"))
+}
+
+fn assert_valid(validator: &jsonschema::Validator, instance: &Value) {
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{instance}\n{errors:#?}");
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+#[test]
+fn request_examples_validate_and_bad_ones_do_not() {
+    let v = schema("decision-request.v1.json");
+    assert_valid(
+        &v,
+        &json!({"request_id": "r1", "application": "vpn", "user": "ann",
+        "device": {"trusted": true, "os": "Windows", "connector_guid": "dd655598-63d5-456f-9c1d-9876de860648",
+            "windows_processor_id": "d5614b9f287e0a3", "mac_addresses": ["22:88:FE:2C:89:5C", "22-88-fe-2c-89-5d"],
+            "hostname": "FIN-LT-0042"}}),
+    );
+    assert_valid(
+        &v,
+        &json!({"request_id": "r2", "application": "wiki", "device": {"trusted": false}}),
+    );
+    for bad in [
+        json!({"application": "vpn", "device": {"trusted": true}}),
+        json!({"request_id": "r", "device": {"trusted": true}}),
+        json!({"request_id": "r", "application": "a", "device": {"trusted": "yes"}}),
+        json!({"request_id": "r", "application": "a", "device": {"trusted": true, "os": "beos"}}),
+    ] {
+        assert!(!v.is_valid(&bad), "{bad} should be invalid");
+    }
+}
+
+fn policies() -> Arc<Policies> {
+    let global = Policy {
+        name: "global".into(),
+        require_trusted: true,
+        block_compromised: true,
+        unknown_device: UnknownDevice::Allow,
+    };
+    Arc::new(Policies {
+        global,
+        by_application: Default::default(),
+    })
+}
+
+#[test]
+fn our_responses_validate() {
+    let v = schema("decision-response.v1.json");
+    let mut dir = MemoryDirectory::default();
+    let mut d = DeviceState::new("g1");
+    d.operating_system = Some(Stamped {
+        at: 1,
+        value: "Windows 10".into(),
+    });
+    d.observation = Some(Observation {
+        at: 5,
+        compromised: true,
+    });
+    d.newest_record_at = Some(5);
+    dir.insert(d);
+    let decider = Decider::new(policies(), dir, 600_000);
+    for body in [
+        r#"{"request_id":"a","application":"vpn","device":{"trusted":true,"connector_guid":"g1"}}"#,
+        r#"{"request_id":"b","application":"vpn","device":{"trusted":true,"hostname":"nobody"}}"#,
+        r#"{"request_id":"c","application":"vpn","device":{"trusted":false}}"#,
+        r#"{"request_id":"d","application":"vpn","device":{"trusted":true,"os":"ios"}}"#,
+        r#"{"request_id":"e","device":{}}"#,
+    ] {
+        let trustgate::decision::Answer::Reply(resp) = decider.decide(body.as_bytes()) else {
+            panic!("{body}")
+        };
+        assert_valid(&v, &serde_json::to_value(&resp).unwrap());
+    }
+}
+
+#[test]
+fn real_se_fixtures_validate() {
+    let computer = schema("se-computer.v1.json");
+    let page: Value = serde_json::from_str(&fixture("computers-page.json")).unwrap();
+    for c in page["data"].as_array().unwrap() {
+        assert_valid(&computer, c);
+    }
+    let event = schema("se-event.v1.json");
+    for line in fixture("events-elastic.jsonl")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
+        assert_valid(&event, &serde_json::from_str(line).unwrap());
+    }
+    let pair: Value =
+        serde_json::from_str(&fixture("events-correlation-detection-id.json")).unwrap();
+    for e in pair.as_array().unwrap() {
+        assert_valid(&event, e);
+    }
+    assert!(
+        !event.is_valid(&json!({"event_type_id": 1090519054})),
+        "an event must name its device"
+    );
+}
+
+#[test]
+fn the_example_config_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("trustgate.example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let loaded =
+        trustgate::config::load_str(&text, "trustgate.example.toml", std::iter::empty()).unwrap();
+    assert_eq!(loaded.settings.topics.events, "secure-endpoint.events");
+}
