@@ -10,6 +10,7 @@
 use crate::admin::{self, AdminState};
 use crate::config::Settings;
 use crate::decision::{worker, Decider};
+use crate::feed::FeedClock;
 use crate::ingest::{self, IngestContext, IngestStatus};
 use crate::kafka::{client_config, ensure_topics, Role};
 use crate::store::Store;
@@ -43,7 +44,13 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         .context("creating the producer")?;
     let status = IngestStatus::default();
     let grace = settings.fold.grace_millis();
-    let decider = Decider::new(Arc::new(settings.policies.clone()), store.clone(), grace);
+    let feed = FeedClock::starting_at(store.feeds()?.values().max().copied());
+    let decider = Decider::new(
+        Arc::new(settings.policies.clone()),
+        store.clone(),
+        grace,
+        feed.clone(),
+    );
     let mut tasks = tokio::task::JoinSet::new();
 
     let ingest_ctx = IngestContext {
@@ -51,6 +58,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         store: store.clone(),
         producer: producer.clone(),
         status: status.clone(),
+        feed: feed.clone(),
         shutdown: shutdown.clone(),
     };
     tasks.spawn_blocking(move || ("ingest", ingest::run(ingest_ctx)));

@@ -3,6 +3,7 @@
 use crate::admin::{lookup, DeviceLookup};
 use crate::config::{self, LogFormat, Settings};
 use crate::decision::{Answer, Decider};
+use crate::feed::FeedClock;
 use crate::store::{Store, StoreError};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -118,10 +119,12 @@ async fn decide(settings: Settings) -> anyhow::Result<ExitCode> {
         .context("reading the request from stdin")?;
     let response = match open_store(&settings)? {
         Some(store) => {
+            let feed = FeedClock::starting_at(store.feeds()?.values().max().copied());
             let decider = Decider::new(
                 Arc::new(settings.policies.clone()),
                 store,
                 settings.fold.grace_millis(),
+                feed,
             );
             match decider.decide(&body) {
                 Answer::Reply(resp) => serde_json::to_value(resp)?,

@@ -18,6 +18,7 @@
 //! - [`ingest`]: the events-topic consumer and dead-lettering.
 //! - [`policy`]: policies, device matching and the pure decision procedure.
 //! - [`decision`]: request/response contract, the Kafka worker and reply routing.
+//! - [`feed`]: feed liveness (the age behind `stale`).
 //! - [`admin`]: the admin HTTP listener.
 //! - [`publish`]: the one producer path to the events topic for every source.
 //! - [`kafka`]: librdkafka client construction and topic creation.
@@ -29,6 +30,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod decision;
+pub mod feed;
 pub mod fold;
 pub mod ingest;
 pub mod kafka;

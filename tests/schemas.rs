@@ -4,8 +4,9 @@
 use serde_json::{json, Value};
 use std::sync::Arc;
 use trustgate::decision::Decider;
+use trustgate::feed::FeedClock;
 use trustgate::fold::{DeviceState, Observation, Stamped};
-use trustgate::policy::{MemoryDirectory, Policies, Policy, UnknownDevice};
+use trustgate::policy::{MemoryDirectory, OnStale, Policies, Policy, UnknownDevice};
 
 fn schema(name: &str) -> jsonschema::Validator {
     let text =
@@ -61,6 +62,8 @@ fn policies() -> Arc<Policies> {
         require_trusted: true,
         block_compromised: true,
         unknown_device: UnknownDevice::Allow,
+        stale_after: std::time::Duration::from_secs(900),
+        on_stale: OnStale::LastKnown,
     };
     Arc::new(Policies {
         global,
@@ -83,18 +86,24 @@ fn our_responses_validate() {
     });
     d.newest_record_at = Some(5);
     dir.insert(d);
-    let decider = Decider::new(policies(), dir, 600_000);
-    for body in [
-        r#"{"request_id":"a","application":"vpn","device":{"trusted":true,"connector_guid":"g1"}}"#,
-        r#"{"request_id":"b","application":"vpn","device":{"trusted":true,"hostname":"nobody"}}"#,
-        r#"{"request_id":"c","application":"vpn","device":{"trusted":false}}"#,
-        r#"{"request_id":"d","application":"vpn","device":{"trusted":true,"os":"ios"}}"#,
-        r#"{"request_id":"e","device":{}}"#,
+    // A fresh feed, and one that never wrote (every response then carries `stale`).
+    let fresh = FeedClock::starting_at(Some(trustgate::time::now_millis()));
+    for decider in [
+        Decider::new(policies(), dir.clone(), 600_000, fresh),
+        Decider::new(policies(), dir, 600_000, FeedClock::default()),
     ] {
-        let trustgate::decision::Answer::Reply(resp) = decider.decide(body.as_bytes()) else {
-            panic!("{body}")
-        };
-        assert_valid(&v, &serde_json::to_value(&resp).unwrap());
+        for body in [
+            r#"{"request_id":"a","application":"vpn","device":{"trusted":true,"connector_guid":"g1"}}"#,
+            r#"{"request_id":"b","application":"vpn","device":{"trusted":true,"hostname":"nobody"}}"#,
+            r#"{"request_id":"c","application":"vpn","device":{"trusted":false}}"#,
+            r#"{"request_id":"d","application":"vpn","device":{"trusted":true,"os":"ios"}}"#,
+            r#"{"request_id":"e","device":{}}"#,
+        ] {
+            let trustgate::decision::Answer::Reply(resp) = decider.decide(body.as_bytes()) else {
+                panic!("{body}")
+            };
+            assert_valid(&v, &serde_json::to_value(&resp).unwrap());
+        }
     }
 }
 

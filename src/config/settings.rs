@@ -4,9 +4,9 @@
 use super::raw::*;
 use super::ConfigError;
 use crate::fold::FoldConfig;
-use crate::policy::{Policies, Policy, UnknownDevice};
+use crate::policy::{OnStale, Policies, Policy, UnknownDevice};
 use secrecy::SecretString;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,8 +19,6 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub fold: FoldConfig,
     pub policies: Policies,
-    /// Per policy name: how old the feed may be, and what to do past that.
-    pub staleness: HashMap<String, Staleness>,
     pub poller: PollerSettings,
     pub webhook: WebhookSettings,
     pub log: LogSettings,
@@ -91,18 +89,6 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnStale {
-    LastKnown,
-    Deny,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Staleness {
-    pub stale_after: Duration,
-    pub on_stale: OnStale,
-}
-
 #[derive(Debug, Clone)]
 pub struct PollerSettings {
     pub enabled: bool,
@@ -171,7 +157,7 @@ fn listen(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
 impl Settings {
     pub(super) fn from_raw(raw: RawConfig) -> Result<Settings, ConfigError> {
         let topics = topics(raw.topics)?;
-        let (policies, staleness) = policies(raw.policy)?;
+        let policies = policies(raw.policy)?;
         let grace = duration(
             "compromise.resolution_grace",
             &raw.compromise.resolution_grace,
@@ -196,7 +182,6 @@ impl Settings {
                 resolution_grace: grace,
             },
             policies,
-            staleness,
             poller: poller(raw.poller)?,
             webhook: webhook(raw.webhook)?,
             log: LogSettings {
@@ -309,23 +294,21 @@ fn on_stale(key: &str, text: &str) -> Result<OnStale, ConfigError> {
     }
 }
 
-fn policies(raw: RawPolicies) -> Result<(Policies, HashMap<String, Staleness>), ConfigError> {
+fn policies(raw: RawPolicies) -> Result<Policies, ConfigError> {
     let g = raw.global;
     let global = Policy {
         name: "global".into(),
         require_trusted: g.require_trusted,
         block_compromised: g.block_compromised,
         unknown_device: unknown_device("policy.global.unknown_device", &g.unknown_device)?,
-    };
-    let global_staleness = Staleness {
         stale_after: duration("policy.global.stale_after", &g.stale_after)?,
         on_stale: on_stale("policy.global.on_stale", &g.on_stale)?,
     };
-    let mut staleness = HashMap::from([("global".to_owned(), global_staleness)]);
+    let mut names = HashSet::from(["global".to_owned()]);
     let mut by_application = HashMap::new();
     for custom in raw.custom {
         let name = custom.name.trim().to_owned();
-        if name.is_empty() || name == "global" || staleness.contains_key(&name) {
+        if name.is_empty() || !names.insert(name.clone()) {
             return Err(invalid(format!(
                 "policy.custom name {name:?} is empty, reserved or used twice"
             )));
@@ -344,15 +327,13 @@ fn policies(raw: RawPolicies) -> Result<(Policies, HashMap<String, Staleness>), 
                 Some(u) => unknown_device(&key("unknown_device"), u)?,
                 None => global.unknown_device,
             },
-        };
-        let stale = Staleness {
             stale_after: match &custom.stale_after {
                 Some(s) => duration(&key("stale_after"), s)?,
-                None => global_staleness.stale_after,
+                None => global.stale_after,
             },
             on_stale: match &custom.on_stale {
                 Some(s) => on_stale(&key("on_stale"), s)?,
-                None => global_staleness.on_stale,
+                None => global.on_stale,
             },
         };
         for app in custom.applications {
@@ -362,15 +343,11 @@ fn policies(raw: RawPolicies) -> Result<(Policies, HashMap<String, Staleness>), 
                 )));
             }
         }
-        staleness.insert(name, stale);
     }
-    Ok((
-        Policies {
-            global,
-            by_application,
-        },
-        staleness,
-    ))
+    Ok(Policies {
+        global,
+        by_application,
+    })
 }
 
 fn poller(raw: RawPoller) -> Result<PollerSettings, ConfigError> {

@@ -12,7 +12,8 @@ pub mod worker;
 pub use request::{InvalidRequest, ValidRequest};
 pub use response::DecisionResponse;
 
-use crate::policy::{evaluate, Decision, DeviceDirectory, Policies};
+use crate::feed::FeedClock;
+use crate::policy::{evaluate, Decision, DeviceDirectory, EvalContext, Policies};
 use crate::time::now_millis;
 use std::sync::Arc;
 
@@ -32,14 +33,16 @@ pub struct Decider<D> {
     policies: Arc<Policies>,
     directory: D,
     grace_millis: i64,
+    feed: FeedClock,
 }
 
 impl<D: DeviceDirectory> Decider<D> {
-    pub fn new(policies: Arc<Policies>, directory: D, grace_millis: i64) -> Self {
+    pub fn new(policies: Arc<Policies>, directory: D, grace_millis: i64, feed: FeedClock) -> Self {
         Decider {
             policies,
             directory,
             grace_millis,
+            feed,
         }
     }
 
@@ -60,7 +63,11 @@ impl<D: DeviceDirectory> Decider<D> {
 
     pub fn decide_valid(&self, req: &ValidRequest) -> DecisionResponse {
         let policy = self.policies.for_application(&req.application);
-        let decision = evaluate(policy, &req.subject, &self.directory, self.grace_millis);
+        let ctx = EvalContext {
+            grace_millis: self.grace_millis,
+            feed_age: self.feed.age(),
+        };
+        let decision = evaluate(policy, &req.subject, &self.directory, &ctx);
         DecisionResponse::new(
             req.request_id.clone(),
             policy.name.clone(),

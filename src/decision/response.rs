@@ -49,8 +49,8 @@ impl DecisionResponse {
             },
             decided_at: format_millis(decided_at),
             error: decision.error,
-            stale: None,
-            feed_age_seconds: None,
+            stale: decision.stale.map(|_| true),
+            feed_age_seconds: decision.stale.flatten().map(|age| age.as_secs()),
         }
     }
 }

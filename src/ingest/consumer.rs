@@ -2,6 +2,7 @@
 
 use super::{dead_letter_record, IngestStatus};
 use crate::config::Settings;
+use crate::feed::FeedClock;
 use crate::fold::{classify, Classified, DeviceState, RecordInput};
 use crate::kafka::{client_config, Role};
 use crate::store::{ChunkUpdate, Store};
@@ -27,6 +28,8 @@ pub struct IngestContext {
     pub store: Store,
     pub producer: FutureProducer,
     pub status: IngestStatus,
+    /// Advanced with every chunk's newest record time (feed liveness).
+    pub feed: FeedClock,
     pub shutdown: CancellationToken,
 }
 
@@ -161,6 +164,9 @@ impl Ingest {
         }
         self.dead_letter(&dead)?;
         self.ctx.store.apply(&update)?;
+        if let Some(newest) = update.feeds.values().max() {
+            self.ctx.feed.observe(*newest);
+        }
         for ((_, partition), next) in &update.offsets {
             self.next.insert(*partition, *next);
             let high = self.targets.get(partition).copied().unwrap_or(0).max(*next);

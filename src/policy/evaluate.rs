@@ -2,10 +2,11 @@
 //! the reason; the order is the product's contract (README, "Evaluation order").
 
 use super::matching::{match_device, DeviceDirectory, Identifiers, MatchedBy};
-use super::{Policy, UnknownDevice};
+use super::{OnStale, Policy, UnknownDevice};
 use crate::fold::DeviceState;
 use crate::se::Platform;
 use crate::time::Millis;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -58,6 +59,9 @@ pub struct Decision {
     pub device: DeviceVerdict,
     /// Set with `invalid_request` and `store_unavailable`: what was wrong.
     pub error: Option<String>,
+    /// Set when the feed is older than the policy's `stale_after`: the feed's age, or `None`
+    /// inside when no source has ever written.
+    pub stale: Option<Option<Duration>>,
 }
 
 impl Decision {
@@ -67,6 +71,7 @@ impl Decision {
             reason,
             device: DeviceVerdict::default(),
             error: None,
+            stale: None,
         }
     }
 
@@ -77,6 +82,14 @@ impl Decision {
             ..Decision::new(Outcome::Deny, Reason::InvalidRequest)
         }
     }
+}
+
+/// What the procedure knows besides the request and the state.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalContext {
+    pub grace_millis: i64,
+    /// Time since the newest record or heartbeat from any source; `None` when there was none.
+    pub feed_age: Option<Duration>,
 }
 
 /// The parts of a valid request the procedure reads.
@@ -92,7 +105,24 @@ pub fn evaluate(
     policy: &Policy,
     subject: &Subject,
     dir: &impl DeviceDirectory,
+    ctx: &EvalContext,
+) -> Decision {
+    let stale = ctx
+        .feed_age
+        .map_or(true, |age| age > policy.stale_after)
+        .then_some(ctx.feed_age);
+    Decision {
+        stale,
+        ..decide(policy, subject, dir, ctx.grace_millis, stale.is_some())
+    }
+}
+
+fn decide(
+    policy: &Policy,
+    subject: &Subject,
+    dir: &impl DeviceDirectory,
     grace_millis: i64,
+    stale: bool,
 ) -> Decision {
     if !policy.require_trusted {
         return Decision::new(Outcome::Allow, Reason::AllowAllEndpoints);
@@ -102,6 +132,9 @@ pub fn evaluate(
     }
     if !policy.block_compromised {
         return Decision::new(Outcome::Allow, Reason::SeCheckOff);
+    }
+    if stale && policy.on_stale == OnStale::Deny {
+        return Decision::new(Outcome::Deny, Reason::StateStale);
     }
     let matched = match match_device(dir, &subject.ids) {
         Ok(m) => m,

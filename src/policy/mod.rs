@@ -12,17 +12,27 @@ mod memory;
 mod tests;
 
 pub use evaluate::Subject;
-pub use evaluate::{evaluate, Decision, DeviceVerdict, Outcome, Reason};
+pub use evaluate::{evaluate, Decision, DeviceVerdict, EvalContext, Outcome, Reason};
 pub use matching::{match_device, DeviceDirectory, Identifiers, Matched, MatchedBy};
 pub use memory::MemoryDirectory;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// What to answer for a trusted device that Secure Endpoint does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UnknownDevice {
     Allow,
+    Deny,
+}
+
+/// What to do when the feed is older than the policy's `stale_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStale {
+    /// Answer from the last known state, flagging the response `stale: true`.
+    LastKnown,
+    /// Deny trusted devices with reason `state_stale` (after rules 1–4).
     Deny,
 }
 
@@ -36,6 +46,9 @@ pub struct Policy {
     /// "Allow Cisco Secure Endpoint to block compromised endpoints".
     pub block_compromised: bool,
     pub unknown_device: UnknownDevice,
+    /// How old the feed (newest record or heartbeat from any source) may be.
+    pub stale_after: Duration,
+    pub on_stale: OnStale,
 }
 
 /// The global policy and the custom policies by application.

@@ -6,6 +6,10 @@ use crate::se::Platform;
 use rstest::rstest;
 
 const GRACE: i64 = 600_000;
+const FRESH: EvalContext = EvalContext {
+    grace_millis: GRACE,
+    feed_age: Some(std::time::Duration::from_secs(1)),
+};
 
 fn device(guid: &str, os: &str, compromised: bool) -> DeviceState {
     let mut d = DeviceState::new(guid);
@@ -49,6 +53,8 @@ fn policy(require_trusted: bool, block_compromised: bool, unknown: UnknownDevice
         require_trusted,
         block_compromised,
         unknown_device: unknown,
+        stale_after: std::time::Duration::from_secs(900),
+        on_stale: OnStale::LastKnown,
     }
 }
 
@@ -79,7 +85,7 @@ fn decision_table(
         &policy(require_trusted, true, UnknownDevice::Allow),
         &subject(true, Some(guid), None),
         &directory(),
-        GRACE,
+        &FRESH,
     );
     assert_eq!((d.outcome, d.reason), (outcome, reason));
 }
@@ -94,7 +100,7 @@ fn untrusted_is_denied_whatever_se_says(#[case] guid: &str) {
         &policy(true, true, UnknownDevice::Allow),
         &subject(false, Some(guid), None),
         &directory(),
-        GRACE,
+        &FRESH,
     );
     assert_eq!(
         (d.outcome, d.reason),
@@ -109,7 +115,7 @@ fn rule_2_precedes_rule_3_untrusted_allowed_under_allow_all() {
         &policy(false, true, UnknownDevice::Deny),
         &subject(false, Some("win-bad-2"), None),
         &directory(),
-        GRACE,
+        &FRESH,
     );
     assert_eq!(
         (d.outcome, d.reason),
@@ -123,7 +129,7 @@ fn rule_4_se_check_off() {
         &policy(true, false, UnknownDevice::Deny),
         &subject(true, Some("win-bad-2"), None),
         &directory(),
-        GRACE,
+        &FRESH,
     );
     assert_eq!((d.outcome, d.reason), (Outcome::Allow, Reason::SeCheckOff));
 }
@@ -161,7 +167,7 @@ fn rule_6_platform(
         &policy(true, true, UnknownDevice::Allow),
         &subject(true, Some(guid), os),
         &directory(),
-        GRACE,
+        &FRESH,
     );
     assert_eq!((d.outcome, d.reason), (outcome, reason));
 }
@@ -172,7 +178,7 @@ fn rule_7_no_identifier_is_invalid() {
         &policy(true, true, UnknownDevice::Allow),
         &subject(true, None, Some(Platform::Windows)),
         &directory(),
-        GRACE,
+        &FRESH,
     );
     assert_eq!(
         (d.outcome, d.reason),
@@ -189,7 +195,7 @@ fn rule_7_unknown_device_follows_policy(#[case] unknown: UnknownDevice, #[case] 
         &policy(true, true, unknown),
         &subject(true, Some("nobody-9"), Some(Platform::Windows)),
         &directory(),
-        GRACE,
+        &FRESH,
     );
     assert_eq!(
         (d.outcome, d.reason),
@@ -215,7 +221,7 @@ fn strongest_identifier_decides() {
         &policy(true, true, UnknownDevice::Allow),
         &s,
         &directory(),
-        GRACE,
+        &FRESH,
     );
     assert_eq!(
         (d.device.matched_by, d.reason),
@@ -258,7 +264,7 @@ fn strongest_identifier_decides() {
                 ids,
             },
             &directory(),
-            GRACE,
+            &FRESH,
         );
         assert_eq!(d.device.matched_by, Some(by));
         assert_eq!(d.reason, Reason::Compromised);
@@ -283,7 +289,7 @@ fn ambiguous_match_is_compromised_if_any_is() {
             ..Default::default()
         },
     };
-    let d = evaluate(&policy(true, true, UnknownDevice::Allow), &s, &dir, GRACE);
+    let d = evaluate(&policy(true, true, UnknownDevice::Allow), &s, &dir, &FRESH);
     assert!(d.device.ambiguous);
     assert_eq!((d.outcome, d.reason), (Outcome::Deny, Reason::Compromised));
     assert_eq!(
@@ -314,8 +320,70 @@ fn open_detection_compromises_a_clean_flag() {
         &policy(true, true, UnknownDevice::Allow),
         &subject(true, Some("win-late-8"), None),
         &dir,
-        GRACE,
+        &FRESH,
     );
     assert_eq!(r.reason, Reason::Compromised);
     assert_eq!(r.device.state_as_of, Some(1_000_000));
+}
+
+#[rstest]
+#[case::fresh_last_known(Some(60), OnStale::LastKnown, Reason::Compromised, false)]
+#[case::stale_last_known(Some(3600), OnStale::LastKnown, Reason::Compromised, true)]
+#[case::stale_deny_clean_device(Some(3600), OnStale::Deny, Reason::StateStale, true)]
+#[case::never_fed_deny(None, OnStale::Deny, Reason::StateStale, true)]
+fn staleness(
+    #[case] age_secs: Option<u64>,
+    #[case] on_stale: OnStale,
+    #[case] reason: Reason,
+    #[case] stale: bool,
+) {
+    let p = Policy {
+        on_stale,
+        ..policy(true, true, UnknownDevice::Allow)
+    };
+    let ctx = EvalContext {
+        grace_millis: GRACE,
+        feed_age: age_secs.map(std::time::Duration::from_secs),
+    };
+    let guid = if reason == Reason::StateStale {
+        "win-clean-1"
+    } else {
+        "win-bad-2"
+    };
+    let d = evaluate(&p, &subject(true, Some(guid), None), &directory(), &ctx);
+    assert_eq!(d.reason, reason);
+    assert_eq!(d.stale.is_some(), stale);
+}
+
+#[test]
+fn stale_deny_comes_after_rules_1_to_4() {
+    let p = Policy {
+        on_stale: OnStale::Deny,
+        ..policy(true, true, UnknownDevice::Allow)
+    };
+    let ctx = EvalContext {
+        grace_millis: GRACE,
+        feed_age: None,
+    };
+    let d = evaluate(
+        &p,
+        &subject(false, Some("win-clean-1"), None),
+        &directory(),
+        &ctx,
+    );
+    assert_eq!(d.reason, Reason::UntrustedEndpoint);
+    let p = Policy {
+        require_trusted: false,
+        ..p
+    };
+    let d = evaluate(
+        &p,
+        &subject(true, Some("win-clean-1"), None),
+        &directory(),
+        &ctx,
+    );
+    assert_eq!(
+        (d.reason, d.stale.is_some()),
+        (Reason::AllowAllEndpoints, true)
+    );
 }
