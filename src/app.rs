@@ -81,6 +81,9 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         store: store.clone(),
         ingest: status.clone(),
         grace_millis: grace,
+        feed: feed.clone(),
+        stale_after: settings.policies.global.stale_after,
+        metrics: crate::metrics::install(),
     };
     let admin_shutdown = shutdown.clone();
     tasks.spawn(async move {

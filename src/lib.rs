@@ -23,6 +23,7 @@
 //! - [`publish`]: the one producer path to the events topic for every source.
 //! - [`kafka`]: librdkafka client construction and topic creation.
 //! - [`config`]: configuration file, environment overrides, validated settings.
+//! - [`metrics`]: every exported metric name, in one place.
 //! - [`app`], [`cli`], [`telemetry`]: process wiring.
 
 pub mod admin;
@@ -34,6 +35,7 @@ pub mod feed;
 pub mod fold;
 pub mod ingest;
 pub mod kafka;
+pub mod metrics;
 pub mod policy;
 pub mod publish;
 pub mod se;

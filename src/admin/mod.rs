@@ -9,6 +9,7 @@ mod devices;
 pub use devices::{lookup, DeviceLookup, DeviceView};
 
 use crate::decision::{Answer, Decider};
+use crate::feed::FeedClock;
 use crate::ingest::IngestStatus;
 use crate::store::Store;
 use axum::body::Bytes;
@@ -17,8 +18,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
@@ -27,6 +30,10 @@ pub struct AdminState {
     pub store: Store,
     pub ingest: IngestStatus,
     pub grace_millis: i64,
+    pub feed: FeedClock,
+    /// How old the feed may be before readiness fails (the global policy's `stale_after`).
+    pub stale_after: Duration,
+    pub metrics: PrometheusHandle,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -35,6 +42,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/devices/{id}", get(device))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -58,8 +66,12 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 async fn decide(State(state): State<AdminState>, body: Bytes) -> Response {
     let decider = state.decider.clone();
+    let started = std::time::Instant::now();
     match tokio::task::spawn_blocking(move || decider.decide(&body)).await {
-        Ok(Answer::Reply(resp)) => Json(resp).into_response(),
+        Ok(Answer::Reply(resp)) => {
+            crate::metrics::decision(&resp.policy, resp.decision, resp.reason, started.elapsed());
+            Json(resp).into_response()
+        }
         Ok(Answer::Unanswerable(message)) => error(StatusCode::BAD_REQUEST, message),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -73,13 +85,36 @@ async fn device(State(state): State<AdminState>, Path(id): Path<String>) -> Resp
     }
 }
 
+/// Ready when ingest has caught up, the broker answered recently and the feed is not stale.
 async fn ready(State(state): State<AdminState>) -> Response {
-    let lag = state.ingest.lag();
-    let body = json!({ "caught_up": state.ingest.is_caught_up(), "ingest_lag": lag });
-    let status = if state.ingest.is_caught_up() {
+    let caught_up = state.ingest.is_caught_up();
+    let broker_reachable = state.ingest.broker_reachable();
+    let feed_age = state.feed.age();
+    let fresh = feed_age.is_some_and(|age| age <= state.stale_after);
+    let body = json!({
+        "caught_up": caught_up,
+        "broker_reachable": broker_reachable,
+        "feed_age_seconds": feed_age.map(|a| a.as_secs()),
+        "stale": !fresh,
+        "ingest_lag": state.ingest.lag(),
+    });
+    let status = if caught_up && broker_reachable && fresh {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    crate::metrics::feed_age(state.feed.age());
+    crate::metrics::caught_up(state.ingest.is_caught_up());
+    for (partition, lag) in state.ingest.lag() {
+        crate::metrics::ingest_lag(partition, lag);
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
 }

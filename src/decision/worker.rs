@@ -96,6 +96,7 @@ async fn handle(ctx: &WorkerContext, msg: &BorrowedMessage<'_>) -> Pending {
         .flat_map(|h| h.iter())
         .map(|h| (h.key, h.value));
     let route = route(header_pairs, &ctx.settings.topics);
+    let started = std::time::Instant::now();
     let body = msg.payload().unwrap_or_default();
     let answer = match (ctx.decider.decide(body), &route.refused) {
         (Answer::Reply(resp), Some(reason)) => {
@@ -105,6 +106,7 @@ async fn handle(ctx: &WorkerContext, msg: &BorrowedMessage<'_>) -> Pending {
     };
     let (delivery, request_id) = match answer {
         Answer::Reply(resp) => {
+            crate::metrics::decision(&resp.policy, resp.decision, resp.reason, started.elapsed());
             let id = resp.request_id.clone();
             (
                 send_reply(&ctx.producer, &route, msg.key(), &resp).await,
@@ -114,6 +116,7 @@ async fn handle(ctx: &WorkerContext, msg: &BorrowedMessage<'_>) -> Pending {
         Answer::Unanswerable(error) => {
             tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %error,
                 "Dead-lettering a decision request without a readable request_id.");
+            crate::metrics::request_dead_lettered();
             let record = dead_letter_record(&ctx.settings.topics.dlq, msg, &error);
             (enqueue(&ctx.producer, record).await, None)
         }

@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Most records applied in one atomic chunk.
 const MAX_CHUNK: usize = 2000;
-/// How often newly added partitions of the events topic are looked for.
-const PARTITION_REFRESH: Duration = Duration::from_secs(10);
+/// How often new partitions are looked for and high watermarks (for lag and broker
+/// reachability) are refreshed.
+const PARTITION_REFRESH: Duration = Duration::from_secs(5);
 
 /// What ingest needs.
 pub struct IngestContext {
@@ -59,6 +60,7 @@ pub fn run(ctx: IngestContext) -> anyhow::Result<()> {
         ingest.check_caught_up(&consumer, idle);
         if last_refresh.elapsed() > PARTITION_REFRESH {
             ingest.assign_new_partitions(&consumer)?;
+            ingest.refresh_watermarks(&consumer);
             last_refresh = Instant::now();
         }
     }
@@ -80,7 +82,11 @@ struct Ingest {
 impl Ingest {
     fn assign_new_partitions(&mut self, consumer: &BaseConsumer) -> anyhow::Result<()> {
         let metadata = loop {
-            match consumer.fetch_metadata(Some(&self.topic), Duration::from_secs(5)) {
+            let fetched = consumer.fetch_metadata(Some(&self.topic), Duration::from_secs(5));
+            if fetched.is_ok() {
+                self.ctx.status.broker_answered();
+            }
+            match fetched {
                 Ok(m)
                     if m.topics()
                         .first()
@@ -135,10 +141,12 @@ impl Ingest {
         let fold = &self.ctx.settings.fold;
         let mut update = ChunkUpdate::default();
         let mut dead = Vec::new();
+        let (mut applied_devices, mut applied_heartbeats) = (0u64, 0u64);
         for msg in chunk {
             let input = record_input(msg);
             match classify(&input, fold) {
                 Ok(Classified::Device(fact)) => {
+                    applied_devices += 1;
                     let guid = fact.connector_guid.clone();
                     let entry = match update.devices.entry(guid) {
                         std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -150,7 +158,7 @@ impl Ingest {
                     };
                     entry.1.apply(&fact);
                 }
-                Ok(Classified::Heartbeat(_)) => {}
+                Ok(Classified::Heartbeat(_)) => applied_heartbeats += 1,
                 Err(e) => dead.push((msg, e.to_string())),
             }
             let source = header(msg, HEADER_SOURCE)
@@ -163,6 +171,11 @@ impl Ingest {
                 .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
         }
         self.dead_letter(&dead)?;
+        self.ctx.status.broker_answered();
+        crate::metrics::records_applied("device", applied_devices);
+        crate::metrics::records_applied("heartbeat", applied_heartbeats);
+        crate::metrics::records_dead_lettered(dead.len() as u64);
+
         self.ctx.store.apply(&update)?;
         if let Some(newest) = update.feeds.values().max() {
             self.ctx.feed.observe(*newest);
@@ -208,6 +221,23 @@ impl Ingest {
             }
         }
         Ok(())
+    }
+
+    /// Re-reads each partition's high watermark: keeps lag current after catch-up and proves
+    /// the broker still answers.
+    fn refresh_watermarks(&mut self, consumer: &BaseConsumer) {
+        for p in self.assigned.clone() {
+            match consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(2)) {
+                Ok((_, high)) => {
+                    self.ctx.status.broker_answered();
+                    let next = self.next.get(&p).copied().unwrap_or(0);
+                    self.ctx.status.record_progress(p, next, high);
+                }
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "Cannot read the events topic's watermark.")
+                }
+            }
+        }
     }
 
     fn check_caught_up(&mut self, consumer: &BaseConsumer, idle: bool) {

@@ -1,7 +1,9 @@
 //! What ingest tells the rest of the process: whether it has caught up, and how far behind
 //! each partition is.
 
+use crate::time::now_millis;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -11,13 +13,19 @@ pub struct IngestStatus {
     caught_up: watch::Sender<bool>,
     /// Per partition: (next offset to apply, high watermark last seen).
     progress: Arc<Mutex<BTreeMap<i32, (i64, i64)>>>,
+    /// When the broker last answered ingest (unix ms).
+    broker_ok_at: Arc<AtomicI64>,
 }
+
+/// How long without an answer from the broker before it counts as unreachable.
+const BROKER_SILENCE_MS: i64 = 30_000;
 
 impl Default for IngestStatus {
     fn default() -> Self {
         IngestStatus {
             caught_up: watch::channel(false).0,
             progress: Arc::default(),
+            broker_ok_at: Arc::new(AtomicI64::new(i64::MIN)),
         }
     }
 }
@@ -40,6 +48,15 @@ impl IngestStatus {
             r = rx.wait_for(|v| *v) => r.is_ok(),
             _ = cancelled.cancelled() => false,
         }
+    }
+
+    pub(super) fn broker_answered(&self) {
+        self.broker_ok_at.store(now_millis(), Ordering::Relaxed);
+    }
+
+    /// Whether the broker answered ingest within the last 30 seconds.
+    pub fn broker_reachable(&self) -> bool {
+        now_millis().saturating_sub(self.broker_ok_at.load(Ordering::Relaxed)) < BROKER_SILENCE_MS
     }
 
     pub(super) fn record_progress(&self, partition: i32, next: i64, high: i64) {
