@@ -16,11 +16,13 @@ pub fn apply(
     vars: impl Iterator<Item = (String, String)>,
 ) -> Result<(), String> {
     for (name, raw) in vars {
-        let Some(path) = name.strip_prefix(PREFIX) else {
+        // Only TRUSTGATE_<SECTION>__<KEY> is an override; other TRUSTGATE_* names (a test
+        // harness's, a deployment's) are not configuration and are left alone.
+        let Some(path) = name.strip_prefix(PREFIX).filter(|p| p.contains("__")) else {
             continue;
         };
         let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
-        if parts.len() < 2 || parts.iter().any(String::is_empty) {
+        if parts.iter().any(String::is_empty) {
             return Err(format!("{name}: expected TRUSTGATE_<SECTION>__<KEY>"));
         }
         let default = lookup(defaults, &parts);
@@ -110,6 +112,7 @@ mod tests {
             ("TRUSTGATE_WEBHOOK__ENABLED", "true"),
             ("TRUSTGATE_POLLER__CLIENT_ID", "1234"),
             ("OTHER", "ignored"),
+            ("TRUSTGATE_TEST_BROKERS", "not an override"),
         ];
         apply(
             &mut cfg,
