@@ -3,6 +3,7 @@
 
 mod common;
 
+mod cli;
 mod crash;
 mod dead_letter;
 mod late_detection;
