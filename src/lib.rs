@@ -22,6 +22,7 @@
 //! - [`publish`]: the one producer path to the events topic for every source.
 //! - [`kafka`]: librdkafka client construction and topic creation.
 //! - [`config`]: configuration file, environment overrides, validated settings.
+//! - [`simulator`]: an SE v1 API simulator (`trustgate simulate`), the poller's test double.
 //! - [`app`], [`cli`], [`telemetry`]: process wiring.
 
 pub mod admin;
@@ -35,6 +36,7 @@ pub mod kafka;
 pub mod policy;
 pub mod publish;
 pub mod se;
+pub mod simulator;
 pub mod store;
 pub mod telemetry;
 pub mod time;

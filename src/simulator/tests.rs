@@ -1,0 +1,1 @@
+//! Scenario tests and the shape check against the recorded fixtures.
