@@ -1,25 +1,30 @@
 //! A Cisco Secure Endpoint (SE) v1 API simulator: the test double for the poller, the data source
 //! of the demo.
 //!
-//! Owns a simulated tenant ([`scenario`]: seeded computers and events, compromises and
-//! resolutions driven by time), its HTTP face ([`server`]: `/v1/version`, `/v1/events`,
-//! `/v1/computers`, `/v1/computers/{guid}`, `/v1/event_types` with SE's envelope, paging, filters,
-//! Basic auth and rate-limit headers), the hourly budget ([`rate_limit`]), injected faults
-//! ([`faults`]) and the `trustgate simulate` command ([`cli`]). Shapes follow the recorded
-//! fixtures in `tests/fixtures/` ([`shapes`]). It does not own anything trustgate itself runs on:
-//! nothing outside tests, the demo and `simulate` depends on it.
+//! Owns a simulated tenant and its HTTP face, nothing trustgate runs on in production:
+//!
+//! - `scenario`: the tenant, pure and seeded: computers, history, compromises and resolutions
+//!   driven by time; built from `generate` (computers, ids, dates) and `detections` (events),
+//!   shaped per [`shapes`] like the recorded fixtures in `tests/fixtures/`; `events` is its log.
+//! - `server`: the router and the gate (Basic auth, the hourly budget of `rate_limit`, injected
+//!   `faults`, rate-limit headers); `routes`: `/v1/version`, `/v1/events`, `/v1/computers`,
+//!   `/v1/computers/{guid}`, `/v1/event_types` with SE's envelope and `pagination`, parameters
+//!   read by `query`; `hooks`: the `/_sim/` test hooks (no auth, no rate limit).
+//! - `cli`: `trustgate simulate`.
 //!
 //! [`Simulator`] is a cheap-clone handle; [`serve`] runs it on a listener until cancelled.
-//! Test hooks live under `/_sim/` (no auth, no rate limit); see the README.
 
 mod catalog;
 mod cli;
+mod detections;
 mod events;
 mod faults;
 mod generate;
+mod hooks;
 mod pagination;
 mod query;
 mod rate_limit;
+mod routes;
 mod scenario;
 mod server;
 pub mod shapes;

@@ -9,6 +9,7 @@
 //! without a connector GUID arrive every `noise_every`.
 
 use super::catalog;
+use super::detections;
 use super::events::EventLog;
 use super::generate::{self, OsMix};
 use super::shapes::{Computer, Event};
@@ -195,8 +196,8 @@ impl World {
         for k in 0..count {
             let id = self.fresh_id();
             let event = match self.computers.len() {
-                0 => generate::account_event(id, at, type_id),
-                n => generate::device_event(id, at, type_id, &self.computers[k % n]),
+                0 => detections::account_event(id, at, type_id),
+                n => detections::device_event(id, at, type_id, &self.computers[k % n]),
             };
             self.log.push(&event);
         }
@@ -228,12 +229,12 @@ impl World {
     }
 
     fn apply_compromise(&mut self, i: usize, at: DateTime<Utc>) -> String {
-        let threat = generate::threat(&mut self.rng, &self.computers[i]);
+        let threat = detections::threat(&mut self.rng, &self.computers[i]);
         self.touch(i, at);
         self.computers[i].is_compromised = true;
         let id = self.fresh_id();
         let detected =
-            generate::threat_detected(&mut self.rng, id, at, &self.computers[i], &threat);
+            detections::threat_detected(&mut self.rng, id, at, &self.computers[i], &threat);
         self.log.push(&detected);
         // Follow-ups share the detection's timestamp, as in SE's recorded pair.
         let follow_up = match self.rng.gen_range(0..10) {
@@ -243,7 +244,7 @@ impl World {
         };
         if let Some(type_id) = follow_up {
             let id = self.fresh_id();
-            let event = generate::follow_up(id, at, type_id, &self.computers[i], &threat);
+            let event = detections::follow_up(id, at, type_id, &self.computers[i], &threat);
             self.log.push(&event);
         }
         self.resolve_at[i] = self.config.resolve_after.map(|d| at + d);
@@ -265,7 +266,7 @@ impl World {
     fn noise(&mut self, at: DateTime<Utc>) {
         let id = self.fresh_id();
         if self.computers.is_empty() || self.rng.gen_range(0..20) == 0 {
-            self.log.push(&generate::account_event(
+            self.log.push(&detections::account_event(
                 id,
                 at,
                 catalog::EMAIL_CONFIRMATION,
@@ -279,7 +280,7 @@ impl World {
             catalog::SCAN_COMPLETED_CLEAN,
         ][self.rng.gen_range(0..3)];
         self.touch(i, at);
-        let event = generate::device_event(id, at, type_id, &self.computers[i]);
+        let event = detections::device_event(id, at, type_id, &self.computers[i]);
         self.log.push(&event);
     }
 
@@ -315,12 +316,12 @@ impl World {
                     let id = self.fresh_id();
                     let type_id = catalog::POLICY_UPDATE;
                     self.touch(i, at);
-                    let e: Event = generate::device_event(id, at, type_id, &self.computers[i]);
+                    let e: Event = detections::device_event(id, at, type_id, &self.computers[i]);
                     self.log.push(&e);
                 }
                 (None, _) => {
                     let id = self.fresh_id();
-                    let e = generate::account_event(id, at, catalog::EMAIL_CONFIRMATION);
+                    let e = detections::account_event(id, at, catalog::EMAIL_CONFIRMATION);
                     self.log.push(&e);
                 }
             }
@@ -330,7 +331,8 @@ impl World {
         let burst = self.computers.len().min(6);
         for k in 0..burst {
             let id = self.fresh_id();
-            let e = generate::device_event(id, burst_at, catalog::SCAN_STARTED, &self.computers[k]);
+            let e =
+                detections::device_event(id, burst_at, catalog::SCAN_STARTED, &self.computers[k]);
             self.log.push(&e);
         }
     }

@@ -1,20 +1,18 @@
-//! The simulator's HTTP face: SE's `/v1/` routes behind Basic auth, the hourly budget and
-//! injected faults, plus the `/_sim/` test hooks.
+//! The simulator's HTTP face: the router, SE's envelope and error shape, and the gate every
+//! `/v1/` request passes (Basic auth, the hourly budget, injected faults, rate-limit headers).
 
 use super::faults::Fault;
-use super::pagination::{self, Metadata, PageRequest, RequestUrl};
+use super::pagination::{self, Metadata, RequestUrl};
 use super::rate_limit::Quota;
-use super::{catalog, query, FaultSpec, Simulator};
+use super::{hooks, routes, Simulator};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-use serde_json::value::RawValue;
+use axum::Router;
+use serde::Serialize;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -37,25 +35,30 @@ pub async fn serve(
 
 pub fn router(sim: Simulator) -> Router {
     let api = Router::new()
-        .route("/v1/version", get(version))
-        .route("/v1/events", get(events))
-        .route("/v1/computers", get(computers))
-        .route("/v1/computers/{guid}", get(computer))
-        .route("/v1/event_types", get(event_types))
-        .fallback(not_found)
+        .route("/v1/version", get(routes::version))
+        .route("/v1/events", get(routes::events))
+        .route("/v1/computers", get(routes::computers))
+        .route("/v1/computers/{guid}", get(routes::computer))
+        .route("/v1/event_types", get(routes::event_types))
+        .fallback(routes::not_found)
         .layer(middleware::from_fn_with_state(sim.clone(), gate));
     Router::new()
-        .route("/_sim/stats", get(stats))
+        .route("/_sim/stats", get(hooks::stats))
         .route(
             "/_sim/faults",
-            get(list_faults).post(add_fault).delete(clear_faults),
+            get(hooks::list_faults)
+                .post(hooks::add_fault)
+                .delete(hooks::clear_faults),
         )
-        .route("/_sim/compromise/{guid}", post(compromise))
-        .route("/_sim/resolve/{guid}", post(resolve))
-        .route("/_sim/events", get(all_events).post(add_events))
-        .route("/_sim/burst", post(burst))
-        .route("/_sim/advance", post(advance))
-        .route("/_sim/computers", get(all_computers))
+        .route("/_sim/compromise/{guid}", post(hooks::compromise))
+        .route("/_sim/resolve/{guid}", post(hooks::resolve))
+        .route(
+            "/_sim/events",
+            get(hooks::all_events).post(hooks::add_events),
+        )
+        .route("/_sim/burst", post(hooks::burst))
+        .route("/_sim/advance", post(hooks::advance))
+        .route("/_sim/computers", get(hooks::all_computers))
         .merge(api)
         .with_state(sim)
 }
@@ -83,7 +86,7 @@ struct SeError<'a> {
     details: Vec<String>,
 }
 
-fn json_response(status: StatusCode, body: String) -> Response {
+pub(super) fn json_response(status: StatusCode, body: String) -> Response {
     let mut resp = (status, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -92,7 +95,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
     resp
 }
 
-fn ok<T: Serialize>(metadata: Metadata, data: T) -> Response {
+pub(super) fn ok<T: Serialize>(metadata: Metadata, data: T) -> Response {
     let envelope = Envelope {
         version: VERSION,
         metadata,
@@ -105,7 +108,7 @@ fn ok<T: Serialize>(metadata: Metadata, data: T) -> Response {
 }
 
 /// SE's error shape: `{"version":"v1.0.0","data":{},"errors":[{error_code,description,details}]}`.
-fn se_error(status: StatusCode, details: Vec<String>) -> Response {
+pub(super) fn se_error(status: StatusCode, details: Vec<String>) -> Response {
     let body = ErrorEnvelope {
         version: "v1.0.0",
         data: serde_json::Map::new(),
@@ -118,7 +121,7 @@ fn se_error(status: StatusCode, details: Vec<String>) -> Response {
     json_response(status, serde_json::to_string(&body).unwrap_or_default())
 }
 
-fn base_url(headers: &HeaderMap) -> String {
+pub(super) fn base_url(headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -126,7 +129,7 @@ fn base_url(headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-fn self_only(base: &str, uri: &Uri) -> Metadata {
+pub(super) fn self_only(base: &str, uri: &Uri) -> Metadata {
     let url = RequestUrl {
         base,
         path: uri.path(),
@@ -257,202 +260,4 @@ fn dropped() -> Response {
     let mut resp = Response::new(Body::from_stream(failing));
     resp.extensions_mut().insert(Dropped);
     resp
-}
-
-// ---- /v1/ routes ----
-
-async fn not_found(uri: Uri) -> Response {
-    se_error(
-        StatusCode::NOT_FOUND,
-        vec![format!("{} is not a simulated endpoint", uri.path())],
-    )
-}
-
-async fn version(headers: HeaderMap, uri: Uri) -> Response {
-    ok(self_only(&base_url(&headers), &uri), json!({}))
-}
-
-async fn events(State(sim): State<Simulator>, headers: HeaderMap, uri: Uri) -> Response {
-    let pairs = query::pairs(uri.query());
-    let (filter, page) = match query::events(&pairs) {
-        Ok(q) => q,
-        Err(e) => return se_error(StatusCode::BAD_REQUEST, e.0),
-    };
-    let base = base_url(&headers);
-    let url = RequestUrl {
-        base: &base,
-        path: uri.path(),
-        query: uri.query(),
-    };
-    sim.with_world(|w| {
-        let matching: Vec<&RawValue> = w.events().query(&filter).map(|e| &*e.raw).collect();
-        let data = &matching[page.range(matching.len())];
-        ok(
-            pagination::metadata(&url, &pairs, page, matching.len(), data.len()),
-            data,
-        )
-    })
-}
-
-async fn computers(State(sim): State<Simulator>, headers: HeaderMap, uri: Uri) -> Response {
-    let pairs = query::pairs(uri.query());
-    let (filter, page) = match query::computers(&pairs) {
-        Ok(q) => q,
-        Err(e) => return se_error(StatusCode::BAD_REQUEST, e.0),
-    };
-    let base = base_url(&headers);
-    let url = RequestUrl {
-        base: &base,
-        path: uri.path(),
-        query: uri.query(),
-    };
-    sim.with_world(|w| {
-        let matching: Vec<_> = w.computers().iter().filter(|c| filter.matches(c)).collect();
-        let data = &matching[page.range(matching.len())];
-        ok(
-            pagination::metadata(&url, &pairs, page, matching.len(), data.len()),
-            data,
-        )
-    })
-}
-
-async fn computer(
-    State(sim): State<Simulator>,
-    Path(guid): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let meta = self_only(&base_url(&headers), &uri);
-    sim.with_world(|w| match w.computer(&guid) {
-        Some(c) => ok(meta, c),
-        None => se_error(
-            StatusCode::NOT_FOUND,
-            vec![format!("connector_guid {guid} was not found")],
-        ),
-    })
-}
-
-#[derive(Serialize)]
-struct EventType {
-    id: u64,
-    name: &'static str,
-    description: &'static str,
-}
-
-async fn event_types(headers: HeaderMap, uri: Uri) -> Response {
-    let all: Vec<EventType> = catalog::EVENT_TYPES
-        .iter()
-        .map(|&(id, name)| EventType {
-            id,
-            name,
-            description: catalog::description(id),
-        })
-        .collect();
-    let base = base_url(&headers);
-    let url = RequestUrl {
-        base: &base,
-        path: uri.path(),
-        query: uri.query(),
-    };
-    let page = PageRequest::default();
-    ok(
-        pagination::metadata(&url, &[], page, all.len(), all.len()),
-        all,
-    )
-}
-
-// ---- /_sim/ test hooks ----
-
-fn hook_error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, Json(json!({ "error": message.to_string() }))).into_response()
-}
-
-async fn stats(State(sim): State<Simulator>) -> Response {
-    Json(sim.stats()).into_response()
-}
-
-async fn list_faults(State(sim): State<Simulator>) -> Response {
-    Json(sim.pending_faults()).into_response()
-}
-
-async fn add_fault(State(sim): State<Simulator>, Json(spec): Json<FaultSpec>) -> Response {
-    match sim.inject_fault(spec) {
-        Ok(()) => (StatusCode::CREATED, Json(sim.pending_faults())).into_response(),
-        Err(e) => hook_error(StatusCode::BAD_REQUEST, e),
-    }
-}
-
-async fn clear_faults(State(sim): State<Simulator>) -> StatusCode {
-    sim.clear_faults();
-    StatusCode::NO_CONTENT
-}
-
-async fn compromise(State(sim): State<Simulator>, Path(guid): Path<String>) -> Response {
-    match sim.compromise(&guid) {
-        Ok(detection_id) => Json(json!({
-            "connector_guid": guid,
-            "is_compromised": true,
-            "detection_id": detection_id,
-        }))
-        .into_response(),
-        Err(e) => hook_error(StatusCode::NOT_FOUND, e),
-    }
-}
-
-async fn resolve(State(sim): State<Simulator>, Path(guid): Path<String>) -> Response {
-    match sim.resolve(&guid) {
-        Ok(()) => Json(json!({"connector_guid": guid, "is_compromised": false})).into_response(),
-        Err(e) => hook_error(StatusCode::NOT_FOUND, e),
-    }
-}
-
-async fn all_events(State(sim): State<Simulator>) -> Response {
-    json_response(StatusCode::OK, sim.events_json())
-}
-
-/// Body: one event object, an array of them, or a `/v1/events` envelope.
-async fn add_events(State(sim): State<Simulator>, body: Bytes) -> Response {
-    let text = match std::str::from_utf8(&body) {
-        Ok(t) => t,
-        Err(e) => return hook_error(StatusCode::BAD_REQUEST, e),
-    };
-    let records = match crate::se::split_records(text) {
-        Ok(r) => r.records.into_iter().map(|r| r.to_owned()).collect(),
-        Err(e) => return hook_error(StatusCode::BAD_REQUEST, e),
-    };
-    match sim.inject_events(records) {
-        Ok(added) => (StatusCode::CREATED, Json(json!({ "added": added }))).into_response(),
-        Err(e) => hook_error(StatusCode::BAD_REQUEST, e),
-    }
-}
-
-#[derive(Deserialize)]
-struct BurstRequest {
-    count: usize,
-    #[serde(default = "scan_started")]
-    event_type_id: u64,
-}
-
-fn scan_started() -> u64 {
-    catalog::SCAN_STARTED
-}
-
-async fn burst(State(sim): State<Simulator>, Json(req): Json<BurstRequest>) -> Response {
-    let at = sim.burst(req.count, req.event_type_id);
-    let body = json!({ "added": req.count, "date": super::generate::event_date(at) });
-    (StatusCode::CREATED, Json(body)).into_response()
-}
-
-#[derive(Deserialize)]
-struct AdvanceRequest {
-    seconds: u64,
-}
-
-async fn advance(State(sim): State<Simulator>, Json(req): Json<AdvanceRequest>) -> Response {
-    sim.advance_clock(chrono::Duration::seconds(req.seconds as i64));
-    Json(json!({ "now": super::generate::computer_date(sim.now()) })).into_response()
-}
-
-async fn all_computers(State(sim): State<Simulator>) -> Response {
-    Json(sim.computers()).into_response()
 }
