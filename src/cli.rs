@@ -50,6 +50,8 @@ pub enum Command {
     },
     /// Validate the configuration and print it, secrets redacted.
     CheckConfig(ConfigArg),
+    /// Serve a simulated Secure Endpoint v1 API (test double and demo data source).
+    Simulate(crate::simulator::SimulateArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -68,6 +70,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = match &cli.command {
         Command::Run(c) | Command::Decide(c) | Command::CheckConfig(c) => c.config.clone(),
         Command::Inspect { config, .. } => config.config.clone(),
+        Command::Simulate(_) => None,
     };
     let loaded = match config::load(config_path.as_deref()) {
         Ok(l) => l,
@@ -96,6 +99,9 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Decide(_) => runtime.block_on(decide(settings)),
         Command::Inspect { id, json, .. } => runtime.block_on(inspect(settings, &id, json)),
+        Command::Simulate(args) => runtime
+            .block_on(crate::simulator::run(args))
+            .map(|_| ExitCode::SUCCESS),
     }
 }
 

@@ -24,6 +24,7 @@
 //! - [`kafka`]: librdkafka client construction and topic creation.
 //! - [`config`]: configuration file, environment overrides, validated settings.
 //! - [`metrics`]: every exported metric name, in one place.
+//! - [`simulator`]: an SE v1 API simulator (`trustgate simulate`), the poller's test double.
 //! - [`app`], [`cli`], [`telemetry`]: process wiring.
 
 pub mod admin;
@@ -39,6 +40,7 @@ pub mod metrics;
 pub mod policy;
 pub mod publish;
 pub mod se;
+pub mod simulator;
 pub mod store;
 pub mod telemetry;
 pub mod time;
