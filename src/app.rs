@@ -36,9 +36,12 @@ pub struct Running {
 pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let store = Store::open(&settings.store.path, settings.store.cache_bytes)
         .with_context(|| format!("opening the store at {}", settings.store.path.display()))?;
-    ensure_topics(&settings.kafka, &settings.topics)
-        .await
-        .context("creating topics")?;
+    if settings.topics.create {
+        ensure_topics(&settings.kafka, &settings.topics)
+            .await
+            .context("creating topics")?;
+    }
+
     let producer: FutureProducer = client_config(&settings.kafka, Role::Producer)
         .create()
         .context("creating the producer")?;

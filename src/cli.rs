@@ -52,6 +52,8 @@ pub enum Command {
     CheckConfig(ConfigArg),
     /// Serve a simulated Secure Endpoint v1 API (test double and demo data source).
     Simulate(crate::simulator::SimulateArgs),
+    /// The whole story in one command: in-process broker, SE simulator, poller, decisions.
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,7 +72,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = match &cli.command {
         Command::Run(c) | Command::Decide(c) | Command::CheckConfig(c) => c.config.clone(),
         Command::Inspect { config, .. } => config.config.clone(),
-        Command::Simulate(_) => None,
+        Command::Simulate(_) | Command::Demo(_) => None,
     };
     let loaded = match config::load(config_path.as_deref()) {
         Ok(l) => l,
@@ -85,7 +87,13 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(LogFormatArg::Text) => LogFormat::Text,
         None => settings.log.format,
     };
-    crate::telemetry::init_logging(format, &settings.log.level);
+    // The demo's terminal view is its output; only problems are logged beside it.
+    let level = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => settings.log.level.as_str(),
+    };
+    crate::telemetry::init_logging(format, level);
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -101,6 +109,9 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect { id, json, .. } => runtime.block_on(inspect(settings, &id, json)),
         Command::Simulate(args) => runtime
             .block_on(crate::simulator::run(args))
+            .map(|_| ExitCode::SUCCESS),
+        Command::Demo(args) => runtime
+            .block_on(crate::demo::run(args))
             .map(|_| ExitCode::SUCCESS),
     }
 }

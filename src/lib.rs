@@ -19,6 +19,7 @@
 //! - [`policy`]: policies, device matching and the pure decision procedure.
 //! - [`decision`]: request/response contract, the Kafka worker and reply routing.
 //! - [`feed`]: feed liveness (the age behind `stale`).
+//! - [`demo`]: `trustgate demo`, the whole story in one command.
 //! - [`admin`]: the admin HTTP listener.
 //! - [`publish`]: the one producer path to the events topic for every source.
 //! - [`kafka`]: librdkafka client construction and topic creation.
@@ -32,6 +33,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod decision;
+pub mod demo;
 pub mod feed;
 pub mod fold;
 pub mod ingest;

@@ -80,6 +80,8 @@ pub struct RawTopics {
     pub partitions: i32,
     /// Replication factor for topics trustgate creates.
     pub replication_factor: i32,
+    /// Create missing topics at start (off where an operator or the platform owns topics).
+    pub create: bool,
 }
 
 impl Default for RawTopics {
@@ -91,6 +93,7 @@ impl Default for RawTopics {
             dlq: "trustgate.dlq".into(),
             partitions: 3,
             replication_factor: 1,
+            create: true,
         }
     }
 }

@@ -69,6 +69,7 @@ pub struct TopicSettings {
     pub dlq: String,
     pub partitions: i32,
     pub replication_factor: i32,
+    pub create: bool,
 }
 
 impl TopicSettings {
@@ -271,6 +272,7 @@ fn topics(raw: RawTopics) -> Result<TopicSettings, ConfigError> {
         dlq: raw.dlq,
         partitions: raw.partitions,
         replication_factor: raw.replication_factor,
+        create: raw.create,
     })
 }
 

@@ -90,6 +90,7 @@ mod tests {
             dlq: "dlq".into(),
             partitions: 1,
             replication_factor: 1,
+            create: true,
         }
     }
 

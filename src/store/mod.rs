@@ -140,7 +140,16 @@ impl Store {
         Ok(out)
     }
 
+    /// Every device state, in GUID order (a full scan: for inspection, not the hot path).
+    pub fn scan_devices(&self) -> impl Iterator<Item = Result<DeviceState, StoreError>> + '_ {
+        self.db.scan_prefix([keys::DEVICE]).map(|entry| {
+            let (key, value) = entry?;
+            codec::decode_device(&key, &value)
+        })
+    }
+
     /// Number of devices (a scan: for inspection and metrics, not the hot path).
+
     pub fn device_count(&self) -> usize {
         self.db.scan_prefix([keys::DEVICE]).count()
     }
