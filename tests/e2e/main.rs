@@ -9,4 +9,5 @@ mod dead_letter;
 mod late_detection;
 mod pipeline;
 mod replies;
+mod secrets;
 mod shutdown;

@@ -1,0 +1,57 @@
+//! Secrets never reach logs or printed configuration, even at debug level.
+
+use crate::common::*;
+use std::process::Command;
+
+const SENTINEL: &str = "SENTINEL-7f3a9c-do-not-log";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sentinel_secrets_appear_in_no_output() {
+    let mut inst = Instance::new("secrets");
+    inst.extra_config = format!(
+        "[kafka.properties]\n\"ssl.key.password\" = \"{SENTINEL}-props\"\n\
+         [poller]\nclient_id = \"c\"\napi_key = \"{SENTINEL}-api\"\n\
+         [webhook]\nsecrets = [\"whsec_{SENTINEL}\"]\n"
+    );
+    let config = inst.config_path();
+    let check = Command::new(binary())
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env("TRUSTGATE_KAFKA__SASL_PASSWORD", format!("{SENTINEL}-sasl"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let printed = String::from_utf8_lossy(&check.stdout);
+    assert!(printed.contains("[REDACTED]"), "{printed}");
+    assert!(
+        !printed.contains(SENTINEL),
+        "check-config printed a secret:\n{printed}"
+    );
+
+    let mut child = Command::new(binary())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("TRUSTGATE_KAFKA__SASL_PASSWORD", format!("{SENTINEL}-sasl"))
+        .env("RUST_LOG", "debug")
+        .stdout(std::fs::File::create(inst.dir.path().join("trustgate.log")).unwrap())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(inst.dir.path().join("trustgate.log"))
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    inst.wait_ready(&mut child).await;
+    assert!(stop(&mut child).success());
+    let log = inst.log();
+    assert!(
+        log.contains("Decision worker started."),
+        "ran for real:\n{log}"
+    );
+    assert!(!log.contains(SENTINEL), "a secret reached the log");
+}
