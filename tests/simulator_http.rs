@@ -19,11 +19,13 @@ struct Running {
     _stop: tokio_util::sync::DropGuard,
 }
 
-/// A quiet tenant (nothing happens on its own) with credentials, on 127.0.0.1:0.
+/// A quiet tenant (nothing happens on its own, no detections in its history) with credentials,
+/// on 127.0.0.1:0.
 async fn start(devices: usize, hourly_limit: u32) -> Running {
     let config = SimConfig {
         scenario: ScenarioConfig {
             devices,
+            initially_compromised: 0.0,
             compromise_every: None,
             resolve_after: None,
             noise_every: None,
@@ -408,6 +410,36 @@ async fn computers_and_scripted_compromise_and_resolution() {
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body["errors"][0]["error_code"], 404);
+}
+
+#[tokio::test]
+async fn a_backdated_compromise_is_missed_without_enough_overlap() {
+    let s = start(2, 3000).await;
+    let guid = s.sim.computers()[0].connector_guid.clone();
+    s.hook(
+        &format!("/_sim/compromise/{guid}"),
+        json!({"backdate_seconds": 3600}),
+    )
+    .await;
+    let since = |ago: i64| {
+        let t = s.sim.now() - chrono::Duration::seconds(ago);
+        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let detections = |start: String| {
+        let url = format!("{}/v1/events", s.base);
+        let req = s.http.get(url).basic_auth(ID, Some(KEY));
+        req.query(&[
+            ("event_type[]", "1090519054"),
+            ("start_date", start.as_str()),
+        ])
+        .send()
+    };
+    let recent: Value = detections(since(600)).await.unwrap().json().await.unwrap();
+    assert_eq!(recent["metadata"]["results"]["total"], 0);
+    let wide: Value = detections(since(7200)).await.unwrap().json().await.unwrap();
+    assert_eq!(wide["data"][0]["connector_guid"], guid.as_str());
+    let computer = s.get_json(&format!("/v1/computers/{guid}")).await;
+    assert_eq!(computer["data"]["is_compromised"], true);
 }
 
 #[tokio::test]
