@@ -78,9 +78,31 @@ impl Running {
         resp.json().await.unwrap()
     }
 
-    fn all_event_ids(&self) -> Vec<u64> {
-        let all: Vec<Value> = serde_json::from_str(&self.sim.events_json()).unwrap();
+    /// Every event id, newest first, from the `/_sim/events` hook.
+    async fn all_event_ids(&self) -> Vec<u64> {
+        let url = format!("{}/_sim/events", self.base);
+        let all: Vec<Value> = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         all.iter().map(|e| e["id"].as_u64().unwrap()).collect()
+    }
+
+    async fn stats(&self) -> Value {
+        let url = format!("{}/_sim/stats", self.base);
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 }
 
@@ -105,7 +127,7 @@ fn header<'a>(resp: &'a Response, name: &str) -> &'a str {
 async fn pagination_walks_every_event_once_newest_first() {
     let s = start(20, 3000).await;
     s.hook("/_sim/burst", json!({"count": 1100})).await;
-    let expected = s.all_event_ids();
+    let expected = s.all_event_ids().await;
     assert!(expected.len() > 1100);
 
     let mut url = format!("{}/v1/events?limit=500", s.base);
@@ -289,7 +311,12 @@ async fn the_hourly_limit_answers_429_until_the_reset() {
     assert!(reset_date.is_ok());
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["errors"][0]["error_code"], 429);
-    assert_eq!(s.sim.stats().stats.rate_limited, 1);
+    let stats = s.stats().await;
+    assert_eq!(
+        (stats["rate_limited"].as_u64(), stats["requests"].as_u64()),
+        (Some(1), Some(4))
+    );
+    assert_eq!(stats["responses"]["429"], 1);
 
     s.hook("/_sim/advance", json!({"seconds": 3600})).await;
     let again = s.get("/v1/events").await;
@@ -406,6 +433,16 @@ async fn computers_and_scripted_compromise_and_resolution() {
     let resolved = s.get_json(&format!("/v1/computers/{guid}")).await;
     assert_eq!(resolved["data"]["is_compromised"], false);
 
+    let typo = s
+        .http
+        .post(format!("{}/_sim/compromize/{guid}", s.base))
+        .send()
+        .await;
+    assert_eq!(
+        typo.unwrap().status(),
+        StatusCode::NOT_FOUND,
+        "not SE's 401"
+    );
     let missing = s.get("/v1/computers/not-a-guid").await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let body: Value = missing.json().await.unwrap();
