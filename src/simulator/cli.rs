@@ -175,3 +175,95 @@ async fn wait_for_signal() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<SimulateArgs, clap::Error> {
+        let argv = ["trustgate", "simulate"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Simulate(a) => Ok(a),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_map_onto_the_scenario() {
+        let args = parse(&[
+            "--listen=127.0.0.1:0",
+            "--devices=7",
+            "--seed=9",
+            "--windows-share=0.5",
+            "--macos-share=0.5",
+            "--ios-share=0",
+            "--compromise-every=30s",
+            "--resolve-after=0s",
+            "--hourly-limit=10",
+        ])
+        .unwrap();
+        let config = args.config("http://x".into()).unwrap();
+        let s = &config.scenario;
+        assert_eq!((s.devices, s.seed, config.hourly_limit), (7, 9, 10));
+        assert_eq!(
+            s.os_mix,
+            OsMix {
+                windows: 0.5,
+                macos: 0.5,
+                ios: 0.0
+            }
+        );
+        assert_eq!(s.compromise_every, Some(chrono::Duration::seconds(30)));
+        assert_eq!(s.resolve_after, None, "0s switches resolution off");
+        assert!(config.credentials.is_none());
+    }
+
+    #[test]
+    fn the_api_key_never_shows_in_debug_output() {
+        let args = parse(&["--client-id", "cid", "--api-key", "SENTINEL-KEY-42"]).unwrap();
+        let config = args.config("http://x".into()).unwrap();
+        assert_eq!(config.credentials.as_ref().unwrap().client_id, "cid");
+        for text in [format!("{args:?}"), format!("{config:?}")] {
+            assert!(!text.contains("SENTINEL-KEY-42"), "{text}");
+        }
+    }
+
+    #[test]
+    fn inconsistent_flags_are_refused() {
+        assert!(
+            parse(&["--client-id", "cid"]).is_err(),
+            "a client ID needs a key"
+        );
+        let too_many = parse(&["--windows-share=0.8", "--macos-share=0.3"]).unwrap();
+        assert!(too_many.config("http://x".into()).is_err());
+        assert!(parse(&["--compromise-every=soon"]).is_err());
+    }
+
+    #[test]
+    fn fault_flags_are_fault_specs() {
+        let args = parse(&[
+            "--fault",
+            r#"{"kind":"status","status":503,"count":3}"#,
+            "--fault",
+            r#"{"kind":"drop","path":"/v1/events"}"#,
+        ])
+        .unwrap();
+        let specs = args.fault_specs().unwrap();
+        assert_eq!(
+            specs[0].fault,
+            crate::simulator::Fault::Status { status: 503 }
+        );
+        assert_eq!(specs[1].path.as_deref(), Some("/v1/events"));
+        let bad = parse(&["--fault", r#"{"kind":"explode"}"#]).unwrap();
+        assert!(bad.fault_specs().is_err());
+    }
+
+    #[tokio::test]
+    async fn only_loopback_addresses_are_served() {
+        let args = parse(&["--listen=0.0.0.0:0"]).unwrap();
+        let err = run(args).await.unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
+    }
+}
