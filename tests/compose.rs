@@ -130,3 +130,21 @@ fn the_poller_points_at_the_simulator_with_its_credentials() {
         Some(&env["TRUSTGATE_POLLER__API_KEY"])
     );
 }
+
+#[test]
+fn service_commands_are_valid_trustgate_command_lines() {
+    use clap::Parser;
+    let doc = compose();
+    for name in ["simulator", "trustgate", "trustgate-tenant"] {
+        let args: Vec<String> = service(&doc, name)["command"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        let argv = std::iter::once("trustgate".to_owned()).chain(args);
+        if let Err(e) = trustgate::cli::Cli::try_parse_from(argv) {
+            panic!("{name}: {e}");
+        }
+    }
+}

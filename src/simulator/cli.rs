@@ -55,6 +55,10 @@ pub struct SimulateArgs {
     /// Queue a fault at start, as JSON (repeatable), e.g. '{"kind":"status","status":503,"count":3}'.
     #[arg(long = "fault")]
     pub faults: Vec<String>,
+    /// Allow a non-loopback `--listen` address, for a container network (compose) only: the
+    /// simulator accepts test credentials and must never face a real network.
+    #[arg(long)]
+    pub allow_non_loopback: bool,
 }
 
 fn parse_secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
@@ -126,10 +130,12 @@ impl SimulateArgs {
 /// Runs the simulator until SIGINT or SIGTERM.
 pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.listen.ip().is_loopback(),
-        "--listen must be a loopback address (the simulator accepts test credentials), got {}",
+        args.listen.ip().is_loopback() || args.allow_non_loopback,
+        "--listen must be a loopback address (the simulator accepts test credentials), got {}; \
+         --allow-non-loopback permits it inside a container network",
         args.listen
     );
+
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
