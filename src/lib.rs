@@ -20,6 +20,7 @@
 //! - [`decision`]: request/response contract, the Kafka worker and reply routing.
 //! - [`admin`]: the admin HTTP listener.
 //! - [`publish`]: the one producer path to the events topic for every source.
+//! - [`webhook`]: the signed HTTP push bridge (Standard Webhooks) into the events topic.
 //! - [`kafka`]: librdkafka client construction and topic creation.
 //! - [`config`]: configuration file, environment overrides, validated settings.
 //! - [`app`], [`cli`], [`telemetry`]: process wiring.
@@ -39,3 +40,4 @@ pub mod store;
 pub mod telemetry;
 pub mod time;
 pub mod topic;
+pub mod webhook;
