@@ -226,10 +226,13 @@ async fn read_body(
     }
 }
 
-/// `application/json`, with or without parameters (`; charset=utf-8`).
+/// `application/json`, with or without parameters (`; charset=utf-8`), and only one of them:
+/// two content types leave the body's meaning ambiguous.
 fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let is_json = values
+        .next()
+        .filter(|_| values.next().is_none())
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
@@ -300,6 +303,13 @@ mod tests {
             assert_eq!(check_content_type(&h).is_ok(), ok, "{value}");
         }
         assert!(check_content_type(&HeaderMap::new()).is_err());
+        let mut two = HeaderMap::new();
+        two.append(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        two.append(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(check_content_type(&two).is_err());
     }
 
     #[test]

@@ -8,3 +8,4 @@ mod dead_letter;
 mod late_detection;
 mod pipeline;
 mod replies;
+mod webhook;
