@@ -286,8 +286,11 @@ async fn with_the_broker_stopped_the_answer_is_503_and_the_retry_lands() {
 
     broker.restart();
     // The sender retries the same delivery, freshly signed; 503s until the producer reconnects.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let back = Instant::now();
+    let deadline = back + Duration::from_secs(60);
+    let mut attempts = 0;
     loop {
+        attempts += 1;
         let (status, body) = s
             .deliver("/v1/events", &key, "m-1", retried.as_bytes())
             .await;
@@ -295,6 +298,10 @@ async fn with_the_broker_stopped_the_answer_is_503_and_the_retry_lands() {
             assert_eq!(
                 body["status"], "accepted",
                 "a 503 is not remembered: {body}"
+            );
+            println!(
+                "accepted {:?} after the restart, attempt {attempts}",
+                back.elapsed()
             );
             break;
         }
@@ -306,17 +313,18 @@ async fn with_the_broker_stopped_the_answer_is_503_and_the_retry_lands() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let records = read_topic_at(&broker.addr(), &events, 10, Duration::from_secs(10));
+    // The warm-up and (at least one copy of) the retried record: an attempt that timed out may
+    // have been written too once the broker was back, harmlessly.
+    let records = read_topic_at(&broker.addr(), &events, 2, Duration::from_secs(10));
     let landed = records
         .iter()
         .filter(|r| r.payload() == Some(retried.as_bytes()))
         .count();
-    // At least once: an attempt that timed out may have been written too, harmlessly.
     assert!(landed >= 1, "the retried delivery is on the topic");
-    assert_eq!(
-        s.healthz().await["rejected"]["unavailable"].as_u64() >= Some(1),
-        true
-    );
+    let unavailable = s.healthz().await["rejected"]["unavailable"]
+        .as_u64()
+        .unwrap();
+    assert!(unavailable >= 1, "503s are counted");
 
     // Shutdown with a delivery in flight: the delivery is still answered (503 here, as the
     // broker is gone again), then the listener stops.
@@ -414,7 +422,9 @@ async fn webhook_latency_report() {
     let (inst, mut child, sender) = start_with_webhook("wh-latency", &[&key], "").await;
     let mut accept = Vec::new();
     let mut to_deny = Vec::new();
-    for i in 0..100u64 {
+    // The first deliveries also pay for the producer's connection and topic metadata.
+    const WARM_UP: u64 = 5;
+    for i in 0..100 + WARM_UP {
         let guid = unique("g");
         let event = threat_detected(&guid, 1000 + i);
         let sent = Instant::now();
@@ -422,8 +432,12 @@ async fn webhook_latency_report() {
             .deliver("/v1/events", &key, &guid, event.as_bytes())
             .await;
         assert_eq!(status, 202);
-        accept.push(sent.elapsed());
-        to_deny.push(wait_for_reason(&inst, &guid, "compromised").await - sent);
+        let accepted = sent.elapsed();
+        let denied = wait_for_reason(&inst, &guid, "compromised").await - sent;
+        if i >= WARM_UP {
+            accept.push(accepted);
+            to_deny.push(denied);
+        }
     }
     let pct = |v: &mut Vec<Duration>, p: usize| {
         v.sort();
