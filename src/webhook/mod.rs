@@ -68,7 +68,7 @@ impl Limits {
             max_in_flight: 256,
             // A captured delivery verifies for `tolerance` on either side of its timestamp, so
             // its id must be remembered for both halves.
-            replay_window: settings.tolerance * 2,
+            replay_window: settings.tolerance.saturating_mul(2),
             replay_capacity: 100_000,
         }
     }

@@ -142,7 +142,8 @@ async fn deliver(state: &WebhookState, endpoint: Endpoint, request: Request) -> 
         }
         Err(rejection) => {
             counters.rejected(rejection.reason);
-            tracing::info!(
+            // Debug, not info: anyone can send refused requests, and the counters show them.
+            tracing::debug!(
                 reason = rejection.reason.as_str(),
                 status = rejection.status().as_u16(),
                 "Webhook delivery refused."
