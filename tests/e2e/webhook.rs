@@ -9,52 +9,6 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 use trustgate::topic::{HEADER_KIND, HEADER_OBSERVED_AT, HEADER_SOURCE};
 
-async fn decide(inst: &Instance, guid: &str) -> serde_json::Value {
-    let req = serde_json::json!({"request_id": unique("r"), "application": "vpn",
-        "device": {"trusted": true, "connector_guid": guid}});
-    let r = reqwest::Client::new()
-        .post(inst.admin("/v1/decide"))
-        .json(&req)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "decide: {}", r.status());
-    r.json().await.unwrap()
-}
-
-/// Polls `/v1/decide` until the decision for `guid` has `reason`; returns when it did.
-async fn wait_for_reason(inst: &Instance, guid: &str, reason: &str) -> Instant {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let d = decide(inst, guid).await;
-        if d["reason"] == reason {
-            return Instant::now();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "decision for {guid} never became {reason}: {d}\n{}",
-            inst.log()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-async fn start_with_webhook(
-    name: &str,
-    secrets: &[&str],
-    more: &str,
-) -> (Instance, std::process::Child, Sender) {
-    let mut inst = Instance::new(name);
-    let port = free_port();
-    inst.extra_config = webhook_toml(port, secrets, more);
-    create_topic(&inst.events, 2).await;
-    let mut child = inst.spawn();
-    inst.wait_ready(&mut child).await;
-    let sender = Sender::new(([127, 0, 0, 1], port).into());
-    sender.wait_listening().await;
-    (inst, child, sender)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_threat_detected_event_flips_the_decision_to_deny() {
     let key = secret("flip-secret");

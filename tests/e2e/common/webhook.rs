@@ -1,9 +1,10 @@
 //! Webhook helpers: a Standard Webhooks sender, SE records, and the webhook listener run
 //! in-process (for tests that need their own broker or shorter timeouts than the binary's).
 
+use super::{create_topic, free_port, unique, Instance};
 use base64::Engine;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use trustgate::webhook::{self, Limits, WebhookState};
 
@@ -194,4 +195,53 @@ impl Bridge {
     pub fn addr(&self) -> String {
         self.sender.base.trim_start_matches("http://").to_owned()
     }
+}
+
+/// Asks the admin listener's `POST /v1/decide` about a device known by `guid`.
+pub async fn decide(inst: &Instance, guid: &str) -> serde_json::Value {
+    let req = serde_json::json!({"request_id": unique("r"), "application": "vpn",
+        "device": {"trusted": true, "connector_guid": guid}});
+    let r = reqwest::Client::new()
+        .post(inst.admin("/v1/decide"))
+        .json(&req)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "decide: {}", r.status());
+    r.json().await.unwrap()
+}
+
+/// Polls `/v1/decide` until the decision for `guid` has `reason`; returns when it did.
+pub async fn wait_for_reason(inst: &Instance, guid: &str, reason: &str) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = decide(inst, guid).await;
+        if d["reason"] == reason {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "decision for {guid} never became {reason}: {d}\n{}",
+            inst.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Starts `trustgate run` with the webhook enabled on a free port; returns once both listeners
+/// answer and ingest caught up.
+pub async fn start_with_webhook(
+    name: &str,
+    secrets: &[&str],
+    more: &str,
+) -> (Instance, std::process::Child, Sender) {
+    let mut inst = Instance::new(name);
+    let port = free_port();
+    inst.extra_config = webhook_toml(port, secrets, more);
+    create_topic(&inst.events, 2).await;
+    let mut child = inst.spawn();
+    inst.wait_ready(&mut child).await;
+    let sender = Sender::new(([127, 0, 0, 1], port).into());
+    sender.wait_listening().await;
+    (inst, child, sender)
 }
