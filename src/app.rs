@@ -1,5 +1,5 @@
-//! `trustgate run`: wires ingest, the decision worker and the admin listener together, and
-//! shuts them down in order.
+//! `trustgate run`: wires ingest, the decision worker, the admin listener and (when enabled) the
+//! webhook listener together, and shuts them down in order.
 //!
 //! Shutdown (SIGTERM/SIGINT or the token): the admin listener and the decision worker stop
 //! taking new work and finish what is in flight (the worker waits for every reply it produced
@@ -13,7 +13,9 @@ use crate::decision::{worker, Decider};
 use crate::feed::FeedClock;
 use crate::ingest::{self, IngestContext, IngestStatus};
 use crate::kafka::{client_config, ensure_topics, Role};
+use crate::publish::EventsPublisher;
 use crate::store::Store;
+use crate::webhook;
 use anyhow::Context;
 use rdkafka::producer::{FutureProducer, Producer};
 use std::sync::Arc;
@@ -28,6 +30,8 @@ pub struct Running {
     pub store: Store,
     pub ingest: IngestStatus,
     pub admin_addr: std::net::SocketAddr,
+    /// Bound when `[webhook] enabled`.
+    pub webhook_addr: Option<std::net::SocketAddr>,
     tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>,
     producer: FutureProducer,
 }
@@ -96,13 +100,50 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         )
     });
 
+    let webhook_addr = if settings.webhook.enabled {
+        Some(spawn_webhook(&settings, &producer, &shutdown, &mut tasks).await?)
+    } else {
+        None
+    };
+
     Ok(Running {
         store,
         ingest: status,
         admin_addr,
+        webhook_addr,
         tasks,
         producer,
     })
+}
+
+/// Binds the webhook listener and serves it in `tasks` until `shutdown`, draining deliveries
+/// in flight (they still hold the shared producer, flushed after every task ended).
+async fn spawn_webhook(
+    settings: &Settings,
+    producer: &FutureProducer,
+    shutdown: &CancellationToken,
+    tasks: &mut tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let publisher = EventsPublisher::new(
+        producer.clone(),
+        settings.topics.events.clone(),
+        webhook::SOURCE,
+    );
+    let limits = webhook::Limits::from_settings(&settings.webhook);
+    let state = webhook::WebhookState::new(&settings.webhook, limits, publisher)?;
+    let listen = settings.webhook.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the webhook listener on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        (
+            "webhook listener",
+            webhook::serve(listener, state, shutdown).await,
+        )
+    });
+    Ok(addr)
 }
 
 impl Running {

@@ -22,6 +22,7 @@
 //! - [`demo`]: `trustgate demo`, the whole story in one command.
 //! - [`admin`]: the admin HTTP listener.
 //! - [`publish`]: the one producer path to the events topic for every source.
+//! - [`webhook`]: the signed HTTP push bridge (Standard Webhooks) into the events topic.
 //! - [`kafka`]: librdkafka client construction and topic creation.
 //! - [`config`]: configuration file, environment overrides, validated settings.
 //! - [`metrics`]: every exported metric name, in one place.
@@ -47,3 +48,4 @@ pub mod store;
 pub mod telemetry;
 pub mod time;
 pub mod topic;
+pub mod webhook;

@@ -11,3 +11,4 @@ mod pipeline;
 mod replies;
 mod secrets;
 mod shutdown;
+mod webhook;

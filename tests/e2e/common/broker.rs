@@ -70,3 +70,98 @@ fn start_tansu() -> String {
     }
     format!("127.0.0.1:{port}")
 }
+
+/// A broker of one test's own, for tests that stop and restart it: tansu on a fixed loopback
+/// port with sqlite storage, so topics and records survive a restart. Stopped on drop; a
+/// watchdog also stops it if the test process dies first.
+pub struct OwnBroker {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    watchdog: Option<std::process::Child>,
+}
+
+impl OwnBroker {
+    pub fn start() -> OwnBroker {
+        let mut broker = OwnBroker {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            watchdog: None,
+        };
+        broker.restart();
+        broker
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and storage; returns once it listens. (tansu 0.6 reads a
+    /// `sqlite://` path relative to its working directory, even an absolute one.)
+    pub fn restart(&mut self) {
+        assert!(self.watchdog.is_none(), "the broker is running");
+        let stop = self.dir.path().join("stop");
+        let _ = std::fs::remove_file(&stop);
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let script = format!(
+            "cd {dir} && {tansu} broker --listener-url {url} --advertised-listener-url {url} \
+             --storage-engine sqlite://broker.db >>{log} 2>&1 & b=$!; \
+             while kill -0 {me} 2>/dev/null && [ ! -e {stop} ] && kill -0 $b 2>/dev/null; do sleep 0.2; done; \
+             kill $b 2>/dev/null; wait $b",
+            tansu = tansu_binary().display(),
+            dir = self.dir.path().display(),
+            log = self.dir.path().join("tansu.log").display(),
+            me = std::process::id(),
+            stop = stop.display(),
+        );
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting tansu");
+        self.watchdog = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the broker and waits until it no longer listens.
+    pub fn stop(&mut self) {
+        let Some(mut watchdog) = self.watchdog.take() else {
+            return;
+        };
+        std::fs::write(self.dir.path().join("stop"), b"").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while watchdog.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = watchdog.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu still listens on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -19,8 +19,13 @@ pub fn producer() -> FutureProducer {
 }
 
 pub async fn create_topic(name: &str, partitions: i32) {
+    create_topic_at(super::brokers(), name, partitions).await
+}
+
+/// [`create_topic`] on another broker than the shared one.
+pub async fn create_topic_at(brokers: &str, name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", super::brokers())
+        .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
@@ -101,8 +106,18 @@ pub async fn publish(producer: &FutureProducer, topic: &str, out: &Out) -> (i32,
 
 /// Reads every record of `topic` from the beginning until `count` arrived or `timeout` passed.
 pub fn read_topic(topic: &str, count: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    read_topic_at(super::brokers(), topic, count, timeout)
+}
+
+/// [`read_topic`] on another broker than the shared one.
+pub fn read_topic_at(
+    brokers: &str,
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<OwnedMessage> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", super::brokers())
+        .set("bootstrap.servers", brokers)
         .set("group.id", super::unique("reader"))
         .set("enable.auto.commit", "false")
         .create()

@@ -3,8 +3,9 @@
 pub mod broker;
 pub mod instance;
 pub mod kafka;
+pub mod webhook;
 
-pub use broker::{brokers, free_port};
+pub use broker::{brokers, free_port, OwnBroker};
 pub use instance::*;
 pub use kafka::*;
 

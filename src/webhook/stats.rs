@@ -1,0 +1,119 @@
+//! Delivery counters: exported through the `metrics` facade (names prefixed
+//! `trustgate_webhook_`) and kept locally for `GET /healthz`.
+
+use serde_json::{json, Map, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a delivery was not accepted; the `reason` label of `trustgate_webhook_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    TooLarge,
+    BodyTimeout,
+    BodyError,
+    Unauthorized,
+    UnsupportedMediaType,
+    InvalidJson,
+    InvalidRecords,
+    Overloaded,
+    Unavailable,
+}
+
+impl Reject {
+    pub const ALL: [Reject; 9] = [
+        Reject::TooLarge,
+        Reject::BodyTimeout,
+        Reject::BodyError,
+        Reject::Unauthorized,
+        Reject::UnsupportedMediaType,
+        Reject::InvalidJson,
+        Reject::InvalidRecords,
+        Reject::Overloaded,
+        Reject::Unavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::TooLarge => "too_large",
+            Reject::BodyTimeout => "body_timeout",
+            Reject::BodyError => "body_error",
+            Reject::Unauthorized => "unauthorized",
+            Reject::UnsupportedMediaType => "unsupported_media_type",
+            Reject::InvalidJson => "invalid_json",
+            Reject::InvalidRecords => "invalid_records",
+            Reject::Overloaded => "overloaded",
+            Reject::Unavailable => "unavailable",
+        }
+    }
+
+    fn slot(self) -> usize {
+        Reject::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// Counts since start.
+#[derive(Debug, Default)]
+pub struct Counters {
+    accepted: AtomicU64,
+    records: AtomicU64,
+    duplicates: AtomicU64,
+    rejected: [AtomicU64; Reject::ALL.len()],
+}
+
+impl Counters {
+    pub fn accepted(&self, records: usize) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.records.fetch_add(records as u64, Ordering::Relaxed);
+        metrics::counter!("trustgate_webhook_accepted_total").increment(1);
+        metrics::counter!("trustgate_webhook_records_total").increment(records as u64);
+    }
+
+    pub fn duplicate(&self) {
+        self.duplicates.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("trustgate_webhook_duplicates_total").increment(1);
+    }
+
+    pub fn rejected(&self, reason: Reject) {
+        self.rejected[reason.slot()].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("trustgate_webhook_rejected_total", "reason" => reason.as_str())
+            .increment(1);
+    }
+
+    /// The counts as `GET /healthz` shows them.
+    pub fn to_json(&self) -> Value {
+        let rejected: Map<String, Value> = Reject::ALL
+            .iter()
+            .map(|r| {
+                let n = self.rejected[r.slot()].load(Ordering::Relaxed);
+                (r.as_str().to_owned(), n.into())
+            })
+            .collect();
+        json!({
+            "accepted": self.accepted.load(Ordering::Relaxed),
+            "records": self.records.load(Ordering::Relaxed),
+            "duplicates": self.duplicates.load(Ordering::Relaxed),
+            "rejected": rejected,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_show_up_by_reason() {
+        let c = Counters::default();
+        c.accepted(3);
+        c.duplicate();
+        c.rejected(Reject::Unauthorized);
+        c.rejected(Reject::Unauthorized);
+        c.rejected(Reject::Unavailable);
+        let j = c.to_json();
+        assert_eq!(j["accepted"], 1);
+        assert_eq!(j["records"], 3);
+        assert_eq!(j["duplicates"], 1);
+        assert_eq!(j["rejected"]["unauthorized"], 2);
+        assert_eq!(j["rejected"]["unavailable"], 1);
+        assert_eq!(j["rejected"]["too_large"], 0);
+    }
+}
