@@ -47,7 +47,7 @@ pub fn route<'a>(
     let topic = match reply_topic {
         None => topics.responses.clone(),
         Some(raw) => match std::str::from_utf8(raw).map(str::trim) {
-            Ok(t) if t.is_empty() => return fallback("kafka_replyTopic is empty".into()),
+            Ok("") => return fallback("kafka_replyTopic is empty".into()),
             Ok(t) if topics.is_own(t) => {
                 return fallback(format!(
                     "kafka_replyTopic {t:?} is one of trustgate's own topics"

@@ -149,7 +149,6 @@ impl Store {
     }
 
     /// Number of devices (a scan: for inspection and metrics, not the hot path).
-
     pub fn device_count(&self) -> usize {
         self.db.scan_prefix([keys::DEVICE]).count()
     }

@@ -53,6 +53,8 @@ fn start_tansu() -> String {
         log = log.display(),
         me = std::process::id()
     );
+    // Deliberately not waited on: the watchdog must outlive this process to stop the broker.
+    #[allow(clippy::zombie_processes)]
     Command::new("sh")
         .arg("-c")
         .arg(script)

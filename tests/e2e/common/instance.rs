@@ -78,7 +78,6 @@ impl Instance {
     }
 
     /// Waits until `/readyz` says ingest caught up, or panics with the log.
-
     pub async fn wait_ready(&self, child: &mut Child) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
