@@ -82,6 +82,21 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         )
     });
 
+    if settings.poller.enabled {
+        let publisher = crate::publish::EventsPublisher::new(
+            producer.clone(),
+            settings.topics.events.clone(),
+            "poll",
+        );
+        let (poller_settings, poller_shutdown) = (settings.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            (
+                "poller",
+                crate::poller::run(poller_settings, publisher, poller_shutdown).await,
+            )
+        });
+    }
+
     Ok(Running {
         store,
         ingest: status,

@@ -49,6 +49,8 @@ pub enum Command {
     },
     /// Validate the configuration and print it, secrets redacted.
     CheckConfig(ConfigArg),
+    /// Run the Secure Endpoint poller alone, or print its request budget with --plan.
+    Poll(crate::poller::PollArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -67,6 +69,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = match &cli.command {
         Command::Run(c) | Command::Decide(c) | Command::CheckConfig(c) => c.config.clone(),
         Command::Inspect { config, .. } => config.config.clone(),
+        Command::Poll(p) => p.config.config.clone(),
     };
     let loaded = match config::load(config_path.as_deref()) {
         Ok(l) => l,
@@ -95,6 +98,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Decide(_) => runtime.block_on(decide(settings)),
         Command::Inspect { id, json, .. } => runtime.block_on(inspect(settings, &id, json)),
+        Command::Poll(args) => crate::poller::command::main(settings, &args, &runtime),
     }
 }
 

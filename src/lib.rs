@@ -20,6 +20,7 @@
 //! - [`decision`]: request/response contract, the Kafka worker and reply routing.
 //! - [`admin`]: the admin HTTP listener.
 //! - [`publish`]: the one producer path to the events topic for every source.
+//! - [`poller`]: the Secure Endpoint API poller (events and inventory, within the rate limit).
 //! - [`kafka`]: librdkafka client construction and topic creation.
 //! - [`config`]: configuration file, environment overrides, validated settings.
 //! - [`app`], [`cli`], [`telemetry`]: process wiring.
@@ -33,6 +34,7 @@ pub mod fold;
 pub mod ingest;
 pub mod kafka;
 pub mod policy;
+pub mod poller;
 pub mod publish;
 pub mod se;
 pub mod store;
