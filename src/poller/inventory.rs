@@ -88,7 +88,7 @@ impl Schedule {
     }
 
     /// The next sweep time, consuming it.
-    pub fn next(&mut self) -> Instant {
+    pub fn take_next(&mut self) -> Instant {
         match self.extra {
             Some(extra) if extra <= self.regular => {
                 self.extra = None;
@@ -112,7 +112,7 @@ impl Schedule {
 pub async fn run(feed: Feed, grace: Duration, cancel: CancellationToken) -> Result<(), CycleError> {
     let mut schedule = Schedule::new(Instant::now(), feed.settings.inventory_interval, grace);
     loop {
-        let at = schedule.next();
+        let at = schedule.take_next();
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             _ = tokio::time::sleep_until(at) => {}
@@ -145,7 +145,7 @@ mod tests {
         let t0 = Instant::now();
         let (h, g) = (Duration::from_secs(3600), Duration::from_secs(600));
         let mut s = Schedule::new(t0, h, g);
-        let got: Vec<_> = (0..4).map(|_| s.next() - t0).collect();
+        let got: Vec<_> = (0..4).map(|_| s.take_next() - t0).collect();
         assert_eq!(got, vec![Duration::ZERO, g, h, 2 * h]);
     }
 
@@ -154,7 +154,7 @@ mod tests {
         let t0 = Instant::now();
         let (h, g) = (Duration::from_secs(60), Duration::from_secs(600));
         let mut s = Schedule::new(t0, h, g);
-        let got: Vec<_> = (0..3).map(|_| s.next() - t0).collect();
+        let got: Vec<_> = (0..3).map(|_| s.take_next() - t0).collect();
         assert_eq!(got, vec![Duration::ZERO, h, 2 * h]);
     }
 }
