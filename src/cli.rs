@@ -51,6 +51,8 @@ pub enum Command {
     CheckConfig(ConfigArg),
     /// Run the Secure Endpoint poller alone, or print its request budget with --plan.
     Poll(crate::poller::PollArgs),
+    /// Serve a simulated Secure Endpoint v1 API (test double and demo data source).
+    Simulate(crate::simulator::SimulateArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,6 +72,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(c) | Command::Decide(c) | Command::CheckConfig(c) => c.config.clone(),
         Command::Inspect { config, .. } => config.config.clone(),
         Command::Poll(p) => p.config.config.clone(),
+        Command::Simulate(_) => None,
     };
     let loaded = match config::load(config_path.as_deref()) {
         Ok(l) => l,
@@ -99,6 +102,9 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Decide(_) => runtime.block_on(decide(settings)),
         Command::Inspect { id, json, .. } => runtime.block_on(inspect(settings, &id, json)),
         Command::Poll(args) => crate::poller::command::main(settings, &args, &runtime),
+        Command::Simulate(args) => runtime
+            .block_on(crate::simulator::run(args))
+            .map(|_| ExitCode::SUCCESS),
     }
 }
 

@@ -23,6 +23,7 @@
 //! - [`poller`]: the Secure Endpoint API poller (events and inventory, within the rate limit).
 //! - [`kafka`]: librdkafka client construction and topic creation.
 //! - [`config`]: configuration file, environment overrides, validated settings.
+//! - [`simulator`]: an SE v1 API simulator (`trustgate simulate`), the poller's test double.
 //! - [`app`], [`cli`], [`telemetry`]: process wiring.
 
 pub mod admin;
@@ -37,6 +38,7 @@ pub mod policy;
 pub mod poller;
 pub mod publish;
 pub mod se;
+pub mod simulator;
 pub mod store;
 pub mod telemetry;
 pub mod time;
