@@ -168,8 +168,9 @@ impl Client {
         };
         let status = response.status();
         let rate = RateHeaders::parse(response.headers(), Utc::now());
-        self.note_budget(&rate);
         if status == StatusCode::TOO_MANY_REQUESTS {
+            // Not note_budget: a 429 says remaining 0, and its Retry-After (when present) is
+            // a shorter, explicit wait that must win over the window's reset.
             let wait = rate.hold_after_429(Utc::now());
             metrics::counter!(m::RATE_LIMITED).increment(1);
             tracing::warn!(
@@ -180,6 +181,7 @@ impl Client {
             self.budget.hold_for(wait);
             return Ok(Attempt::Retry("HTTP 429".into()));
         }
+        self.note_budget(&rate);
         let body = tokio::select! {
             _ = cancel.cancelled() => return Err(Cancelled),
             b = response.text() => b,

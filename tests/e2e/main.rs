@@ -7,4 +7,5 @@ mod crash;
 mod dead_letter;
 mod late_detection;
 mod pipeline;
+mod poller;
 mod replies;

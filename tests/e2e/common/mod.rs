@@ -3,10 +3,12 @@
 pub mod broker;
 pub mod instance;
 pub mod kafka;
+pub mod simulator;
 
 pub use broker::{brokers, free_port};
 pub use instance::*;
 pub use kafka::*;
+pub use simulator::Simulator;
 
 /// A random suffix so that every test has its own topics and groups.
 pub fn unique(prefix: &str) -> String {

@@ -1,0 +1,467 @@
+//! The poller over real HTTP against `trustgate simulate`, into the test broker.
+
+use crate::common::*;
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use trustgate::topic::{HEADER_KIND, HEADER_OBSERVED_AT, HEADER_SOURCE};
+
+const CLIENT_ID: &str = "e2e-client";
+/// A sentinel API key: it must never appear in any log line.
+const KEY: &str = "SENTINEL-se-key-7f3a91c2";
+
+/// A simulator that accepts [`CLIENT_ID`]/[`KEY`], with `args` appended.
+fn simulator(inst: &Instance, args: &[&str]) -> Simulator {
+    let mut all = vec!["--client-id", CLIENT_ID, "--api-key", KEY];
+    all.extend_from_slice(args);
+    Simulator::spawn(&inst.dir.path().join("simulator.log"), &all)
+}
+
+/// The `[poller]` section pointing at `sim`, with `extra` keys (later keys win in TOML? no:
+/// duplicates are errors, so callers pass only keys not set here).
+fn poller_section(sim: &Simulator, inst: &Instance, key: &str, extra: &str) -> String {
+    format!(
+        "[poller]\nbase_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\napi_key = \"{key}\"\n\
+         state_path = \"{}\"\ninitial_lookback = \"3h\"\n{extra}\n",
+        sim.base_url(),
+        inst.dir.path().join("poller-state").display(),
+    )
+}
+
+fn poller_log(inst: &Instance) -> PathBuf {
+    inst.dir.path().join("poller.log")
+}
+
+/// Starts `trustgate poll`, appending to `poller.log`, with debug logging (to catch secrets).
+fn spawn_poller(inst: &Instance) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(poller_log(inst))
+        .unwrap();
+    Command::new(binary())
+        .args(["poll", "--config"])
+        .arg(inst.config_path())
+        .env("RUST_LOG", "debug,rdkafka=warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawning trustgate poll")
+}
+
+fn read_log(inst: &Instance) -> String {
+    std::fs::read_to_string(poller_log(inst)).unwrap_or_default()
+}
+
+fn assert_key_never_logged(inst: &Instance) {
+    for (name, text) in [("poller", read_log(inst)), ("trustgate run", inst.log())] {
+        assert!(
+            !text.is_empty() || name != "poller",
+            "the poller logged nothing"
+        );
+        assert!(!text.contains(KEY), "the API key appears in the {name} log");
+    }
+}
+
+/// `id:event_type_id` → raw bytes of every simulated device event (account events have no
+/// connector GUID and are not published).
+fn device_events(raw: &[String]) -> BTreeMap<String, String> {
+    raw.iter()
+        .filter_map(|r| {
+            let e: trustgate::se::Event = serde_json::from_str(r).ok()?;
+            e.connector_guid()?;
+            Some((format!("{}:{}", e.id?, e.event_type_id), r.clone()))
+        })
+        .collect()
+}
+
+fn kind(m: &OwnedMessage) -> String {
+    header_str(m, HEADER_KIND).unwrap_or_default()
+}
+
+fn payload(m: &OwnedMessage) -> &str {
+    std::str::from_utf8(m.payload().unwrap_or_default()).unwrap()
+}
+
+/// Event records on the topic, by `id:event_type_id`, each with its copies.
+fn events_on_topic(msgs: &[OwnedMessage]) -> BTreeMap<String, Vec<&OwnedMessage>> {
+    let mut out: BTreeMap<String, Vec<&OwnedMessage>> = BTreeMap::new();
+    for m in msgs.iter().filter(|m| kind(m) == "event") {
+        let e: trustgate::se::Event = serde_json::from_str(payload(m)).unwrap();
+        out.entry(format!("{}:{}", e.id.unwrap(), e.event_type_id))
+            .or_default()
+            .push(m);
+    }
+    out
+}
+
+/// Reads the topic until `done` holds or `timeout` passes; returns the last read.
+fn wait_for_topic(
+    topic: &str,
+    timeout: Duration,
+    done: impl Fn(&[OwnedMessage]) -> bool,
+) -> Vec<OwnedMessage> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let msgs = read_topic(topic, usize::MAX, Duration::from_secs(2));
+        if done(&msgs) || Instant::now() > deadline {
+            return msgs;
+        }
+    }
+}
+
+fn heartbeats(msgs: &[OwnedMessage]) -> usize {
+    msgs.iter().filter(|m| kind(m) == "heartbeat").count()
+}
+
+fn missing<'a>(expected: &'a BTreeMap<String, String>, msgs: &[OwnedMessage]) -> Vec<&'a String> {
+    let got = events_on_topic(msgs);
+    expected.keys().filter(|k| !got.contains_key(*k)).collect()
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Pagination across many pages, a burst sharing one timestamp across page boundaries, and
+/// dedupe across polls that re-read the overlap: every event exactly once, byte for byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_event_arrives_once_byte_for_byte_across_pages_and_polls() {
+    let mut inst = Instance::new("poll-pages");
+    let sim = simulator(
+        &inst,
+        &[
+            "--devices",
+            "12",
+            "--seed",
+            "11",
+            "--history",
+            "2h",
+            "--noise-every",
+            "0s",
+            "--compromise-every",
+            "0s",
+            "--resolve-after",
+            "0s",
+        ],
+    );
+    sim.burst(23).await;
+    inst.extra_config = poller_section(
+        &sim,
+        &inst,
+        KEY,
+        "events_interval = \"1s\"\npage_size = 5\nrequests_per_hour = 36000\nburst = 20",
+    );
+    create_topic(&inst.events, 3).await;
+    let mut child = spawn_poller(&inst);
+
+    // A second burst after the first poll: later polls re-read the first burst (overlap).
+    let first = wait_for_topic(&inst.events, Duration::from_secs(60), |m| {
+        heartbeats(m) >= 1
+    });
+    assert!(
+        heartbeats(&first) >= 1,
+        "no poll completed:\n{}",
+        read_log(&inst)
+    );
+    sim.burst(17).await;
+    let expected = device_events(&sim.events().await);
+    assert!(expected.len() >= 40);
+    let msgs = wait_for_topic(&inst.events, Duration::from_secs(60), |m| {
+        heartbeats(m) >= heartbeats(&first) + 4 && missing(&expected, m).is_empty()
+    });
+    assert!(stop(&mut child).success(), "{}", read_log(&inst));
+
+    let got = events_on_topic(&msgs);
+    assert_eq!(
+        missing(&expected, &msgs),
+        Vec::<&String>::new(),
+        "{}",
+        read_log(&inst)
+    );
+    for (key, raw) in &expected {
+        let copies = &got[key];
+        assert_eq!(copies.len(), 1, "{key} published {} times", copies.len());
+        let m = copies[0];
+        assert_eq!(payload(m), raw, "SE's bytes, unchanged");
+        let e: trustgate::se::Event = serde_json::from_str(raw).unwrap();
+        assert_eq!(m.key(), Some(e.connector_guid().unwrap().as_bytes()));
+        assert_eq!(header_str(m, HEADER_SOURCE).as_deref(), Some("poll"));
+    }
+    // More than one page per poll: the first poll alone read 23+ events in pages of 5.
+    assert!(sim.stats().await["requests"].as_u64().unwrap() >= 5);
+
+    let computers: BTreeSet<String> = msgs
+        .iter()
+        .filter(|m| kind(m) == "computer")
+        .inspect(|m| assert!(header_str(m, HEADER_OBSERVED_AT).is_some()))
+        .map(|m| String::from_utf8(m.key().unwrap().to_vec()).unwrap())
+        .collect();
+    let sim_computers: BTreeSet<String> = sim
+        .computers()
+        .await
+        .iter()
+        .map(|c| c["connector_guid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        computers, sim_computers,
+        "the sweep read every computer page"
+    );
+
+    let beat = msgs.iter().rev().find(|m| kind(m) == "heartbeat").unwrap();
+    assert_eq!(beat.key(), Some(&b"poller"[..]));
+    let v: serde_json::Value = serde_json::from_str(payload(beat)).unwrap();
+    assert_eq!(v["source"], "poll");
+    assert!(
+        v["polled_at"].is_string() && v["watermark"].is_string(),
+        "{v}"
+    );
+    assert_key_never_logged(&inst);
+}
+
+/// SIGKILL at random points, 20 times, while SE keeps producing events: afterwards the topic
+/// holds every simulated device event (duplicates allowed).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_loop_loses_no_event() {
+    use rand::{Rng, SeedableRng};
+    let mut inst = Instance::new("poll-kill");
+    let sim = simulator(
+        &inst,
+        &[
+            "--devices",
+            "20",
+            "--seed",
+            "5",
+            "--history",
+            "40m",
+            "--noise-every",
+            "3s",
+            "--compromise-every",
+            "5s",
+            "--resolve-after",
+            "20s",
+            "--hourly-limit",
+            "100000",
+        ],
+    );
+    inst.extra_config = poller_section(
+        &sim,
+        &inst,
+        KEY,
+        "events_interval = \"1s\"\npage_size = 10\nrequests_per_hour = 36000\nburst = 20",
+    );
+    create_topic(&inst.events, 3).await;
+    let seed: u64 = rand::random();
+    eprintln!("kill schedule seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for _ in 0..20 {
+        if rng.gen_bool(0.5) {
+            sim.burst(rng.gen_range(1..15)).await;
+        }
+        let mut child = spawn_poller(&inst);
+        // From before start-up finishes to a few polls in: mid-page, mid-publish, after a
+        // checkpoint.
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(50..2500))).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let expected = device_events(&sim.events().await);
+    let mut child = spawn_poller(&inst);
+    let msgs = wait_for_topic(&inst.events, Duration::from_secs(120), |m| {
+        missing(&expected, m).is_empty()
+    });
+    assert!(stop(&mut child).success(), "{}", read_log(&inst));
+    let lost = missing(&expected, &msgs);
+    assert!(
+        lost.is_empty(),
+        "{} of {} events lost: {lost:?}",
+        lost.len(),
+        expected.len()
+    );
+    let got = events_on_topic(&msgs);
+    let dups: usize = got.values().map(|c| c.len() - 1).sum();
+    eprintln!(
+        "{} events, {dups} duplicate copies after 20 kills",
+        expected.len()
+    );
+    assert_key_never_logged(&inst);
+}
+
+/// Runs a poller against a simulator whose hourly limit is `limit` for `run_for`, then stops
+/// it; returns (requests the simulator saw, its 429s).
+async fn budget_run(
+    name: &str,
+    limit: &str,
+    poller: &str,
+    run_for: Duration,
+) -> (u64, u64, Instance) {
+    let mut inst = Instance::new(name);
+    let sim = simulator(
+        &inst,
+        &[
+            "--devices",
+            "5",
+            "--hourly-limit",
+            limit,
+            "--noise-every",
+            "1s",
+        ],
+    );
+    inst.extra_config = poller_section(&sim, &inst, KEY, poller);
+    create_topic(&inst.events, 1).await;
+    let mut child = spawn_poller(&inst);
+    tokio::time::sleep(run_for).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "poller exited:\n{}",
+        read_log(&inst)
+    );
+    // It stops promptly even while waiting for budget.
+    assert!(stop(&mut child).success(), "{}", read_log(&inst));
+    let stats = sim.stats().await;
+    let requests = stats["requests"].as_u64().unwrap();
+    let limited = stats["rate_limited"].as_u64().unwrap();
+    (requests, limited, inst)
+}
+
+/// A quota below the simulator's limit: the poller wants a poll a second, the quota holds it to
+/// its burst, and SE never answers 429.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quota_below_the_limit_never_meets_a_429() {
+    let (requests, limited, inst) = budget_run(
+        "poll-quota",
+        "30",
+        "events_interval = \"1s\"\nrequests_per_hour = 20\nburst = 10\nreserve = 0",
+        Duration::from_secs(12),
+    )
+    .await;
+    eprintln!("{requests} requests, {limited} 429s");
+    assert_eq!(limited, 0);
+    // Burst 10, then one every 3 minutes.
+    assert!((10..=11).contains(&requests), "{requests} requests");
+    assert_key_never_logged(&inst);
+}
+
+/// A quota above SE's limit: SE's `x-ratelimit-remaining` header holds requests at the reserve,
+/// so SE's budget is never exhausted and no 429 comes back.
+#[tokio::test(flavor = "multi_thread")]
+async fn remaining_at_the_reserve_holds_requests_before_any_429() {
+    let (requests, limited, inst) = budget_run(
+        "poll-reserve",
+        "30",
+        "events_interval = \"1s\"\npage_size = 2\nrequests_per_hour = 360000\nburst = 100\nreserve = 5",
+        Duration::from_secs(12),
+    )
+    .await;
+    eprintln!("{requests} requests, {limited} 429s");
+    assert_eq!(limited, 0);
+    // 25 fit above the reserve; the two feeds may each have one request in flight.
+    assert!((24..=26).contains(&requests), "{requests} requests");
+    assert!(read_log(&inst).contains("holding requests"));
+    assert_key_never_logged(&inst);
+}
+
+/// 429 (with and without Retry-After), 5xx, timeouts, dropped connections and malformed pages:
+/// the poller rides them out and every event still arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_poller_recovers_from_429_5xx_timeouts_and_bad_pages() {
+    let mut inst = Instance::new("poll-faults");
+    let sim = simulator(
+        &inst,
+        &[
+            "--devices",
+            "8",
+            "--noise-every",
+            "0s",
+            "--compromise-every",
+            "0s",
+            "--resolve-after",
+            "0s",
+            "--history",
+            "1h",
+        ],
+    );
+    sim.burst(12).await;
+    let faults = [
+        serde_json::json!({"kind": "status", "status": 503, "count": 2}),
+        // Retry-After wins over a reset an hour away: waiting for the reset would time out.
+        serde_json::json!({"kind": "rate_limited", "retry_after": 1, "reset": 3000}),
+        serde_json::json!({"kind": "latency", "ms": 4000}),
+        serde_json::json!({"kind": "malformed"}),
+        serde_json::json!({"kind": "drop"}),
+        serde_json::json!({"kind": "rate_limited", "reset": 2}),
+        serde_json::json!({"kind": "status", "status": 500}),
+    ];
+    for f in &faults {
+        sim.fault(f.clone()).await;
+    }
+    inst.extra_config = poller_section(
+        &sim,
+        &inst,
+        KEY,
+        "events_interval = \"1s\"\npage_size = 4\nrequest_timeout = \"1s\"\nrequests_per_hour = 36000\nburst = 20",
+    );
+    create_topic(&inst.events, 3).await;
+    let mut child = spawn_poller(&inst);
+    let expected = device_events(&sim.events().await);
+    let msgs = wait_for_topic(&inst.events, Duration::from_secs(90), |m| {
+        missing(&expected, m).is_empty() && heartbeats(m) >= 2
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "poller exited:\n{}",
+        read_log(&inst)
+    );
+    assert!(stop(&mut child).success());
+    assert_eq!(
+        missing(&expected, &msgs),
+        Vec::<&String>::new(),
+        "{}",
+        read_log(&inst)
+    );
+    let stats = sim.stats().await;
+    assert_eq!(stats["faults_injected"].as_u64(), Some(8), "{stats}");
+    let log = read_log(&inst);
+    assert!(log.contains("SE answered 429"), "{log}");
+    assert!(log.contains("HTTP 503"), "{log}");
+    assert_key_never_logged(&inst);
+}
+
+/// A wrong API key: the poller stops at once with an error naming the cause, without a retry
+/// storm, and without printing the key it was given.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_401_stops_the_poller_with_a_clear_error() {
+    let mut inst = Instance::new("poll-401");
+    let sim = simulator(&inst, &["--devices", "3"]);
+    inst.extra_config = poller_section(&sim, &inst, "SENTINEL-wrong-key-0b7e", "");
+    create_topic(&inst.events, 1).await;
+    let mut child = spawn_poller(&inst);
+    let status = wait_exit(&mut child, Duration::from_secs(30)).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("the poller kept running after a 401:\n{}", read_log(&inst))
+    });
+    assert!(!status.success());
+    let log = read_log(&inst);
+    assert!(log.contains("refused the credentials"), "{log}");
+    assert!(log.contains("401"), "{log}");
+    assert!(
+        log.contains(CLIENT_ID),
+        "the error names the client id: {log}"
+    );
+    assert!(!log.contains("SENTINEL-wrong-key-0b7e"), "{log}");
+    let stats = sim.stats().await;
+    // One request per feed at most: no retries.
+    assert!(stats["unauthorized"].as_u64().unwrap() <= 2, "{stats}");
+    assert_key_never_logged(&inst);
+}
