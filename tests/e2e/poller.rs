@@ -465,3 +465,77 @@ async fn a_401_stops_the_poller_with_a_clear_error() {
     assert!(stats["unauthorized"].as_u64().unwrap() <= 2, "{stats}");
     assert_key_never_logged(&inst);
 }
+
+/// `trustgate run` with `[poller] enabled`: a compromise in SE denies within a poll, and its
+/// resolution in SE's console clears it after an inventory sweep.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_with_the_poller_turns_se_compromises_and_resolutions_into_state() {
+    let mut inst = Instance::new("poll-run");
+    let sim = simulator(
+        &inst,
+        &[
+            "--devices",
+            "6",
+            "--windows-share",
+            "1",
+            "--macos-share",
+            "0",
+            "--ios-share",
+            "0",
+            "--initially-compromised",
+            "0",
+            "--noise-every",
+            "0s",
+            "--compromise-every",
+            "0s",
+            "--resolve-after",
+            "0s",
+        ],
+    );
+    inst.extra_config = format!(
+        "{}[compromise]\nresolution_grace = \"2s\"\n",
+        poller_section(
+            &sim,
+            &inst,
+            KEY,
+            "enabled = true\nevents_interval = \"1s\"\ninventory_interval = \"3s\"\nrequests_per_hour = 36000\nburst = 20",
+        )
+    );
+    let mut child = inst.spawn();
+    inst.wait_ready(&mut child).await;
+    let computers = sim.computers().await;
+    let guid = computers[0]["connector_guid"].as_str().unwrap().to_owned();
+    let compromised = |inst: &Instance, guid: String| {
+        let url = inst.admin(&format!("/v1/devices/{guid}"));
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            if !r.status().is_success() {
+                return None;
+            }
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["devices"][0]["compromised"].as_bool()
+        }
+    };
+    let wait_until = |want: bool| {
+        let guid = guid.clone();
+        let inst = &inst;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while compromised(inst, guid.clone()).await != Some(want) {
+                assert!(
+                    Instant::now() < deadline,
+                    "never compromised={want}:\n{}",
+                    inst.log()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_until(false).await;
+    sim.compromise(&guid).await;
+    wait_until(true).await;
+    sim.resolve(&guid).await;
+    wait_until(false).await;
+    assert!(stop(&mut child).success(), "{}", inst.log());
+    assert!(!inst.log().contains(KEY));
+}
