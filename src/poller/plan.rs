@@ -107,11 +107,11 @@ impl Plan {
         );
         for (name, n) in [
             (
-                format!("events ({} page/poll)", self.event_pages_per_poll),
+                format!("events ({} pages/poll)", self.event_pages_per_poll),
                 self.events_requests_per_hour,
             ),
             (
-                format!("inventory ({} pages)", self.pages_per_sweep),
+                format!("inventory ({} pages/sweep)", self.pages_per_sweep),
                 self.inventory_requests_per_hour,
             ),
             ("total".to_owned(), self.total_requests_per_hour),
@@ -128,12 +128,20 @@ impl Plan {
             "\nquota {} requests/hour; SE limit {SE_HOURLY_LIMIT}/hour; reserve {} (requests held below it)",
             self.quota, self.reserve
         );
-        let _ = writeln!(
-            out,
-            "worst-case freshness: compromise (event poll) {}; resolution (inventory sweep) {}",
-            humantime::format_duration(round(self.compromise_freshness)),
-            humantime::format_duration(round(self.resolution_freshness)),
-        );
+        if self.total_requests_per_hour > f64::from(self.quota) {
+            // Requests queue faster than the quota drains them: no bound holds.
+            let _ = writeln!(
+                out,
+                "worst-case freshness: unbounded (the poller needs more than its quota)"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "worst-case freshness: compromise (event poll) {}; resolution (inventory sweep) {}",
+                humantime::format_duration(round(self.compromise_freshness)),
+                humantime::format_duration(round(self.resolution_freshness)),
+            );
+        }
         let _ = writeln!(
             out,
             "(plus one extra sweep resolution_grace after each start, and each page's response time)"

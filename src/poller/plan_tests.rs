@@ -39,7 +39,8 @@ fn defaults_for_a_mid_size_tenant() {
     );
     assert!(p.fits(), "{:?}", p.warnings());
     let text = p.render(tenant);
-    assert!(text.contains("events (1 page/poll)"), "{text}");
+    assert!(text.contains("events (1 pages/poll)"), "{text}");
+    assert!(text.contains("compromise (event poll) 47s"), "{text}");
     assert!(text.contains("140.0"), "{text}");
 }
 
@@ -80,6 +81,11 @@ fn a_busy_tenant_needs_several_pages_per_poll() {
     assert_eq!(p.event_pages_per_poll, 21);
     assert_eq!(p.events_requests_per_hour, 21.0 * 120.0);
     assert!(!p.fits());
+    let text = p.render(Tenant {
+        computers: 1,
+        events_per_hour: 60_000,
+    });
+    assert!(text.contains("freshness: unbounded"), "{text}");
 }
 
 proptest! {
