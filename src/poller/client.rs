@@ -173,6 +173,7 @@ impl Client {
             // a shorter, explicit wait that must win over the window's reset.
             let wait = rate.hold_after_429(Utc::now());
             metrics::counter!(m::RATE_LIMITED).increment(1);
+            metrics::gauge!(m::REMAINING).set(f64::from(rate.remaining.unwrap_or(0)));
             tracing::warn!(
                 path,
                 wait_s = wait.as_secs(),

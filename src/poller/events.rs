@@ -62,27 +62,6 @@ impl EventFeed {
         &self.cursor
     }
 
-    /// The first URL of a poll starting at `start` (unix ms, inclusive).
-    fn first_url(&self, start: Millis) -> String {
-        let s = &self.feed.settings;
-        let start = Utc
-            .timestamp_opt(start.div_euclid(1000), 0)
-            .single()
-            .unwrap_or_default()
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let mut url =
-            reqwest::Url::parse(&self.feed.client.url("/v1/events")).expect("base_url is a URL");
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("start_date", &start);
-            q.append_pair("limit", &s.page_size.to_string());
-            for t in &s.event_types {
-                q.append_pair("event_type[]", &t.to_string());
-            }
-        }
-        url.into()
-    }
-
     /// One poll: read every page, publish what is new, checkpoint, heartbeat.
     pub async fn cycle(&mut self, cancel: &CancellationToken) -> Result<CycleStats, CycleError> {
         let polled_at = Utc::now();
@@ -91,7 +70,12 @@ impl EventFeed {
         let overlap = millis(s.events_overlap);
         let mut working = self.cursor.clone();
         let start = working.start_date(polled_ms, overlap, millis(s.initial_lookback));
-        let mut url = self.first_url(start);
+        let mut url = events_url(
+            &self.feed.client.url("/v1/events"),
+            start,
+            s.page_size,
+            &s.event_types,
+        );
         let mut newest: Option<Millis> = None;
         let mut stats = CycleStats::default();
         loop {
@@ -192,6 +176,47 @@ impl EventFeed {
     }
 }
 
+/// The first URL of a poll starting at `start` (unix ms, inclusive; SE takes whole seconds, so
+/// it is rounded down, which only widens the window).
+pub fn events_url(endpoint: &str, start: Millis, page_size: u32, event_types: &[u64]) -> String {
+    let start = Utc
+        .timestamp_opt(start.div_euclid(1000), 0)
+        .single()
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut url = reqwest::Url::parse(endpoint).expect("base_url is a URL");
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("start_date", &start);
+        q.append_pair("limit", &page_size.to_string());
+        for t in event_types {
+            q.append_pair("event_type[]", &t.to_string());
+        }
+    }
+    url.into()
+}
+
 pub fn millis(d: Duration) -> Millis {
     Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_url_has_an_inclusive_start_in_whole_seconds_and_the_type_filter() {
+        let start = crate::time::parse_rfc3339("2026-11-28T10:15:29.750Z").unwrap();
+        let url = events_url(
+            "http://127.0.0.1:8080/v1/events",
+            start,
+            500,
+            &[1090519054, 553648143],
+        );
+        assert_eq!(
+            url,
+            "http://127.0.0.1:8080/v1/events?start_date=2026-11-28T10%3A15%3A29Z&limit=500\
+             &event_type%5B%5D=1090519054&event_type%5B%5D=553648143"
+        );
+    }
 }

@@ -25,6 +25,7 @@ use crate::config::{PollerSettings, Settings};
 use crate::publish::{EventsPublisher, OutRecord, PublishError};
 use client::{Client, FetchError};
 use cursor::CheckpointError;
+use std::collections::HashSet;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -74,16 +75,20 @@ impl Feed {
         self.publisher.publish_all(records, QUEUE_TIMEOUT).await
     }
 
-    /// A `next` link re-rooted at the configured `base_url`: credentials only ever go to the
-    /// configured host, and a proxy in front of SE stays in the path.
     fn same_origin(&self, next: &str) -> String {
-        match reqwest::Url::parse(next) {
-            Ok(u) => {
-                let query = u.query().map(|q| format!("?{q}")).unwrap_or_default();
-                self.client.url(&format!("{}{query}", u.path()))
-            }
-            Err(_) => self.client.url(next),
+        reroot(&self.settings.base_url, next)
+    }
+}
+
+/// A `next` link re-rooted at the configured `base_url`: credentials only ever go to the
+/// configured host, and a proxy in front of SE stays in the path.
+fn reroot(base_url: &str, next: &str) -> String {
+    match reqwest::Url::parse(next) {
+        Ok(u) => {
+            let query = u.query().map(|q| format!("?{q}")).unwrap_or_default();
+            format!("{base_url}{}{query}", u.path())
         }
+        Err(_) => format!("{base_url}{next}"),
     }
 }
 
@@ -133,24 +138,30 @@ async fn run_events(
 /// Warns when an `event_type[]` filter leaves out compromise-class types: those detections
 /// would never reach the fold, so they could never deny.
 fn check_event_types(settings: &Settings) {
-    let filter = &settings.poller.event_types;
-    if filter.is_empty() {
-        return;
-    }
-    let mut missing: Vec<u64> = settings
-        .fold
-        .compromise_event_types
-        .iter()
-        .filter(|t| !filter.contains(t))
-        .copied()
-        .collect();
-    missing.sort_unstable();
+    let missing = missing_compromise_types(
+        &settings.poller.event_types,
+        &settings.fold.compromise_event_types,
+    );
     if !missing.is_empty() {
         tracing::warn!(
             missing = ?missing,
             "poller.event_types leaves out compromise-class event types: those detections will not be polled."
         );
     }
+}
+
+/// The compromise-class types an `event_type[]` filter leaves out (none without a filter).
+fn missing_compromise_types(filter: &[u64], compromise: &HashSet<u64>) -> Vec<u64> {
+    if filter.is_empty() {
+        return Vec::new();
+    }
+    let mut missing: Vec<u64> = compromise
+        .iter()
+        .filter(|t| !filter.contains(t))
+        .copied()
+        .collect();
+    missing.sort_unstable();
+    missing
 }
 
 /// Runs the poller until `shutdown`; returns after in-flight publishes and checkpoints are done.
@@ -200,4 +211,34 @@ pub async fn run(
     i?;
     tracing::info!("Poller stopped.");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_links_are_rerooted_at_the_configured_base_url() {
+        assert_eq!(
+            reroot(
+                "http://127.0.0.1:9000",
+                "https://api.amp.cisco.com/v1/events?start_date=x&limit=5&offset=5"
+            ),
+            "http://127.0.0.1:9000/v1/events?start_date=x&limit=5&offset=5"
+        );
+    }
+
+    #[test]
+    fn a_filter_without_compromise_types_is_reported() {
+        let compromise: HashSet<u64> = [1090519054, 1107296272].into();
+        assert_eq!(
+            missing_compromise_types(&[], &compromise),
+            Vec::<u64>::new()
+        );
+        assert_eq!(
+            missing_compromise_types(&[1090519054, 553648143], &compromise),
+            vec![1107296272]
+        );
+        assert!(missing_compromise_types(&[1107296272, 1090519054], &compromise).is_empty());
+    }
 }

@@ -3,6 +3,7 @@
 pub mod broker;
 pub mod instance;
 pub mod kafka;
+pub mod poller;
 pub mod simulator;
 
 pub use broker::{brokers, free_port};
