@@ -4,6 +4,7 @@ use crate::common::poller::*;
 use crate::common::*;
 use rdkafka::Message;
 use std::collections::BTreeSet;
+use std::process::Command;
 use std::time::{Duration, Instant};
 use trustgate::topic::{HEADER_OBSERVED_AT, HEADER_SOURCE};
 
@@ -411,4 +412,44 @@ async fn run_with_the_poller_turns_se_compromises_and_resolutions_into_state() {
     wait_until(false).await;
     assert!(stop(&mut child).success(), "{}", inst.log());
     assert!(!inst.log().contains(KEY));
+}
+
+/// `trustgate poll --plan`: the budget table, exit 0 when it fits and 1 with a warning when not.
+#[test]
+fn the_plan_command_prints_the_budget_and_fails_when_it_cannot_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("trustgate.toml");
+    let plan = |events_interval: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[poller]\nevents_interval = \"{events_interval}\"\nrequests_per_hour = 2400\n"
+            ),
+        )
+        .unwrap();
+        Command::new(binary())
+            .args([
+                "poll",
+                "--plan",
+                "--computers",
+                "10000",
+                "--events-per-hour",
+                "1000",
+            ])
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let fits = plan("30s");
+    let text = String::from_utf8_lossy(&fits.stdout);
+    assert!(fits.status.success(), "{text}");
+    assert!(
+        text.contains("events (1 pages/poll)") && text.contains("140.0"),
+        "{text}"
+    );
+    assert!(text.contains("compromise (event poll) 47s"), "{text}");
+    let too_often = plan("1s");
+    assert_eq!(too_often.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&too_often.stderr).contains("warning: the poller needs"));
 }
