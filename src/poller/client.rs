@@ -163,7 +163,7 @@ impl Client {
                 metrics::counter!(m::FAILURES, "cause" => "transport").increment(1);
                 // reqwest's Display holds the URL, which carries no credential (Basic auth is a
                 // header); without_url keeps the log line short anyway.
-                return Ok(Attempt::Retry(e.without_url().to_string()));
+                return Ok(Attempt::Retry(causes(&e.without_url())));
             }
         };
         let status = response.status();
@@ -177,7 +177,7 @@ impl Client {
             tracing::warn!(
                 path,
                 wait_s = wait.as_secs(),
-                "SE answered 429; holding every request until its window resets."
+                "SE answered 429; holding every request (Retry-After, else until its window resets)."
             );
             self.budget.hold_for(wait);
             return Ok(Attempt::Retry("HTTP 429".into()));
@@ -191,7 +191,7 @@ impl Client {
             Ok(b) => b,
             Err(e) => {
                 metrics::counter!(m::FAILURES, "cause" => "transport").increment(1);
-                return Ok(Attempt::Retry(e.without_url().to_string()));
+                return Ok(Attempt::Retry(causes(&e.without_url())));
             }
         };
         Ok(self.classify(status, path, sent_at, body))
@@ -250,6 +250,17 @@ impl Client {
             self.budget.hold_for(wait);
         }
     }
+}
+
+/// An error and its sources ("error sending request: operation timed out").
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
 }
 
 /// The path and query of a URL, for logs: never the scheme's userinfo.
