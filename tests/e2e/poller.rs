@@ -453,3 +453,85 @@ fn the_plan_command_prints_the_budget_and_fails_when_it_cannot_fit() {
     assert_eq!(too_often.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&too_often.stderr).contains("warning: the poller needs"));
 }
+
+/// A detection uploaded late (dated 5 minutes before the watermark, inside the overlap) is still
+/// polled, and a restart resumes from the checkpoint: re-read events are not published again.
+#[tokio::test(flavor = "multi_thread")]
+async fn late_uploads_and_restarts_neither_lose_nor_repeat_events() {
+    let mut inst = Instance::new("poll-late");
+    let sim = simulator(
+        &inst,
+        &[
+            "--devices",
+            "6",
+            "--history",
+            "1h",
+            "--noise-every",
+            "0s",
+            "--compromise-every",
+            "0s",
+            "--resolve-after",
+            "0s",
+        ],
+    );
+    sim.burst(5).await;
+    inst.extra_config = poller_section(
+        &sim,
+        &inst,
+        KEY,
+        "events_interval = \"1s\"\npage_size = 3\nrequests_per_hour = 36000\nburst = 20",
+    );
+    create_topic(&inst.events, 3).await;
+    let mut child = spawn_poller(&inst);
+    let first = wait_for_topic(&inst.events, Duration::from_secs(60), |m| {
+        heartbeats(m) >= 2
+    });
+    assert!(heartbeats(&first) >= 2, "{}", read_log(&inst));
+
+    let guid = sim.computers().await[0]["connector_guid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let date = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let late = format!(
+        r#"{{"id":9000000000000000001,"timestamp":{},"date":"{}","event_type":"Threat Detected","event_type_id":1090519054,"connector_guid":"{guid}","computer":{{"connector_guid":"{guid}","hostname":"late"}}}}"#,
+        date.timestamp(),
+        date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    sim.inject(&late).await;
+    let late_key = "9000000000000000001:1090519054".to_owned();
+    let msgs = wait_for_topic(&inst.events, Duration::from_secs(60), |m| {
+        events_on_topic(m).contains_key(&late_key)
+    });
+    assert!(
+        events_on_topic(&msgs).contains_key(&late_key),
+        "{}",
+        read_log(&inst)
+    );
+    assert!(stop(&mut child).success());
+
+    let before = heartbeats(&read_topic(
+        &inst.events,
+        usize::MAX,
+        Duration::from_secs(2),
+    ));
+    let mut child = spawn_poller(&inst);
+    let msgs = wait_for_topic(&inst.events, Duration::from_secs(60), |m| {
+        heartbeats(m) >= before + 3
+    });
+    assert!(stop(&mut child).success());
+    let expected = device_events(&sim.events().await);
+    assert!(expected.contains_key(&late_key));
+    let got = events_on_topic(&msgs);
+    assert_eq!(missing(&expected, &msgs), Vec::<&String>::new());
+    for key in expected.keys() {
+        assert_eq!(
+            got[key].len(),
+            1,
+            "{key} published {} times",
+            got[key].len()
+        );
+    }
+    assert_eq!(payload(got[&late_key][0]), late, "byte for byte");
+    assert_key_never_logged(&inst);
+}

@@ -111,6 +111,18 @@ impl Simulator {
         assert!(r.status().is_success(), "burst: {}", r.status());
     }
 
+    /// Adds events exactly as given (one object, or an array).
+    pub async fn inject(&self, body: &str) {
+        let r = self
+            .http
+            .post(self.hook("events"))
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "inject: {}", r.status());
+    }
+
     /// Compromises a computer now (a Threat Detected event; `is_compromised` flips).
     pub async fn compromise(&self, guid: &str) {
         let r = self
