@@ -100,6 +100,20 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         )
     });
 
+    if settings.poller.enabled {
+        let publisher = crate::publish::EventsPublisher::new(
+            producer.clone(),
+            settings.topics.events.clone(),
+            "poll",
+        );
+        let (poller_settings, poller_shutdown) = (settings.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            (
+                "poller",
+                crate::poller::run(poller_settings, publisher, poller_shutdown).await,
+            )
+        });
+    }
     let webhook_addr = if settings.webhook.enabled {
         Some(spawn_webhook(&settings, &producer, &shutdown, &mut tasks).await?)
     } else {

@@ -50,6 +50,8 @@ pub enum Command {
     },
     /// Validate the configuration and print it, secrets redacted.
     CheckConfig(ConfigArg),
+    /// Run the Secure Endpoint poller alone, or print its request budget with --plan.
+    Poll(crate::poller::PollArgs),
     /// Serve a simulated Secure Endpoint v1 API (test double and demo data source).
     Simulate(crate::simulator::SimulateArgs),
     /// The whole story in one command: in-process broker, SE simulator, poller, decisions.
@@ -72,6 +74,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = match &cli.command {
         Command::Run(c) | Command::Decide(c) | Command::CheckConfig(c) => c.config.clone(),
         Command::Inspect { config, .. } => config.config.clone(),
+        Command::Poll(p) => p.config.config.clone(),
         Command::Simulate(_) | Command::Demo(_) => None,
     };
     let loaded = match config::load(config_path.as_deref()) {
@@ -107,6 +110,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Decide(_) => runtime.block_on(decide(settings)),
         Command::Inspect { id, json, .. } => runtime.block_on(inspect(settings, &id, json)),
+        Command::Poll(args) => crate::poller::command::main(settings, &args, &runtime),
         Command::Simulate(args) => runtime
             .block_on(crate::simulator::run(args))
             .map(|_| ExitCode::SUCCESS),

@@ -22,6 +22,7 @@
 //! - [`demo`]: `trustgate demo`, the whole story in one command.
 //! - [`admin`]: the admin HTTP listener.
 //! - [`publish`]: the one producer path to the events topic for every source.
+//! - [`poller`]: the Secure Endpoint API poller (events and inventory, within the rate limit).
 //! - [`webhook`]: the signed HTTP push bridge (Standard Webhooks) into the events topic.
 //! - [`kafka`]: librdkafka client construction and topic creation.
 //! - [`config`]: configuration file, environment overrides, validated settings.
@@ -41,6 +42,7 @@ pub mod ingest;
 pub mod kafka;
 pub mod metrics;
 pub mod policy;
+pub mod poller;
 pub mod publish;
 pub mod se;
 pub mod simulator;

@@ -8,6 +8,7 @@ mod crash;
 mod dead_letter;
 mod late_detection;
 mod pipeline;
+mod poller;
 mod replies;
 mod secrets;
 mod shutdown;

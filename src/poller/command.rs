@@ -1,0 +1,89 @@
+//! `trustgate poll`: the poller alone (one per tenant), or `--plan` to print its budget.
+
+use super::plan::{Plan, Tenant};
+use crate::config::Settings;
+use crate::kafka::{client_config, ensure_topics, Role};
+use crate::publish::EventsPublisher;
+use anyhow::Context;
+use rdkafka::producer::{FutureProducer, Producer};
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug)]
+pub struct PollArgs {
+    #[command(flatten)]
+    pub config: crate::cli::ConfigArg,
+    /// Print the request budget for a tenant of this size instead of polling.
+    #[arg(long, requires_all = ["computers", "events_per_hour"])]
+    pub plan: bool,
+    /// With --plan: how many computers the tenant has.
+    #[arg(long)]
+    pub computers: Option<u64>,
+    /// With --plan: how many events the tenant produces per hour.
+    #[arg(long)]
+    pub events_per_hour: Option<u64>,
+}
+
+/// Runs `trustgate poll`.
+pub fn main(
+    settings: Settings,
+    args: &PollArgs,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<ExitCode> {
+    if args.plan {
+        return Ok(plan(&settings, args));
+    }
+    runtime.block_on(poll(settings))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plan(settings: &Settings, args: &PollArgs) -> ExitCode {
+    let tenant = Tenant {
+        computers: args.computers.unwrap_or(0),
+        events_per_hour: args.events_per_hour.unwrap_or(0),
+    };
+    let plan = Plan::new(&settings.poller, tenant);
+    print!("{}", plan.render(tenant));
+    let warnings = plan.warnings();
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    if warnings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The poller alone, until SIGTERM/SIGINT; then in-flight pages finish and the producer flushes.
+async fn poll(settings: Settings) -> anyhow::Result<()> {
+    ensure_topics(&settings.kafka, &settings.topics)
+        .await
+        .context("creating topics")?;
+    let producer: FutureProducer = client_config(&settings.kafka, Role::Producer)
+        .create()
+        .context("creating the producer")?;
+    let publisher = EventsPublisher::new(producer.clone(), settings.topics.events.clone(), "poll");
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("Shutdown requested; draining.");
+        signal_token.cancel();
+    });
+    let result = super::run(settings, publisher, shutdown).await;
+    tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5)))
+        .await?
+        .ok();
+    result
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,157 @@
+//! The event feed's cursor: a date watermark plus the identities already published inside the
+//! overlap window, checkpointed to disk only after Kafka acknowledged everything before it.
+//!
+//! SE's `id` is not time-ordered, so the cursor is the newest event `date` seen. Each poll asks
+//! for `start_date = watermark − overlap` (inclusive), which re-reads the boundary (many events
+//! can share one timestamp, and offline laptops upload detections late); the identities seen in
+//! that window make the re-read events duplicates we skip. A crash between publishing and
+//! checkpointing re-reads from the previous checkpoint: duplicates, never gaps.
+
+use crate::time::{format_millis, Millis};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// An event's identity: `id:event_type_id`, or `sha256:<hex>` of its bytes when it has no id
+/// (the same rule as the fold's).
+pub fn event_key(id: Option<u64>, event_type_id: u64, bytes: &[u8]) -> String {
+    match id {
+        Some(id) => format!("{id}:{event_type_id}"),
+        None => {
+            use sha2::Digest;
+            format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+        }
+    }
+}
+
+/// The checkpointed state of the event feed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The newest event date published (unix ms); `None` before the first successful poll.
+    pub watermark: Option<Millis>,
+    /// Identities published whose date is inside the overlap window, with that date.
+    pub seen: HashMap<String, Millis>,
+}
+
+impl Cursor {
+    /// The inclusive `start_date` of the next poll.
+    pub fn start_date(
+        &self,
+        now: Millis,
+        overlap_ms: Millis,
+        initial_lookback_ms: Millis,
+    ) -> Millis {
+        match self.watermark {
+            Some(w) => w.saturating_sub(overlap_ms),
+            None => now.saturating_sub(initial_lookback_ms),
+        }
+    }
+
+    /// True when this identity was already published.
+    pub fn seen(&self, key: &str) -> bool {
+        self.seen.contains_key(key)
+    }
+
+    /// Records a published event.
+    pub fn mark(&mut self, key: String, date: Millis) {
+        let entry = self.seen.entry(key).or_insert(date);
+        *entry = (*entry).max(date);
+    }
+
+    /// Ends a poll whose every event Kafka acknowledged: moves the watermark to the newest date
+    /// seen, never past `polled_at` (when the poll's first request was sent: an event dated
+    /// later, from a skewed clock, must not push the start of the next poll beyond events SE has
+    /// not returned yet) and never backwards; then forgets identities that fell out of the
+    /// overlap window.
+    pub fn advance(&mut self, newest_date: Option<Millis>, polled_at: Millis, overlap_ms: Millis) {
+        if let Some(newest) = newest_date {
+            let candidate = newest.min(polled_at);
+            self.watermark = Some(self.watermark.map_or(candidate, |w| w.max(candidate)));
+        } else if self.watermark.is_none() {
+            // An empty first poll: nothing in the lookback window, so start from now next time
+            // (minus the overlap, which still catches late uploads).
+            self.watermark = Some(polled_at);
+        }
+        let floor = self
+            .watermark
+            .unwrap_or(polled_at)
+            .saturating_sub(overlap_ms);
+        self.seen.retain(|_, date| *date >= floor);
+    }
+
+    pub fn describe(&self) -> String {
+        self.watermark
+            .map_or_else(|| "none".to_owned(), format_millis)
+    }
+}
+
+/// Why the checkpoint could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("poller state {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("poller state {path} is unreadable: {source}")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// The cursor file inside `[poller] state_path` (a directory).
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    dir: PathBuf,
+}
+
+const FILE: &str = "events-cursor.json";
+
+impl Checkpoint {
+    pub fn new(dir: impl Into<PathBuf>) -> Checkpoint {
+        Checkpoint { dir: dir.into() }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(FILE)
+    }
+
+    fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError {
+        let path = path.to_owned();
+        move |source| CheckpointError::Io { path, source }
+    }
+
+    /// The last checkpoint, or an empty cursor when there is none yet.
+    pub fn load(&self) -> Result<Cursor, CheckpointError> {
+        let path = self.path();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| CheckpointError::Corrupt { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Cursor::default()),
+            Err(e) => Err(self.io(&path)(e)),
+        }
+    }
+
+    /// Replaces the checkpoint atomically: a crash leaves either the old or the new one.
+    /// Write a temporary file, fsync it, rename it over the old one, fsync the directory.
+    pub fn store(&self, cursor: &Cursor) -> Result<(), CheckpointError> {
+        std::fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
+        let path = self.path();
+        let tmp = self.dir.join(format!("{FILE}.tmp"));
+        let bytes = serde_json::to_vec(cursor).expect("a cursor serialises");
+        let mut file = std::fs::File::create(&tmp).map_err(self.io(&tmp))?;
+        file.write_all(&bytes).map_err(self.io(&tmp))?;
+        file.sync_all().map_err(self.io(&tmp))?;
+        drop(file);
+        std::fs::rename(&tmp, &path).map_err(self.io(&path))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(self.io(&self.dir))
+    }
+}
+
+#[cfg(test)]
+#[path = "cursor_tests.rs"]
+mod tests;

@@ -1,0 +1,141 @@
+//! Driving `trustgate poll` against the simulator, and reading what it published.
+
+use super::*;
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use trustgate::topic::HEADER_KIND;
+
+pub const CLIENT_ID: &str = "e2e-client";
+/// A sentinel API key: it must never appear in any log line.
+pub const KEY: &str = "SENTINEL-se-key-7f3a91c2";
+
+/// A simulator that accepts [`CLIENT_ID`]/[`KEY`], with `args` appended.
+pub fn simulator(inst: &Instance, args: &[&str]) -> Simulator {
+    let mut all = vec!["--client-id", CLIENT_ID, "--api-key", KEY];
+    all.extend_from_slice(args);
+    Simulator::spawn(&inst.dir.path().join("simulator.log"), &all)
+}
+
+/// The `[poller]` section pointing at `sim`, with `extra` keys (TOML refuses a key twice, so
+/// `extra` holds only keys not set here).
+pub fn poller_section(sim: &Simulator, inst: &Instance, key: &str, extra: &str) -> String {
+    format!(
+        "[poller]\nbase_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\napi_key = \"{key}\"\n\
+         state_path = \"{}\"\ninitial_lookback = \"3h\"\n{extra}\n",
+        sim.base_url(),
+        inst.dir.path().join("poller-state").display(),
+    )
+}
+
+pub fn poller_log(inst: &Instance) -> PathBuf {
+    inst.dir.path().join("poller.log")
+}
+
+/// Starts `trustgate poll`, appending to `poller.log`, with debug logging (to catch secrets).
+pub fn spawn_poller(inst: &Instance) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(poller_log(inst))
+        .unwrap();
+    Command::new(binary())
+        .args(["poll", "--config"])
+        .arg(inst.config_path())
+        .env("RUST_LOG", "debug,rdkafka=warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawning trustgate poll")
+}
+
+pub fn read_log(inst: &Instance) -> String {
+    std::fs::read_to_string(poller_log(inst)).unwrap_or_default()
+}
+
+pub fn assert_key_never_logged(inst: &Instance) {
+    let poller = read_log(inst);
+    assert!(!poller.is_empty(), "the poller logged nothing");
+    assert!(
+        !poller.contains(KEY),
+        "the API key appears in the poller's log"
+    );
+    assert!(
+        !inst.log().contains(KEY),
+        "the API key appears in trustgate run's log"
+    );
+}
+
+/// `id:event_type_id` → raw bytes of every simulated device event (account events have no
+/// connector GUID and are not published).
+pub fn device_events(raw: &[String]) -> BTreeMap<String, String> {
+    raw.iter()
+        .filter_map(|r| {
+            let e: trustgate::se::Event = serde_json::from_str(r).ok()?;
+            e.connector_guid()?;
+            Some((format!("{}:{}", e.id?, e.event_type_id), r.clone()))
+        })
+        .collect()
+}
+
+pub fn kind(m: &OwnedMessage) -> String {
+    header_str(m, HEADER_KIND).unwrap_or_default()
+}
+
+pub fn payload(m: &OwnedMessage) -> &str {
+    std::str::from_utf8(m.payload().unwrap_or_default()).unwrap()
+}
+
+/// Event records on the topic, by `id:event_type_id`, each with its copies.
+pub fn events_on_topic(msgs: &[OwnedMessage]) -> BTreeMap<String, Vec<&OwnedMessage>> {
+    let mut out: BTreeMap<String, Vec<&OwnedMessage>> = BTreeMap::new();
+    for m in msgs.iter().filter(|m| kind(m) == "event") {
+        let e: trustgate::se::Event = serde_json::from_str(payload(m)).unwrap();
+        out.entry(format!("{}:{}", e.id.unwrap(), e.event_type_id))
+            .or_default()
+            .push(m);
+    }
+    out
+}
+
+/// Reads the topic until `done` holds or `timeout` passes; returns the last read.
+pub fn wait_for_topic(
+    topic: &str,
+    timeout: Duration,
+    done: impl Fn(&[OwnedMessage]) -> bool,
+) -> Vec<OwnedMessage> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let msgs = read_topic(topic, usize::MAX, Duration::from_secs(2));
+        if done(&msgs) || Instant::now() > deadline {
+            return msgs;
+        }
+    }
+}
+
+pub fn heartbeats(msgs: &[OwnedMessage]) -> usize {
+    msgs.iter().filter(|m| kind(m) == "heartbeat").count()
+}
+
+pub fn missing<'a>(
+    expected: &'a BTreeMap<String, String>,
+    msgs: &[OwnedMessage],
+) -> Vec<&'a String> {
+    let got = events_on_topic(msgs);
+    expected.keys().filter(|k| !got.contains_key(*k)).collect()
+}
+
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}

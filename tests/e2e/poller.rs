@@ -1,0 +1,371 @@
+//! The poller over real HTTP against `trustgate simulate`, into the test broker.
+
+use crate::common::poller::*;
+use crate::common::*;
+use rdkafka::Message;
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use trustgate::topic::{HEADER_OBSERVED_AT, HEADER_SOURCE};
+
+mod limits;
+
+/// Pagination across many pages, a burst sharing one timestamp across page boundaries, and
+/// dedupe across polls that re-read the overlap: every event exactly once, byte for byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_event_arrives_once_byte_for_byte_across_pages_and_polls() {
+    let mut inst = Instance::new("poll-pages");
+    let sim = simulator(
+        &inst,
+        &[
+            "--devices",
+            "12",
+            "--seed",
+            "11",
+            "--history",
+            "2h",
+            "--noise-every",
+            "0s",
+            "--compromise-every",
+            "0s",
+            "--resolve-after",
+            "0s",
+        ],
+    );
+    sim.burst(23).await;
+    inst.extra_config = poller_section(
+        &sim,
+        &inst,
+        KEY,
+        "events_interval = \"1s\"\npage_size = 5\nrequests_per_hour = 36000\nburst = 20",
+    );
+    create_topic(&inst.events, 3).await;
+    let mut child = spawn_poller(&inst);
+
+    // A second burst after the first poll: later polls re-read the first burst (overlap).
+    let first = wait_for_topic(&inst.events, Duration::from_secs(60), |m| {
+        heartbeats(m) >= 1
+    });
+    assert!(
+        heartbeats(&first) >= 1,
+        "no poll completed:\n{}",
+        read_log(&inst)
+    );
+    sim.burst(17).await;
+    let expected = device_events(&sim.events().await);
+    assert!(expected.len() >= 40);
+    let msgs = wait_for_topic(&inst.events, Duration::from_secs(60), |m| {
+        heartbeats(m) >= heartbeats(&first) + 4 && missing(&expected, m).is_empty()
+    });
+    assert!(stop(&mut child).success(), "{}", read_log(&inst));
+
+    let got = events_on_topic(&msgs);
+    assert_eq!(
+        missing(&expected, &msgs),
+        Vec::<&String>::new(),
+        "{}",
+        read_log(&inst)
+    );
+    for (key, raw) in &expected {
+        let copies = &got[key];
+        assert_eq!(copies.len(), 1, "{key} published {} times", copies.len());
+        let m = copies[0];
+        assert_eq!(payload(m), raw, "SE's bytes, unchanged");
+        let e: trustgate::se::Event = serde_json::from_str(raw).unwrap();
+        assert_eq!(m.key(), Some(e.connector_guid().unwrap().as_bytes()));
+        assert_eq!(header_str(m, HEADER_SOURCE).as_deref(), Some("poll"));
+    }
+    // More than one page per poll: the first poll alone read 23+ events in pages of 5.
+    assert!(sim.stats().await["requests"].as_u64().unwrap() >= 5);
+
+    let computers: BTreeSet<String> = msgs
+        .iter()
+        .filter(|m| kind(m) == "computer")
+        .inspect(|m| assert!(header_str(m, HEADER_OBSERVED_AT).is_some()))
+        .map(|m| String::from_utf8(m.key().unwrap().to_vec()).unwrap())
+        .collect();
+    let sim_computers: BTreeSet<String> = sim
+        .computers()
+        .await
+        .iter()
+        .map(|c| c["connector_guid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        computers, sim_computers,
+        "the sweep read every computer page"
+    );
+
+    let beat = msgs.iter().rev().find(|m| kind(m) == "heartbeat").unwrap();
+    assert_eq!(beat.key(), Some(&b"poller"[..]));
+    let v: serde_json::Value = serde_json::from_str(payload(beat)).unwrap();
+    assert_eq!(v["source"], "poll");
+    assert!(
+        v["polled_at"].is_string() && v["watermark"].is_string(),
+        "{v}"
+    );
+    assert_key_never_logged(&inst);
+}
+
+/// SIGKILL at random points, 20 times, while SE keeps producing events: afterwards the topic
+/// holds every simulated device event (duplicates allowed).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_loop_loses_no_event() {
+    use rand::{Rng, SeedableRng};
+    let mut inst = Instance::new("poll-kill");
+    let sim = simulator(
+        &inst,
+        &[
+            "--devices",
+            "20",
+            "--seed",
+            "5",
+            "--history",
+            "40m",
+            "--noise-every",
+            "3s",
+            "--compromise-every",
+            "5s",
+            "--resolve-after",
+            "20s",
+            "--hourly-limit",
+            "100000",
+        ],
+    );
+    inst.extra_config = poller_section(
+        &sim,
+        &inst,
+        KEY,
+        "events_interval = \"1s\"\npage_size = 10\nrequests_per_hour = 36000\nburst = 20",
+    );
+    create_topic(&inst.events, 3).await;
+    let seed: u64 = rand::random();
+    eprintln!("kill schedule seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for _ in 0..20 {
+        if rng.gen_bool(0.5) {
+            sim.burst(rng.gen_range(1..15)).await;
+        }
+        let mut child = spawn_poller(&inst);
+        // From before start-up finishes to a few polls in: mid-page, mid-publish, after a
+        // checkpoint.
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(50..2500))).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let expected = device_events(&sim.events().await);
+    let mut child = spawn_poller(&inst);
+    let msgs = wait_for_topic(&inst.events, Duration::from_secs(120), |m| {
+        missing(&expected, m).is_empty()
+    });
+    assert!(stop(&mut child).success(), "{}", read_log(&inst));
+    let lost = missing(&expected, &msgs);
+    assert!(
+        lost.is_empty(),
+        "{} of {} events lost: {lost:?}",
+        lost.len(),
+        expected.len()
+    );
+    let got = events_on_topic(&msgs);
+    let dups: usize = got.values().map(|c| c.len() - 1).sum();
+    eprintln!(
+        "{} events, {dups} duplicate copies after 20 kills",
+        expected.len()
+    );
+    assert_key_never_logged(&inst);
+}
+
+/// `trustgate run` with `[poller] enabled`: a compromise in SE denies within a poll, and its
+/// resolution in SE's console clears it after an inventory sweep.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_with_the_poller_turns_se_compromises_and_resolutions_into_state() {
+    let mut inst = Instance::new("poll-run");
+    let sim = simulator(
+        &inst,
+        &[
+            "--devices",
+            "6",
+            "--windows-share",
+            "1",
+            "--macos-share",
+            "0",
+            "--ios-share",
+            "0",
+            "--initially-compromised",
+            "0",
+            "--noise-every",
+            "0s",
+            "--compromise-every",
+            "0s",
+            "--resolve-after",
+            "0s",
+        ],
+    );
+    inst.extra_config = format!(
+        "{}[compromise]\nresolution_grace = \"2s\"\n",
+        poller_section(
+            &sim,
+            &inst,
+            KEY,
+            "enabled = true\nevents_interval = \"1s\"\ninventory_interval = \"3s\"\nrequests_per_hour = 36000\nburst = 20",
+        )
+    );
+    let mut child = inst.spawn();
+    inst.wait_ready(&mut child).await;
+    let computers = sim.computers().await;
+    let guid = computers[0]["connector_guid"].as_str().unwrap().to_owned();
+    let compromised = |inst: &Instance, guid: String| {
+        let url = inst.admin(&format!("/v1/devices/{guid}"));
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            if !r.status().is_success() {
+                return None;
+            }
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["devices"][0]["compromised"].as_bool()
+        }
+    };
+    let wait_until = |want: bool| {
+        let guid = guid.clone();
+        let inst = &inst;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while compromised(inst, guid.clone()).await != Some(want) {
+                assert!(
+                    Instant::now() < deadline,
+                    "never compromised={want}:\n{}",
+                    inst.log()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_until(false).await;
+    sim.compromise(&guid).await;
+    wait_until(true).await;
+    sim.resolve(&guid).await;
+    wait_until(false).await;
+    assert!(stop(&mut child).success(), "{}", inst.log());
+    assert!(!inst.log().contains(KEY));
+}
+
+/// `trustgate poll --plan`: the budget table, exit 0 when it fits and 1 with a warning when not.
+#[test]
+fn the_plan_command_prints_the_budget_and_fails_when_it_cannot_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("trustgate.toml");
+    let plan = |events_interval: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[poller]\nevents_interval = \"{events_interval}\"\nrequests_per_hour = 2400\n"
+            ),
+        )
+        .unwrap();
+        Command::new(binary())
+            .args([
+                "poll",
+                "--plan",
+                "--computers",
+                "10000",
+                "--events-per-hour",
+                "1000",
+            ])
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let fits = plan("30s");
+    let text = String::from_utf8_lossy(&fits.stdout);
+    assert!(fits.status.success(), "{text}");
+    assert!(
+        text.contains("events (1 pages/poll)") && text.contains("140.0"),
+        "{text}"
+    );
+    assert!(text.contains("compromise (event poll) 47s"), "{text}");
+    let too_often = plan("1s");
+    assert_eq!(too_often.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&too_often.stderr).contains("warning: the poller needs"));
+}
+
+/// A detection uploaded late (dated 5 minutes before the watermark, inside the overlap) is still
+/// polled, and a restart resumes from the checkpoint: re-read events are not published again.
+#[tokio::test(flavor = "multi_thread")]
+async fn late_uploads_and_restarts_neither_lose_nor_repeat_events() {
+    let mut inst = Instance::new("poll-late");
+    let sim = simulator(
+        &inst,
+        &[
+            "--devices",
+            "6",
+            "--history",
+            "1h",
+            "--noise-every",
+            "0s",
+            "--compromise-every",
+            "0s",
+            "--resolve-after",
+            "0s",
+        ],
+    );
+    sim.burst(5).await;
+    inst.extra_config = poller_section(
+        &sim,
+        &inst,
+        KEY,
+        "events_interval = \"1s\"\npage_size = 3\nrequests_per_hour = 36000\nburst = 20",
+    );
+    create_topic(&inst.events, 3).await;
+    let mut child = spawn_poller(&inst);
+    let first = wait_for_topic(&inst.events, Duration::from_secs(60), |m| {
+        heartbeats(m) >= 2
+    });
+    assert!(heartbeats(&first) >= 2, "{}", read_log(&inst));
+
+    let guid = sim.computers().await[0]["connector_guid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let date = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let late = format!(
+        r#"{{"id":9000000000000000001,"timestamp":{},"date":"{}","event_type":"Threat Detected","event_type_id":1090519054,"connector_guid":"{guid}","computer":{{"connector_guid":"{guid}","hostname":"late"}}}}"#,
+        date.timestamp(),
+        date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    sim.inject(&late).await;
+    let late_key = "9000000000000000001:1090519054".to_owned();
+    let msgs = wait_for_topic(&inst.events, Duration::from_secs(60), |m| {
+        events_on_topic(m).contains_key(&late_key)
+    });
+    assert!(
+        events_on_topic(&msgs).contains_key(&late_key),
+        "{}",
+        read_log(&inst)
+    );
+    assert!(stop(&mut child).success());
+
+    let before = heartbeats(&read_topic(
+        &inst.events,
+        usize::MAX,
+        Duration::from_secs(2),
+    ));
+    let mut child = spawn_poller(&inst);
+    let msgs = wait_for_topic(&inst.events, Duration::from_secs(60), |m| {
+        heartbeats(m) >= before + 3
+    });
+    assert!(stop(&mut child).success());
+    let expected = device_events(&sim.events().await);
+    assert!(expected.contains_key(&late_key));
+    let got = events_on_topic(&msgs);
+    assert_eq!(missing(&expected, &msgs), Vec::<&String>::new());
+    for key in expected.keys() {
+        assert_eq!(
+            got[key].len(),
+            1,
+            "{key} published {} times",
+            got[key].len()
+        );
+    }
+    assert_eq!(payload(got[&late_key][0]), late, "byte for byte");
+    assert_key_never_logged(&inst);
+}

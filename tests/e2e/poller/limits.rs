@@ -1,0 +1,174 @@
+//! The poller within SE's limits: the quota, the reserve, 429s, 5xx, timeouts and bad
+//! credentials.
+
+use crate::common::poller::*;
+use crate::common::*;
+use std::time::Duration;
+
+/// Runs a poller against a simulator whose hourly limit is `limit` for `run_for`, then stops
+/// it; returns (requests the simulator saw, its 429s).
+async fn budget_run(
+    name: &str,
+    limit: &str,
+    poller: &str,
+    run_for: Duration,
+) -> (u64, u64, Instance) {
+    let mut inst = Instance::new(name);
+    let sim = simulator(
+        &inst,
+        &[
+            "--devices",
+            "5",
+            "--hourly-limit",
+            limit,
+            "--noise-every",
+            "1s",
+        ],
+    );
+    inst.extra_config = poller_section(&sim, &inst, KEY, poller);
+    create_topic(&inst.events, 1).await;
+    let mut child = spawn_poller(&inst);
+    tokio::time::sleep(run_for).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "poller exited:\n{}",
+        read_log(&inst)
+    );
+    // It stops promptly even while waiting for budget.
+    assert!(stop(&mut child).success(), "{}", read_log(&inst));
+    let stats = sim.stats().await;
+    let requests = stats["requests"].as_u64().unwrap();
+    let limited = stats["rate_limited"].as_u64().unwrap();
+    (requests, limited, inst)
+}
+
+/// A quota below the simulator's limit: the poller wants a poll a second, the quota holds it to
+/// its burst, and SE never answers 429.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quota_below_the_limit_never_meets_a_429() {
+    let (requests, limited, inst) = budget_run(
+        "poll-quota",
+        "30",
+        "events_interval = \"1s\"\nrequests_per_hour = 20\nburst = 10\nreserve = 0",
+        Duration::from_secs(12),
+    )
+    .await;
+    eprintln!("{requests} requests, {limited} 429s");
+    assert_eq!(limited, 0);
+    // Burst 10, then one every 3 minutes.
+    assert!((10..=11).contains(&requests), "{requests} requests");
+    assert_key_never_logged(&inst);
+}
+
+/// A quota above SE's limit: SE's `x-ratelimit-remaining` header holds requests at the reserve,
+/// so SE's budget is never exhausted and no 429 comes back.
+#[tokio::test(flavor = "multi_thread")]
+async fn remaining_at_the_reserve_holds_requests_before_any_429() {
+    let (requests, limited, inst) = budget_run(
+        "poll-reserve",
+        "30",
+        "events_interval = \"1s\"\npage_size = 2\nrequests_per_hour = 360000\nburst = 100\nreserve = 5",
+        Duration::from_secs(12),
+    )
+    .await;
+    eprintln!("{requests} requests, {limited} 429s");
+    assert_eq!(limited, 0);
+    // 25 fit above the reserve; the two feeds may each have one request in flight.
+    assert!((24..=26).contains(&requests), "{requests} requests");
+    assert!(read_log(&inst).contains("holding requests"));
+    assert_key_never_logged(&inst);
+}
+
+/// 429 (with and without Retry-After), 5xx, timeouts, dropped connections and malformed pages:
+/// the poller rides them out and every event still arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_poller_recovers_from_429_5xx_timeouts_and_bad_pages() {
+    let mut inst = Instance::new("poll-faults");
+    let sim = simulator(
+        &inst,
+        &[
+            "--devices",
+            "8",
+            "--noise-every",
+            "0s",
+            "--compromise-every",
+            "0s",
+            "--resolve-after",
+            "0s",
+            "--history",
+            "1h",
+        ],
+    );
+    sim.burst(12).await;
+    let faults = [
+        serde_json::json!({"kind": "status", "status": 503, "count": 2}),
+        // Retry-After wins over a reset an hour away: waiting for the reset would time out.
+        serde_json::json!({"kind": "rate_limited", "retry_after": 1, "reset": 3000}),
+        serde_json::json!({"kind": "latency", "ms": 4000}),
+        serde_json::json!({"kind": "malformed"}),
+        serde_json::json!({"kind": "drop"}),
+        serde_json::json!({"kind": "rate_limited", "reset": 2}),
+        serde_json::json!({"kind": "status", "status": 500}),
+    ];
+    for f in &faults {
+        sim.fault(f.clone()).await;
+    }
+    inst.extra_config = poller_section(
+        &sim,
+        &inst,
+        KEY,
+        "events_interval = \"1s\"\npage_size = 4\nrequest_timeout = \"1s\"\nrequests_per_hour = 36000\nburst = 20",
+    );
+    create_topic(&inst.events, 3).await;
+    let mut child = spawn_poller(&inst);
+    let expected = device_events(&sim.events().await);
+    let msgs = wait_for_topic(&inst.events, Duration::from_secs(90), |m| {
+        missing(&expected, m).is_empty() && heartbeats(m) >= 2
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "poller exited:\n{}",
+        read_log(&inst)
+    );
+    assert!(stop(&mut child).success());
+    assert_eq!(
+        missing(&expected, &msgs),
+        Vec::<&String>::new(),
+        "{}",
+        read_log(&inst)
+    );
+    let stats = sim.stats().await;
+    assert_eq!(stats["faults_injected"].as_u64(), Some(8), "{stats}");
+    let log = read_log(&inst);
+    assert!(log.contains("SE answered 429"), "{log}");
+    assert!(log.contains("HTTP 503"), "{log}");
+    assert_key_never_logged(&inst);
+}
+
+/// A wrong API key: the poller stops at once with an error naming the cause, without a retry
+/// storm, and without printing the key it was given.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_401_stops_the_poller_with_a_clear_error() {
+    let mut inst = Instance::new("poll-401");
+    let sim = simulator(&inst, &["--devices", "3"]);
+    inst.extra_config = poller_section(&sim, &inst, "SENTINEL-wrong-key-0b7e", "");
+    create_topic(&inst.events, 1).await;
+    let mut child = spawn_poller(&inst);
+    let status = wait_exit(&mut child, Duration::from_secs(30)).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("the poller kept running after a 401:\n{}", read_log(&inst))
+    });
+    assert!(!status.success());
+    let log = read_log(&inst);
+    assert!(log.contains("refused the credentials"), "{log}");
+    assert!(log.contains("401"), "{log}");
+    assert!(
+        log.contains(CLIENT_ID),
+        "the error names the client id: {log}"
+    );
+    assert!(!log.contains("SENTINEL-wrong-key-0b7e"), "{log}");
+    let stats = sim.stats().await;
+    // One request per feed at most: no retries.
+    assert!(stats["unauthorized"].as_u64().unwrap() <= 2, "{stats}");
+    assert_key_never_logged(&inst);
+}
