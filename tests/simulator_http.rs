@@ -19,11 +19,13 @@ struct Running {
     _stop: tokio_util::sync::DropGuard,
 }
 
-/// A quiet tenant (nothing happens on its own) with credentials, on 127.0.0.1:0.
+/// A quiet tenant (nothing happens on its own, no detections in its history) with credentials,
+/// on 127.0.0.1:0.
 async fn start(devices: usize, hourly_limit: u32) -> Running {
     let config = SimConfig {
         scenario: ScenarioConfig {
             devices,
+            initially_compromised: 0.0,
             compromise_every: None,
             resolve_after: None,
             noise_every: None,
@@ -76,9 +78,31 @@ impl Running {
         resp.json().await.unwrap()
     }
 
-    fn all_event_ids(&self) -> Vec<u64> {
-        let all: Vec<Value> = serde_json::from_str(&self.sim.events_json()).unwrap();
+    /// Every event id, newest first, from the `/_sim/events` hook.
+    async fn all_event_ids(&self) -> Vec<u64> {
+        let url = format!("{}/_sim/events", self.base);
+        let all: Vec<Value> = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         all.iter().map(|e| e["id"].as_u64().unwrap()).collect()
+    }
+
+    async fn stats(&self) -> Value {
+        let url = format!("{}/_sim/stats", self.base);
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 }
 
@@ -103,7 +127,7 @@ fn header<'a>(resp: &'a Response, name: &str) -> &'a str {
 async fn pagination_walks_every_event_once_newest_first() {
     let s = start(20, 3000).await;
     s.hook("/_sim/burst", json!({"count": 1100})).await;
-    let expected = s.all_event_ids();
+    let expected = s.all_event_ids().await;
     assert!(expected.len() > 1100);
 
     let mut url = format!("{}/v1/events?limit=500", s.base);
@@ -287,7 +311,12 @@ async fn the_hourly_limit_answers_429_until_the_reset() {
     assert!(reset_date.is_ok());
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["errors"][0]["error_code"], 429);
-    assert_eq!(s.sim.stats().stats.rate_limited, 1);
+    let stats = s.stats().await;
+    assert_eq!(
+        (stats["rate_limited"].as_u64(), stats["requests"].as_u64()),
+        (Some(1), Some(4))
+    );
+    assert_eq!(stats["responses"]["429"], 1);
 
     s.hook("/_sim/advance", json!({"seconds": 3600})).await;
     let again = s.get("/v1/events").await;
@@ -404,10 +433,50 @@ async fn computers_and_scripted_compromise_and_resolution() {
     let resolved = s.get_json(&format!("/v1/computers/{guid}")).await;
     assert_eq!(resolved["data"]["is_compromised"], false);
 
+    let typo = s
+        .http
+        .post(format!("{}/_sim/compromize/{guid}", s.base))
+        .send()
+        .await;
+    assert_eq!(
+        typo.unwrap().status(),
+        StatusCode::NOT_FOUND,
+        "not SE's 401"
+    );
     let missing = s.get("/v1/computers/not-a-guid").await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body["errors"][0]["error_code"], 404);
+}
+
+#[tokio::test]
+async fn a_backdated_compromise_is_missed_without_enough_overlap() {
+    let s = start(2, 3000).await;
+    let guid = s.sim.computers()[0].connector_guid.clone();
+    s.hook(
+        &format!("/_sim/compromise/{guid}"),
+        json!({"backdate_seconds": 3600}),
+    )
+    .await;
+    let since = |ago: i64| {
+        let t = s.sim.now() - chrono::Duration::seconds(ago);
+        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let detections = |start: String| {
+        let url = format!("{}/v1/events", s.base);
+        let req = s.http.get(url).basic_auth(ID, Some(KEY));
+        req.query(&[
+            ("event_type[]", "1090519054"),
+            ("start_date", start.as_str()),
+        ])
+        .send()
+    };
+    let recent: Value = detections(since(600)).await.unwrap().json().await.unwrap();
+    assert_eq!(recent["metadata"]["results"]["total"], 0);
+    let wide: Value = detections(since(7200)).await.unwrap().json().await.unwrap();
+    assert_eq!(wide["data"][0]["connector_guid"], guid.as_str());
+    let computer = s.get_json(&format!("/v1/computers/{guid}")).await;
+    assert_eq!(computer["data"]["is_compromised"], true);
 }
 
 #[tokio::test]

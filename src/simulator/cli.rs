@@ -241,6 +241,25 @@ mod tests {
         assert!(parse(&["--compromise-every=soon"]).is_err());
     }
 
+    #[test]
+    fn fault_flags_are_fault_specs() {
+        let args = parse(&[
+            "--fault",
+            r#"{"kind":"status","status":503,"count":3}"#,
+            "--fault",
+            r#"{"kind":"drop","path":"/v1/events"}"#,
+        ])
+        .unwrap();
+        let specs = args.fault_specs().unwrap();
+        assert_eq!(
+            specs[0].fault,
+            crate::simulator::Fault::Status { status: 503 }
+        );
+        assert_eq!(specs[1].path.as_deref(), Some("/v1/events"));
+        let bad = parse(&["--fault", r#"{"kind":"explode"}"#]).unwrap();
+        assert!(bad.fault_specs().is_err());
+    }
+
     #[tokio::test]
     async fn only_loopback_addresses_are_served() {
         let args = parse(&["--listen=0.0.0.0:0"]).unwrap();

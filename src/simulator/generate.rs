@@ -11,7 +11,7 @@ use rand::Rng;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Os {
     Windows,
-    MacOs,
+    Mac,
     Ios,
     Linux,
 }
@@ -40,7 +40,7 @@ impl OsMix {
         if x < self.windows {
             Os::Windows
         } else if x < self.windows + self.macos {
-            Os::MacOs
+            Os::Mac
         } else if x < self.windows + self.macos + self.ios {
             Os::Ios
         } else {
@@ -157,7 +157,7 @@ fn os_identity(os: Os, index: usize) -> (String, &'static str, &'static str, &'s
             "10.0.19044.1466",
             "7.5.3.20938",
         ),
-        Os::MacOs => (
+        Os::Mac => (
             format!("eng-mbp-{index:04}"),
             "macOS 14.1",
             "14.1",

@@ -38,8 +38,30 @@ pub(super) async fn clear_faults(State(sim): State<Simulator>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-pub(super) async fn compromise(State(sim): State<Simulator>, Path(guid): Path<String>) -> Response {
-    match sim.compromise(&guid) {
+#[derive(Deserialize, Default)]
+pub(super) struct CompromiseRequest {
+    /// Date the detection this many seconds in the past (a late upload).
+    #[serde(default)]
+    backdate_seconds: u64,
+}
+
+/// Body (optional): `{"backdate_seconds": N}`.
+pub(super) async fn compromise(
+    State(sim): State<Simulator>,
+    Path(guid): Path<String>,
+    body: Bytes,
+) -> Response {
+    let req: CompromiseRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CompromiseRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return hook_error(StatusCode::BAD_REQUEST, e),
+        }
+    };
+    let backdate =
+        chrono::Duration::seconds(req.backdate_seconds.min(i64::MAX as u64 / 1000) as i64);
+    match sim.compromise_backdated(&guid, backdate) {
         Ok(detection_id) => Json(json!({
             "connector_guid": guid,
             "is_compromised": true,

@@ -175,8 +175,18 @@ impl Simulator {
 
     /// Compromises a computer now; returns the `detection_id` of its Threat Detected event.
     pub fn compromise(&self, connector_guid: &str) -> Result<String, ScenarioError> {
+        self.compromise_backdated(connector_guid, chrono::Duration::zero())
+    }
+
+    /// Compromises a computer now with a detection dated `backdate` ago: a late upload from an
+    /// endpoint that was offline, which a poll with too little overlap misses.
+    pub fn compromise_backdated(
+        &self,
+        connector_guid: &str,
+        backdate: chrono::Duration,
+    ) -> Result<String, ScenarioError> {
         let now = self.now();
-        lock(&self.inner.world).compromise(connector_guid, now)
+        lock(&self.inner.world).compromise_dated(connector_guid, now, now - backdate)
     }
 
     /// Resolves a computer's compromise now (`is_compromised` back to false).

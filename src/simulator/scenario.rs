@@ -172,12 +172,25 @@ impl World {
 
     /// Compromises `guid` at `at` (after advancing to it), as a detection on the endpoint would.
     /// Returns the Threat Detected event's `detection_id`.
+    #[cfg(test)]
     pub fn compromise(&mut self, guid: &str, at: DateTime<Utc>) -> Result<String, ScenarioError> {
+        self.compromise_dated(guid, at, at)
+    }
+
+    /// Like [`World::compromise`], but the detection events carry the earlier date `dated`: the
+    /// upload of an endpoint that was offline when it detected the threat. They appear in the
+    /// log at `at` yet sort (and match `start_date`) by `dated`.
+    pub fn compromise_dated(
+        &mut self,
+        guid: &str,
+        at: DateTime<Utc>,
+        dated: DateTime<Utc>,
+    ) -> Result<String, ScenarioError> {
         let i = self
             .index_of(guid)
             .ok_or_else(|| ScenarioError::UnknownComputer(guid.to_string()))?;
         self.advance_to(at);
-        Ok(self.apply_compromise(i, at))
+        Ok(self.apply_dated_compromise(i, at, dated.min(at)))
     }
 
     /// Resolves `guid`'s compromise at `at`, as an analyst would in SE's console.
@@ -229,12 +242,23 @@ impl World {
     }
 
     fn apply_compromise(&mut self, i: usize, at: DateTime<Utc>) -> String {
+        self.apply_dated_compromise(i, at, at)
+    }
+
+    /// Flags computer `i` at `at`, with detection events dated `dated` (earlier for a detection
+    /// an offline endpoint uploads late).
+    fn apply_dated_compromise(
+        &mut self,
+        i: usize,
+        at: DateTime<Utc>,
+        dated: DateTime<Utc>,
+    ) -> String {
         let threat = detections::threat(&mut self.rng, &self.computers[i]);
         self.touch(i, at);
         self.computers[i].is_compromised = true;
         let id = self.fresh_id();
         let detected =
-            detections::threat_detected(&mut self.rng, id, at, &self.computers[i], &threat);
+            detections::threat_detected(&mut self.rng, id, dated, &self.computers[i], &threat);
         self.log.push(&detected);
         // Follow-ups share the detection's timestamp, as in SE's recorded pair.
         let follow_up = match self.rng.gen_range(0..10) {
@@ -244,7 +268,7 @@ impl World {
         };
         if let Some(type_id) = follow_up {
             let id = self.fresh_id();
-            let event = detections::follow_up(id, at, type_id, &self.computers[i], &threat);
+            let event = detections::follow_up(id, dated, type_id, &self.computers[i], &threat);
             self.log.push(&event);
         }
         self.resolve_at[i] = self.config.resolve_after.map(|d| at + d);

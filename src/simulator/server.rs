@@ -148,8 +148,13 @@ pub(super) fn self_only(base: &str, uri: &Uri) -> Metadata {
 // ---- the gate: auth, budget, faults, headers ----
 
 async fn gate(State(sim): State<Simulator>, req: Request, next: Next) -> Response {
-    sim.record(|s| s.requests += 1);
     let path = req.uri().path().to_string();
+    // The API's fallback catches every unknown path; only `/v1/` ones are SE's to answer.
+    if !path.starts_with("/v1/") {
+        let body = serde_json::json!({ "error": format!("no route {path}") });
+        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+    }
+    sim.record(|s| s.requests += 1);
     let (mut resp, quota) = admit(&sim, &path, req, next).await;
     let status = resp.status().as_u16();
     if resp.extensions().get::<Dropped>().is_none() {

@@ -212,6 +212,24 @@ fn scripted_compromise_and_resolution() {
 }
 
 #[test]
+fn a_late_upload_is_flagged_now_but_dated_earlier() {
+    let mut w = World::new(quiet(2), t0());
+    let guid = w.computers()[1].connector_guid.clone();
+    let now = t0() + Duration::hours(3);
+    w.compromise_dated(&guid, now, now - Duration::hours(2))
+        .unwrap();
+    let c = w.computer(&guid).unwrap();
+    assert!(c.is_compromised);
+    assert_eq!(c.last_seen, "2026-01-14T13:00:00Z");
+    let detected: Vec<Value> = events(&w)
+        .into_iter()
+        .filter(|e| e["event_type_id"] == catalog::THREAT_DETECTED)
+        .collect();
+    assert_eq!(detected.len(), 1);
+    assert_eq!(detected[0]["date"], "2026-01-14T11:00:00+00:00");
+}
+
+#[test]
 fn history_has_account_events_shared_timestamps_and_big_unordered_ids() {
     let w = World::new(ScenarioConfig::default(), t0());
     let evs = events(&w);
