@@ -135,20 +135,28 @@ async fn sigkill_loop_loses_no_event() {
         &sim,
         &inst,
         KEY,
-        "events_interval = \"1s\"\npage_size = 10\nrequests_per_hour = 36000\nburst = 20",
+        "events_interval = \"1s\"\nevents_overlap = \"2s\"\npage_size = 3\nrequests_per_hour = 14400\nburst = 1",
     );
     create_topic(&inst.events, 3).await;
     let seed: u64 = rand::random();
     eprintln!("kill schedule seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for _ in 0..20 {
+    for round in 0..20 {
         if rng.gen_bool(0.5) {
             sim.burst(rng.gen_range(1..15)).await;
         }
         let mut child = spawn_poller(&inst);
-        // From before start-up finishes to a few polls in: mid-page, mid-publish, after a
-        // checkpoint.
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(50..2500))).await;
+        // Start-up (topics, producer) takes a variable while; count from when polling starts.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while read_log(&inst).matches("Poller started.").count() <= round {
+            assert!(Instant::now() < deadline, "{}", read_log(&inst));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Four requests a second and pages of 3: the first poll takes seconds and later ones
+        // a good part of each second, so kills land mid-page, between a page's acknowledgement
+        // and the checkpoint, and after checkpoints. A 2 s overlap (SE's real one is minutes)
+        // leaves nothing but the checkpoint order between a premature checkpoint and a loss.
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..10_000))).await;
         child.kill().unwrap();
         child.wait().unwrap();
     }
@@ -170,6 +178,11 @@ async fn sigkill_loop_loses_no_event() {
     eprintln!(
         "{} events, {dups} duplicate copies after 20 kills",
         expected.len()
+    );
+    // Re-published events show that kills landed between publishing and checkpointing.
+    assert!(
+        dups > 0,
+        "no kill landed mid-poll: the loop did not exercise the checkpoint"
     );
     assert_key_never_logged(&inst);
 }
