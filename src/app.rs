@@ -7,7 +7,7 @@
 //! in flight; the producer is flushed and the store is synced. Nothing is awaited forever:
 //! the whole sequence is bounded by [`SHUTDOWN_BUDGET`].
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminState, ComponentHealth};
 use crate::config::Settings;
 use crate::decision::{worker, Decider};
 use crate::feed::FeedClock;
@@ -50,6 +50,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         .create()
         .context("creating the producer")?;
     let status = IngestStatus::default();
+    let health = ComponentHealth::default();
     let grace = settings.fold.grace_millis();
     let feed = FeedClock::starting_at(store.feeds()?.values().max().copied());
     let decider = Decider::new(
@@ -91,6 +92,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         feed: feed.clone(),
         stale_after: settings.policies.global.stale_after,
         metrics: crate::metrics::install(),
+        health: health.clone(),
     };
     let admin_shutdown = shutdown.clone();
     tasks.spawn(async move {
@@ -107,11 +109,18 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             "poll",
         );
         let (poller_settings, poller_shutdown) = (settings.clone(), shutdown.clone());
+        let poller_health = health.clone();
+        // A poller that stops for good (401/403, unusable state) is reported unhealthy but does
+        // not take decisions down: the feed ages into `stale` and each policy's `on_stale` rules.
         tasks.spawn(async move {
-            (
-                "poller",
-                crate::poller::run(poller_settings, publisher, poller_shutdown).await,
-            )
+            if let Err(e) = crate::poller::run(poller_settings, publisher, poller_shutdown).await {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "Poller stopped; decisions continue from the last known state."
+                );
+                poller_health.fail("poller", format!("{e:#}"));
+            }
+            ("poller", Ok(()))
         });
     }
     let webhook_addr = if settings.webhook.enabled {
@@ -161,7 +170,9 @@ async fn spawn_webhook(
 }
 
 impl Running {
-    /// Waits for every component to stop. A component that fails cancels the others (via
+        /// Waits for every component to stop. A core component (ingest, decision worker, a
+    /// listener) that fails cancels the others (via
+
     /// `shutdown`) so the process never half-runs.
     pub async fn join(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut first_error = None;

@@ -10,21 +10,45 @@ fn demo_tells_the_story_and_summarises() {
         .output()
         .expect("running trustgate demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "exit {:?}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let summary = stdout.lines().find(|l| l.contains(" decisions: ")).expect("a summary line");
+    let summary = stdout
+        .lines()
+        .find(|l| l.contains(" decisions: "))
+        .expect("a summary line");
     let numbers: Vec<u64> = summary
         .split(|c: char| !c.is_ascii_digit())
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().unwrap())
         .collect();
-    let [total, allow, deny] = numbers[..] else { panic!("{summary}") };
+    let [total, allow, deny] = numbers[..] else {
+        panic!("{summary}")
+    };
     assert_eq!(total, allow + deny, "{summary}");
     assert!(total > 100, "traffic flowed: {summary}");
     assert!(deny > 0, "compromised devices were denied: {summary}");
-    let reasons = stdout.lines().find(|l| l.starts_with("by reason:")).expect("reasons line");
-    assert!(reasons.contains("compromised") && reasons.contains("trusted_not_compromised"), "{reasons}");
+    let reasons = stdout
+        .lines()
+        .find(|l| l.starts_with("by reason:"))
+        .expect("reasons line");
+    assert!(
+        reasons.contains("compromised") && reasons.contains("trusted_not_compromised"),
+        "{reasons}"
+    );
     // The story: a device compromised during the run is blocked as it happens.
-    assert!(stdout.contains("is compromised in Secure Endpoint: its logins are now denied"), "{stdout}");
-    assert!(stdout.lines().any(|l| l.contains("devices ") && l.contains("decisions/s")), "live status lines");
+    assert!(
+        stdout.contains("is compromised in Secure Endpoint: its logins are now denied"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("devices ") && l.contains("decisions/s")),
+        "live status lines"
+    );
 }

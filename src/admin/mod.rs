@@ -5,8 +5,10 @@
 //! Kafka and for `trustgate decide` while a `run` holds the store. Every error body is JSON.
 
 mod devices;
+mod health;
 
 pub use devices::{lookup, DeviceLookup, DeviceView};
+pub use health::ComponentHealth;
 
 use crate::decision::{Answer, Decider};
 use crate::feed::FeedClock;
@@ -34,13 +36,14 @@ pub struct AdminState {
     /// How old the feed may be before readiness fails (the global policy's `stale_after`).
     pub stale_after: Duration,
     pub metrics: PrometheusHandle,
+    pub health: ComponentHealth,
 }
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/decide", post(decide))
         .route("/v1/devices/{id}", get(device))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(health))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -104,6 +107,20 @@ async fn ready(State(state): State<AdminState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// Alive, unless a component stopped for good (e.g. the poller on a 401): then 503 naming it.
+async fn health(State(state): State<AdminState>) -> Response {
+    let failed = state.health.failures();
+    if failed.is_empty() {
+        Json(json!({"status": "ok"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unhealthy", "failed": failed})),
+        )
+            .into_response()
+    }
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {

@@ -172,3 +172,52 @@ async fn a_401_stops_the_poller_with_a_clear_error() {
     assert!(stats["unauthorized"].as_u64().unwrap() <= 2, "{stats}");
     assert_key_never_logged(&inst);
 }
+
+/// Under `trustgate run`, a 401 stops the poller but not decisions: `/healthz` names the failed
+/// poller and its cause, and requests are still answered (from the last known state).
+#[tokio::test(flavor = "multi_thread")]
+async fn under_run_a_401_marks_the_poller_unhealthy_and_decisions_continue() {
+    let mut inst = Instance::new("run-401");
+    let sim = simulator(&inst, &["--devices", "3"]);
+    inst.extra_config = format!(
+        "{}enabled = true\n",
+        poller_section(&sim, &inst, "SENTINEL-wrong-key-5d1c", "")
+    );
+    create_topic(&inst.events, 1).await;
+    let mut child = inst.spawn();
+    inst.wait_ready(&mut child).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let health = loop {
+        let r = reqwest::get(inst.admin("/healthz")).await.unwrap();
+        if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            break r.json::<serde_json::Value>().await.unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "healthz never reported the poller:\n{}",
+            inst.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(health["status"], "unhealthy");
+    assert!(
+        health["failed"]["poller"].as_str().unwrap().contains("401"),
+        "{health}"
+    );
+    let resp: serde_json::Value = reqwest::Client::new()
+        .post(inst.admin("/v1/decide"))
+        .body(r#"{"request_id":"r","application":"vpn","device":{"trusted":true,"hostname":"nobody","os":"windows"}}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp["reason"], "not_in_secure_endpoint",
+        "decisions continue: {resp}"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "run keeps serving");
+    assert!(stop(&mut child).success());
+    assert!(!inst.log().contains("SENTINEL-wrong-key-5d1c"));
+}
