@@ -170,10 +170,9 @@ async fn spawn_webhook(
 }
 
 impl Running {
-        /// Waits for every component to stop. A core component (ingest, decision worker, a
-    /// listener) that fails cancels the others (via
-
-    /// `shutdown`) so the process never half-runs.
+    /// Waits for every component to stop. A core component (ingest, decision worker, a
+    /// listener) that fails cancels the others (via `shutdown`) so the process never half-runs;
+    /// the poller instead reports itself through `/healthz` (see `start`).
     pub async fn join(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut first_error = None;
         while let Some(joined) = self.tasks.join_next().await {
