@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::decision::{worker, Decider};
 use crate::feed::FeedClock;
 use crate::ingest::{self, IngestContext, IngestStatus};
-use crate::kafka::{client_config, ensure_topics, Role};
+use crate::kafka::start_producer;
 use crate::publish::EventsPublisher;
 use crate::store::Store;
 use crate::webhook;
@@ -40,15 +40,7 @@ pub struct Running {
 pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let store = Store::open(&settings.store.path, settings.store.cache_bytes)
         .with_context(|| format!("opening the store at {}", settings.store.path.display()))?;
-    if settings.topics.create {
-        ensure_topics(&settings.kafka, &settings.topics)
-            .await
-            .context("creating topics")?;
-    }
-
-    let producer: FutureProducer = client_config(&settings.kafka, Role::Producer)
-        .create()
-        .context("creating the producer")?;
+    let producer = start_producer(&settings.kafka, &settings.topics).await?;
     let status = IngestStatus::default();
     let health = ComponentHealth::default();
     let grace = settings.fold.grace_millis();
@@ -200,12 +192,7 @@ impl Running {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let running = start(settings, shutdown.clone()).await?;
-    let signal_token = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("Shutdown requested; draining.");
-        signal_token.cancel();
-    });
+    cancel_on_signal(shutdown.clone());
     let join = running.join(shutdown.clone());
     tokio::pin!(join);
     tokio::select! {
@@ -214,6 +201,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             anyhow::bail!("shutdown did not finish within {SHUTDOWN_BUDGET:?}")
         }
     }
+}
+
+/// Cancels `token` on the first SIGTERM or SIGINT.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("Shutdown requested; draining.");
+        token.cancel();
+    });
 }
 
 async fn wait_for_signal() {

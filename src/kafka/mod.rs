@@ -8,6 +8,26 @@ mod topics;
 
 pub use topics::ensure_topics;
 
+use crate::config::TopicSettings;
+use anyhow::Context;
+use rdkafka::producer::FutureProducer;
+
+/// Start-up shared by every command that writes: missing topics are created (unless
+/// `[topics] create` is off), then the one producer is built.
+pub async fn start_producer(
+    kafka: &KafkaSettings,
+    topics: &TopicSettings,
+) -> anyhow::Result<FutureProducer> {
+    if topics.create {
+        ensure_topics(kafka, topics)
+            .await
+            .context("creating topics")?;
+    }
+    client_config(kafka, Role::Producer)
+        .create()
+        .context("creating the producer")
+}
+
 use crate::config::KafkaSettings;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::ClientConfig;

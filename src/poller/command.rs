@@ -2,10 +2,8 @@
 
 use super::plan::{Plan, Tenant};
 use crate::config::Settings;
-use crate::kafka::{client_config, ensure_topics, Role};
 use crate::publish::EventsPublisher;
-use anyhow::Context;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -58,32 +56,13 @@ fn plan(settings: &Settings, args: &PollArgs) -> ExitCode {
 
 /// The poller alone, until SIGTERM/SIGINT; then in-flight pages finish and the producer flushes.
 async fn poll(settings: Settings) -> anyhow::Result<()> {
-    ensure_topics(&settings.kafka, &settings.topics)
-        .await
-        .context("creating topics")?;
-    let producer: FutureProducer = client_config(&settings.kafka, Role::Producer)
-        .create()
-        .context("creating the producer")?;
+    let producer = crate::kafka::start_producer(&settings.kafka, &settings.topics).await?;
     let publisher = EventsPublisher::new(producer.clone(), settings.topics.events.clone(), "poll");
     let shutdown = CancellationToken::new();
-    let signal_token = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("Shutdown requested; draining.");
-        signal_token.cancel();
-    });
+    crate::app::cancel_on_signal(shutdown.clone());
     let result = super::run(settings, publisher, shutdown).await;
     tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5)))
         .await?
         .ok();
     result
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
