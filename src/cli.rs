@@ -50,9 +50,12 @@ pub enum Command {
     },
     /// Validate the configuration and print it, secrets redacted.
     CheckConfig(ConfigArg),
+    /// Measure decision latency and throughput through the broker against an echo floor
+    /// (needs `trustgate run` with the same configuration; see BENCHMARKS.md).
+    Bench(crate::bench::BenchArgs),
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct ConfigArg {
     /// The TOML configuration file (defaults and TRUSTGATE_* variables apply without one).
     #[arg(long, short = 'c')]
@@ -68,6 +71,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = match &cli.command {
         Command::Run(c) | Command::Decide(c) | Command::CheckConfig(c) => c.config.clone(),
         Command::Inspect { config, .. } => config.config.clone(),
+        Command::Bench(args) => args.config.config.clone(),
     };
     let loaded = match config::load(config_path.as_deref()) {
         Ok(l) => l,
@@ -96,6 +100,9 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Decide(_) => runtime.block_on(decide(settings)),
         Command::Inspect { id, json, .. } => runtime.block_on(inspect(settings, &id, json)),
+        Command::Bench(args) => runtime
+            .block_on(crate::bench::run_cli(settings, args))
+            .map(|_| ExitCode::SUCCESS),
     }
 }
 

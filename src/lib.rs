@@ -24,10 +24,12 @@
 //! - [`kafka`]: librdkafka client construction and topic creation.
 //! - [`config`]: configuration file, environment overrides, validated settings.
 //! - [`metrics`]: every exported metric name, in one place.
+//! - [`bench`]: `trustgate bench`, the end-to-end load tool.
 //! - [`app`], [`cli`], [`telemetry`]: process wiring.
 
 pub mod admin;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod decision;
