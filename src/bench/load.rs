@@ -54,12 +54,23 @@ pub struct PhaseResult {
     pub latency: Summary,
 }
 
-/// A request body shaped like an auth system's: a device by GUID and hostname, so a lookup
-/// reads the device record and the hostname index.
+/// Devices the requests name, spread over the whole key space.
+const DEVICES: u64 = 1_000_000;
+
+/// A request body shaped like an auth system's: a device by MAC and hostname, so that a
+/// decision reads two indexes and, when they match, the device record. The names follow the
+/// criterion benches' fixture (`benches/common`), so a worker whose store that fixture built
+/// finds every device; against any other store the same lookups simply miss.
 fn body(tag: u32, seq: u32) -> String {
-    let device = seq % 10_000;
+    let device = (u64::from(seq) * 7_919) % DEVICES;
+    let mac = format!("{:010x}", device);
     format!(
-        r#"{{"request_id":"bench-{tag}-{seq}","application":"trustgate-bench","user":"bench-user-{device}","device":{{"trusted":true,"os":"windows","connector_guid":"bench-guid-{device}","hostname":"bench-host-{device}"}}}}"#
+        r#"{{"request_id":"bench-{tag}-{seq}","application":"trustgate-bench","user":"bench-user-{device}","device":{{"trusted":true,"os":"windows","mac_addresses":["02:{}:{}:{}:{}:{}"],"hostname":"fin-lt-{device:07}"}}}}"#,
+        &mac[0..2],
+        &mac[2..4],
+        &mac[4..6],
+        &mac[6..8],
+        &mac[8..10],
     )
 }
 
@@ -166,9 +177,8 @@ mod tests {
     fn request_bodies_are_valid_decision_requests() {
         let req = crate::decision::request::parse(body(1, 12_345).as_bytes()).unwrap();
         assert_eq!(req.request_id, "bench-1-12345");
-        assert_eq!(
-            req.subject.ids.connector_guid.as_deref(),
-            Some("bench-guid-2345")
-        );
+        // Device 12345 * 7919 mod 1M = 760055, named as benches/common names it.
+        assert_eq!(req.subject.ids.hostname.as_deref(), Some("fin-lt-0760055"));
+        assert_eq!(req.subject.ids.macs, vec!["0200000b98f7".to_string()]);
     }
 }
