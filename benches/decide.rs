@@ -145,8 +145,9 @@ fn decide_percentiles() {
     }
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "decide/{}/percentiles: n={} p50={:.2}µs p99={:.2}µs p99.9={:.2}µs max={:.2}µs (target p99 <= 5µs)",
+        "decide/{}/percentiles (lookups over {} devices): n={} p50={:.2}µs p99={:.2}µs p99.9={:.2}µs max={:.2}µs (target p99 <= 5µs)",
         fx.devices,
+        common::hot_devices(fx.devices),
         hist.len(),
         us(0.5),
         us(0.99),

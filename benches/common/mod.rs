@@ -7,6 +7,7 @@
 //! devices takes minutes on two cores, so `TRUSTGATE_BENCH_STORE=DIR` keeps the store in `DIR`
 //! and later runs with the same device count open it instead of building it again (which
 //! also shows the resident memory of a process that only opened the store, like a restart).
+//! `TRUSTGATE_BENCH_HOT_DEVICES` narrows lookups to that many devices (see [`hot_devices`]).
 //! Run as a test (`cargo test --benches`, without `--bench`) the store holds 1,000 devices so
 //! that checking the benches compile and run stays quick.
 
@@ -193,9 +194,19 @@ pub fn mib(kib: Option<u64>) -> String {
     kib.map_or("?".into(), |k| format!("{:.0}", k as f64 / 1024.0))
 }
 
-/// Pseudo-random device indices, fixed per run, so lookups spread over the whole key space
-/// instead of hitting one hot page.
+/// How many of the devices lookups touch: `TRUSTGATE_BENCH_HOT_DEVICES` (default all of them).
+/// Uniform over a million devices is the worst case for sled's cache; real sign-ins
+/// concentrate on the devices in use, and a smaller hot set shows the cache-resident cost.
+pub fn hot_devices(devices: u64) -> u64 {
+    env_u64("TRUSTGATE_BENCH_HOT_DEVICES")
+        .unwrap_or(devices)
+        .clamp(1, devices)
+}
+
+/// Pseudo-random device indices, fixed per run, spread uniformly over the hot set (see
+/// [`hot_devices`]) instead of hitting one hot page.
 pub fn sample_indices(count: usize, devices: u64) -> Vec<u64> {
+    let devices = hot_devices(devices);
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
     (0..count)
         .map(|_| {
