@@ -45,6 +45,15 @@ fn decider() -> Decider<Store> {
     )
 }
 
+/// The device count in bench names, with the hot set when lookups are narrowed to one, so
+/// that runs over different key spaces keep separate criterion histories.
+fn scope(devices: u64) -> String {
+    match common::hot_devices(devices) {
+        hot if hot < devices => format!("{devices}-hot{hot}"),
+        _ => devices.to_string(),
+    }
+}
+
 /// Cycles through prepared inputs without bounds checks dominating.
 fn cycle<'a, T>(items: &'a [T]) -> impl FnMut() -> &'a T + 'a {
     let mut i = 0;
@@ -60,7 +69,7 @@ fn lookups(c: &mut Criterion) {
     let guids: Vec<String> = idx.iter().map(|i| common::guid(*i)).collect();
     let macs: Vec<String> = idx.iter().map(|i| common::mac(*i)).collect();
     let hosts: Vec<String> = idx.iter().map(|i| common::hostname(*i)).collect();
-    let mut g = c.benchmark_group(format!("lookup/{}", fx.devices));
+    let mut g = c.benchmark_group(format!("lookup/{}", scope(fx.devices)));
     let mut next = cycle(&guids);
     g.bench_function("guid", |b| {
         b.iter(|| fx.store.device(next()).unwrap().unwrap())
@@ -104,7 +113,7 @@ fn policy(c: &mut Criterion) {
     for by in By::ALL {
         let prepared = subjects(by, fx.devices);
         let mut next = cycle(&prepared);
-        g.bench_function(format!("store_{}/{}", fx.devices, by.name()), |b| {
+        g.bench_function(format!("store_{}/{}", scope(fx.devices), by.name()), |b| {
             b.iter(|| evaluate(&policies.global, next(), &fx.store, &ctx))
         });
     }
@@ -114,7 +123,7 @@ fn policy(c: &mut Criterion) {
 fn decide(c: &mut Criterion) {
     let fx = fixture();
     let decider = decider();
-    let mut g = c.benchmark_group(format!("decide/{}", fx.devices));
+    let mut g = c.benchmark_group(format!("decide/{}", scope(fx.devices)));
     for by in By::ALL {
         let bodies: Vec<Vec<u8>> = sample_indices(SAMPLES, fx.devices)
             .into_iter()

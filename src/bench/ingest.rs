@@ -28,7 +28,7 @@ pub struct IngestResult {
     pub records: u64,
     /// A bare consumer reading the whole topic.
     pub plain_consume_rps: f64,
-    /// Ingest while applying (from its first chunk stored to caught up).
+    /// Ingest while applying (from the last moment its whole lag was seen to caught up).
     pub ingest_rps: f64,
     /// Ingest including start-up (store open, topic check, assignment).
     pub ingest_wall_rps: f64,
@@ -151,18 +151,17 @@ async fn ingest_into(settings: Settings, records: u64) -> anyhow::Result<(f64, f
     let shutdown = CancellationToken::new();
     let started = Instant::now();
     let running = app::start(settings, shutdown.clone()).await?;
-    // The lag is the whole topic once every partition is assigned; the first drop after that
-    // is the first chunk stored.
-    let (mut assigned, mut first_chunk) = (false, None::<(Instant, i64)>);
+    // Applying starts after the largest lag was last seen: every partition assigned (the
+    // broker's watermarks may count a few records fewer than were written), nothing stored.
+    let mut peak = (0i64, started);
     while !running.ingest.is_caught_up() {
         anyhow::ensure!(
             started.elapsed() < READ_BUDGET,
             "ingest did not catch up in {READ_BUDGET:?}"
         );
         let lag: i64 = running.ingest.lag().values().sum();
-        assigned |= lag as u64 >= records;
-        if assigned && first_chunk.is_none() && (lag as u64) < records {
-            first_chunk = Some((Instant::now(), lag));
+        if lag >= peak.0 {
+            peak = (lag, Instant::now());
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -173,8 +172,8 @@ async fn ingest_into(settings: Settings, records: u64) -> anyhow::Result<(f64, f
         .await
         .context("stopping the in-process instance")?;
     let wall = records as f64 / (done - started).as_secs_f64();
-    let applying = match first_chunk {
-        Some((at, lag)) if done > at => lag as f64 / (done - at).as_secs_f64(),
+    let applying = match peak {
+        (lag, at) if lag > 0 && done > at => lag as f64 / (done - at).as_secs_f64(),
         _ => wall, // caught up within one poll: no finer figure than the wall rate
     };
     Ok((applying, wall))
