@@ -1,6 +1,8 @@
 //! Parsing and folding, per record: SE events and computers as they arrive on the events topic
 //! (real shapes from `tests/fixtures`), decision requests, and applying a record to a device
-//! state (`classify` + `DeviceState::apply`, the fold's whole per-record work before sled).
+//! state (`classify` + `DeviceState::apply`, the fold's whole per-record work before sled),
+//! and writing an ingest chunk of new devices to sled (`Store::apply`), the rest of ingest's
+//! per-record work.
 //!
 //! ```sh
 //! cargo bench --bench fold
@@ -9,10 +11,12 @@
 mod common;
 
 use common::{request_body, By, AT};
-use criterion::{black_box, BatchSize, Criterion};
+use criterion::{black_box, BatchSize, Criterion, Throughput};
+use std::collections::BTreeMap;
 use trustgate::decision::request;
 use trustgate::fold::{classify, Classified, DeviceState, FoldConfig, RecordInput};
 use trustgate::se::{Computer, Event};
+use trustgate::store::{ChunkUpdate, Store, DEFAULT_CACHE_BYTES};
 
 const EVENTS: &str = include_str!("../tests/fixtures/events-elastic.jsonl");
 const COMPUTERS: &str = include_str!("../tests/fixtures/computers-page.json");
@@ -88,9 +92,47 @@ fn apply(c: &mut Criterion) {
     g.finish();
 }
 
+/// Ingest's largest chunk.
+const CHUNK: u64 = 2_000;
+
+/// One atomic chunk of `CHUNK` devices never seen before: states, index entries, offset.
+fn chunk(first: u64) -> ChunkUpdate {
+    ChunkUpdate {
+        devices: (first..first + CHUNK)
+            .map(|i| {
+                let d = common::device(i);
+                (d.connector_guid.clone(), (None, d))
+            })
+            .collect(),
+        offsets: BTreeMap::from([(("bench.events".to_owned(), 0), (first + CHUNK) as i64)]),
+        feeds: BTreeMap::from([("bench".to_owned(), AT)]),
+    }
+}
+
+/// `Store::apply` of a chunk of new devices to a store that grows as the bench runs.
+fn store_apply(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&dir.path().join("store"), DEFAULT_CACHE_BYTES).expect("store");
+    let mut next = 0;
+    let mut g = c.benchmark_group("store_apply");
+    g.throughput(Throughput::Elements(CHUNK));
+    g.bench_function("chunk_2000_new_devices", |b| {
+        b.iter_batched(
+            || {
+                next += CHUNK;
+                chunk(next - CHUNK)
+            },
+            |update| store.apply(&update).unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     parse(&mut c);
     apply(&mut c);
+    store_apply(&mut c);
     c.final_summary();
 }
