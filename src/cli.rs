@@ -56,9 +56,12 @@ pub enum Command {
     Simulate(crate::simulator::SimulateArgs),
     /// The whole story in one command: in-process broker, SE simulator, poller, decisions.
     Demo(crate::demo::DemoArgs),
+    /// Measure decision latency and throughput through the broker against an echo floor
+    /// (needs `trustgate run` with the same configuration; see BENCHMARKS.md).
+    Bench(crate::bench::BenchArgs),
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct ConfigArg {
     /// The TOML configuration file (defaults and TRUSTGATE_* variables apply without one).
     #[arg(long, short = 'c')]
@@ -76,6 +79,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect { config, .. } => config.config.clone(),
         Command::Poll(p) => p.config.config.clone(),
         Command::Simulate(_) | Command::Demo(_) => None,
+        Command::Bench(args) => args.config.config.clone(),
     };
     let loaded = match config::load(config_path.as_deref()) {
         Ok(l) => l,
@@ -116,6 +120,9 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             .map(|_| ExitCode::SUCCESS),
         Command::Demo(args) => runtime
             .block_on(crate::demo::run(args))
+            .map(|_| ExitCode::SUCCESS),
+        Command::Bench(args) => runtime
+            .block_on(crate::bench::run_cli(settings, args))
             .map(|_| ExitCode::SUCCESS),
     }
 }

@@ -28,10 +28,12 @@
 //! - [`config`]: configuration file, environment overrides, validated settings.
 //! - [`metrics`]: every exported metric name, in one place.
 //! - [`simulator`]: an SE v1 API simulator (`trustgate simulate`), the poller's test double.
+//! - [`bench`]: `trustgate bench`, the end-to-end load tool.
 //! - [`app`], [`cli`], [`telemetry`]: process wiring.
 
 pub mod admin;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod decision;

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod bench;
 mod cli;
 mod crash;
 mod dead_letter;
