@@ -92,7 +92,7 @@ pub async fn run_cli(settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
 
 /// Runs the benchmark; the run's topics are deleted whether it succeeded or not.
 pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<Report> {
-    let topics = BenchTopics::new();
+    let topics = BenchTopics::fresh();
     let result = run_with(settings, args, &topics).await;
     topics::delete_all(settings, &topics).await;
     result

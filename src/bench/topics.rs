@@ -24,7 +24,8 @@ pub struct BenchTopics {
 }
 
 impl BenchTopics {
-    pub fn new() -> BenchTopics {
+    /// Names for a new run (random, so runs never share topics).
+    pub fn fresh() -> BenchTopics {
         let run = format!("trustgate-bench.{:08x}", rand::random::<u32>());
         BenchTopics {
             replies: format!("{run}.replies"),
