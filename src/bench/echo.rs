@@ -6,15 +6,13 @@
 //! the request's offset is stored. The reply is the request's own bytes: no parse, no lookup.
 
 use crate::config::Settings;
-use crate::decision::reply::{route, HEADER_CORRELATION_ID};
+use crate::decision::reply::route;
 use crate::kafka::{client_config, Role};
 use anyhow::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::producer::{DeliveryFuture, FutureProducer};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -102,35 +100,13 @@ async fn echo(
         .flat_map(|h| h.iter())
         .map(|h| (h.key, h.value));
     let route = route(pairs, topics);
-    let mut out = OwnedHeaders::new();
-    if let Some(corr) = &route.correlation_id {
-        out = out.insert(Header {
-            key: HEADER_CORRELATION_ID,
-            value: Some(corr.as_slice()),
-        });
-    }
-    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&route.topic)
-        .payload(msg.payload().unwrap_or_default())
-        .headers(out);
-    if let Some(key) = msg.key() {
-        record = record.key(key);
-    }
-    if let Some(partition) = route.partition {
-        record = record.partition(partition);
-    }
-    loop {
-        match producer.send_result(record) {
-            Ok(delivery) => return Some(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err((e, _)) => {
-                tracing::warn!(error = %e, "Echo reply could not be produced.");
-                return None;
-            }
-        }
-    }
+    crate::decision::worker::produce_reply(
+        producer,
+        &route,
+        msg.key(),
+        msg.payload().unwrap_or_default(),
+    )
+    .await
 }
 
 async fn store_in_order(

@@ -136,6 +136,18 @@ async fn send_reply(
     resp: &DecisionResponse,
 ) -> Option<DeliveryFuture> {
     let body = serde_json::to_vec(resp).expect("responses serialise");
+    produce_reply(producer, route, key, &body).await
+}
+
+/// Queues one reply body on its route (topic, partition, correlation id copied back) without
+/// waiting for its acknowledgement. The bench's echo floor calls it too, so the floor measures
+/// exactly the worker's Kafka path.
+pub(crate) async fn produce_reply(
+    producer: &FutureProducer,
+    route: &ReplyRoute,
+    key: Option<&[u8]>,
+    body: &[u8],
+) -> Option<DeliveryFuture> {
     let mut headers = OwnedHeaders::new();
     if let Some(corr) = &route.correlation_id {
         headers = headers.insert(Header {
@@ -144,7 +156,7 @@ async fn send_reply(
         });
     }
     let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&route.topic)
-        .payload(&body[..])
+        .payload(body)
         .headers(headers);
     if let Some(key) = key {
         record = record.key(key);
