@@ -17,7 +17,7 @@ use crate::publish::EventsPublisher;
 use crate::store::Store;
 use crate::webhook;
 use anyhow::Context;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::FutureProducer;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -179,10 +179,7 @@ impl Running {
                 first_error.get_or_insert(e.context(format!("{name} failed")));
             }
         }
-        let producer = self.producer.clone();
-        tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5)))
-            .await?
-            .ok();
+        crate::kafka::flush_producer(&self.producer).await;
         self.store.flush().await?;
         first_error.map_or(Ok(()), Err)
     }
@@ -192,7 +189,7 @@ impl Running {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let running = start(settings, shutdown.clone()).await?;
-    cancel_on_signal(shutdown.clone());
+    crate::shutdown::cancel_on_signal(shutdown.clone());
     let join = running.join(shutdown.clone());
     tokio::pin!(join);
     tokio::select! {
@@ -200,23 +197,5 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         _ = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_BUDGET).await } => {
             anyhow::bail!("shutdown did not finish within {SHUTDOWN_BUDGET:?}")
         }
-    }
-}
-
-/// Cancels `token` on the first SIGTERM or SIGINT.
-pub fn cancel_on_signal(token: CancellationToken) {
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("Shutdown requested; draining.");
-        token.cancel();
-    });
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -33,11 +33,8 @@
 
 pub mod admin;
 pub mod app;
-pub mod bench;
-pub mod cli;
 pub mod config;
 pub mod decision;
-pub mod demo;
 pub mod feed;
 pub mod fold;
 pub mod ingest;
@@ -47,7 +44,7 @@ pub mod policy;
 pub mod poller;
 pub mod publish;
 pub mod se;
-pub mod simulator;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod time;

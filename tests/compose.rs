@@ -131,9 +131,11 @@ fn the_poller_points_at_the_simulator_with_its_credentials() {
     );
 }
 
+/// Each service's command line, checked by the built binary's own parser: `--help` appended
+/// makes clap stop after reading every argument before it (an unknown flag or an invalid value
+/// is still an error) instead of running the command.
 #[test]
 fn service_commands_are_valid_trustgate_command_lines() {
-    use clap::Parser;
     let doc = compose();
     for name in ["simulator", "trustgate", "trustgate-tenant"] {
         let args: Vec<String> = service(&doc, name)["command"]
@@ -142,9 +144,24 @@ fn service_commands_are_valid_trustgate_command_lines() {
             .iter()
             .map(|v| v.as_str().unwrap().to_owned())
             .collect();
-        let argv = std::iter::once("trustgate".to_owned()).chain(args);
-        if let Err(e) = trustgate::cli::Cli::try_parse_from(argv) {
-            panic!("{name}: {e}");
-        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_trustgate"))
+            .args(&args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
+}
+
+#[test]
+fn the_command_line_check_refuses_a_bad_value() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trustgate"))
+        .args(["simulate", "--devices", "many", "--help"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an invalid value must not pass");
 }

@@ -142,7 +142,7 @@ async fn send_reply(
 /// Queues one reply body on its route (topic, partition, correlation id copied back) without
 /// waiting for its acknowledgement. The bench's echo floor calls it too, so the floor measures
 /// exactly the worker's Kafka path.
-pub(crate) async fn produce_reply(
+pub async fn produce_reply(
     producer: &FutureProducer,
     route: &ReplyRoute,
     key: Option<&[u8]>,

@@ -8,9 +8,16 @@ mod topics;
 
 pub use topics::ensure_topics;
 
-use crate::config::TopicSettings;
+use crate::config::{KafkaSettings, TopicSettings};
 use anyhow::Context;
-use rdkafka::producer::FutureProducer;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::ClientConfig;
+use secrecy::ExposeSecret;
+use std::time::Duration;
+
+/// How long a shutdown waits for the producer's queued records to be acknowledged.
+const FLUSH_BUDGET: Duration = Duration::from_secs(5);
 
 /// Start-up shared by every command that writes: missing topics are created (unless
 /// `[topics] create` is off), then the one producer is built.
@@ -28,10 +35,18 @@ pub async fn start_producer(
         .context("creating the producer")
 }
 
-use crate::config::KafkaSettings;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::ClientConfig;
-use secrecy::ExposeSecret;
+/// The last step of every shutdown that wrote: wait (at most [`FLUSH_BUDGET`], off the async
+/// threads, since librdkafka's flush blocks) for queued records to be acknowledged. Records
+/// still unacknowledged then were never confirmed to their senders, so nothing is lost that
+/// was promised; the failure is logged.
+pub async fn flush_producer(producer: &FutureProducer) {
+    let producer = producer.clone();
+    match tokio::task::spawn_blocking(move || producer.flush(FLUSH_BUDGET)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "Producer flush on shutdown did not finish."),
+        Err(e) => tracing::warn!(error = %e, "Producer flush on shutdown panicked."),
+    }
+}
 
 /// What a client is for; each role gets the settings its guarantees depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

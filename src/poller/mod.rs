@@ -11,15 +11,12 @@
 //! cycle retries from the checkpoint; 401/403 stop the poller with an error naming the cause.
 
 pub mod client;
-pub mod command;
 pub mod cursor;
 pub mod events;
 pub mod inventory;
 mod metric;
 pub mod plan;
 pub mod rate_limit;
-
-pub use command::PollArgs;
 
 use crate::config::{PollerSettings, Settings};
 use crate::publish::{EventsPublisher, OutRecord, PublishError};

@@ -1,0 +1,116 @@
+//! The command line: subcommands, and which module runs each.
+
+use crate::args::{ConfigArg, EXIT_BAD_INPUT};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::process::ExitCode;
+use trustgate::config::{self, LogFormat};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "trustgate",
+    version,
+    about = "Trusted-endpoint decisions from Cisco Secure Endpoint state"
+)]
+pub struct Cli {
+    /// Log format (overrides `[log] format`).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run ingest, the decision worker and the admin listener.
+    Run(ConfigArg),
+    /// Read one decision request (JSON) on stdin and print the response.
+    Decide(ConfigArg),
+    /// Print a device's state, found by connector GUID, MAC or hostname.
+    Inspect {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A connector GUID, MAC address or hostname.
+        id: String,
+        /// Print JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the configuration and print it, secrets redacted.
+    CheckConfig(ConfigArg),
+    /// Run the Secure Endpoint poller alone, or print its request budget with --plan.
+    Poll(crate::poll::PollArgs),
+    /// Serve a simulated Secure Endpoint v1 API (test double and demo data source).
+    Simulate(se_simulator::SimulateArgs),
+    /// The whole story in one command: in-process broker, SE simulator, poller, decisions.
+    Demo(crate::demo::DemoArgs),
+    /// Measure decision latency and throughput through the broker against an echo floor
+    /// (needs `trustgate run` with the same configuration; see BENCHMARKS.md).
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config_path = match &cli.command {
+        Command::Run(c) | Command::Decide(c) | Command::CheckConfig(c) => c.config.clone(),
+        Command::Inspect { config, .. } => config.config.clone(),
+        Command::Poll(p) => p.config.config.clone(),
+        Command::Simulate(_) | Command::Demo(_) => None,
+        Command::Bench(args) => args.config.config.clone(),
+    };
+    let loaded = match config::load(config_path.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("trustgate: {e}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    let settings = loaded.settings.clone();
+    let format = match cli.log_format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        None => settings.log.format,
+    };
+    // The demo's terminal view is its output; only problems are logged beside it.
+    let level = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => settings.log.level.as_str(),
+    };
+    trustgate::telemetry::init_logging(format, level);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Run(_) => runtime
+            .block_on(trustgate::app::run(settings))
+            .map(|_| ExitCode::SUCCESS),
+        Command::CheckConfig(_) => {
+            print!("{}", loaded.redacted_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Decide(_) => runtime.block_on(crate::decide::run(settings)),
+        Command::Inspect { id, json, .. } => {
+            runtime.block_on(crate::inspect::run(settings, &id, json))
+        }
+        Command::Poll(args) => crate::poll::run(settings, &args, &runtime),
+        Command::Simulate(args) => runtime
+            .block_on(async {
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                trustgate::shutdown::cancel_on_signal(shutdown.clone());
+                se_simulator::run(args, shutdown).await
+            })
+            .map(|_| ExitCode::SUCCESS),
+        Command::Demo(args) => runtime
+            .block_on(crate::demo::run(args))
+            .map(|_| ExitCode::SUCCESS),
+        Command::Bench(args) => runtime
+            .block_on(crate::bench::run(settings, args))
+            .map(|_| ExitCode::SUCCESS),
+    }
+}

@@ -1,0 +1,29 @@
+//! The `trustgate` binary: the command line and the tools that are not the product (the demo,
+//! the load tool, the simulator's command). The product itself is the `trustgate` library.
+//!
+//! - `cli`: the subcommands and their dispatch; `args`: arguments and exit codes they share.
+//! - `decide`, `inspect` (with `local`: the store, or the running instance): one-shot queries.
+//! - `poll`: the poller alone, or its request budget.
+//! - `demo`: the whole story in one command. `bench`: the end-to-end load tool.
+
+mod args;
+mod bench;
+mod cli;
+mod decide;
+mod demo;
+mod inspect;
+mod local;
+mod poll;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match cli::run(cli::Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("trustgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
