@@ -5,7 +5,7 @@
 //! give two, and the rest repeat the name rather than invent text.
 
 /// `(id, name)` in the order of the real dump.
-pub const EVENT_TYPES: &[(u64, &str)] = &[
+pub(crate) const EVENT_TYPES: &[(u64, &str)] = &[
     (553648130, "Policy Update"),
     (554696714, "Scan Started"),
     (554696715, "Scan Completed, No Detections"),
@@ -110,22 +110,22 @@ pub const EVENT_TYPES: &[(u64, &str)] = &[
     (1107296344, "SecureX Threat Hunting Incident"),
 ];
 
-pub const THREAT_DETECTED: u64 = 1090519054;
-pub const THREAT_QUARANTINED: u64 = 553648143;
-pub const QUARANTINE_FAILURE: u64 = 2164260880;
-pub const POLICY_UPDATE: u64 = 553648130;
-pub const SCAN_STARTED: u64 = 554696714;
-pub const SCAN_COMPLETED_CLEAN: u64 = 554696715;
+pub(crate) const THREAT_DETECTED: u64 = 1090519054;
+pub(crate) const THREAT_QUARANTINED: u64 = 553648143;
+pub(crate) const QUARANTINE_FAILURE: u64 = 2164260880;
+pub(crate) const POLICY_UPDATE: u64 = 553648130;
+pub(crate) const SCAN_STARTED: u64 = 554696714;
+pub(crate) const SCAN_COMPLETED_CLEAN: u64 = 554696715;
 /// An account event: it concerns a console user, not a device, so it has no connector GUID.
-pub const EMAIL_CONFIRMATION: u64 = 1003;
+pub(crate) const EMAIL_CONFIRMATION: u64 = 1003;
 
 /// The name of an event type, as `/v1/event_types` lists it.
-pub fn name(id: u64) -> Option<&'static str> {
+pub(crate) fn name(id: u64) -> Option<&'static str> {
     EVENT_TYPES.iter().find(|(i, _)| *i == id).map(|(_, n)| *n)
 }
 
 /// SE's documented description where one is known, else the name.
-pub fn description(id: u64) -> &'static str {
+pub(crate) fn description(id: u64) -> &'static str {
     match id {
         THREAT_DETECTED => "A threat was found on this system.",
         THREAT_QUARANTINED => "A threat was successfully quarantined.",

@@ -1,65 +1,69 @@
 //! The simulator's command line (`se-simulator`, and `trustgate simulate`, which embeds
 //! [`SimulateArgs`]): serve a tenant on a loopback address until the caller's shutdown token.
 
-use crate::{Credentials, FaultSpec, OsMix, ScenarioConfig, SimConfig, Simulator};
+use crate::faults::FaultSpec;
+use crate::{Credentials, OsMix, ScenarioConfig, SimConfig, Simulator};
 use anyhow::Context;
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// The flags of `se-simulator` and of `trustgate simulate`, which flattens them into its own
+/// command line. Only clap builds one: the fields are private, and [`run`] checks what clap
+/// cannot (shares, loopback, fault JSON).
 #[derive(clap::Args, Debug)]
 pub struct SimulateArgs {
     /// Address to listen on; loopback only (127.0.0.1:PORT, port 0 picks one).
     #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    listen: SocketAddr,
     /// Number of simulated computers.
     #[arg(long, default_value_t = 50)]
-    pub devices: usize,
+    devices: usize,
     /// Seed of the scenario: the same seed gives the same tenant and the same history.
     #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    seed: u64,
     /// Accepted client ID (HTTP Basic user). Without it, any request is accepted.
     #[arg(long, requires = "api_key")]
-    pub client_id: Option<String>,
+    client_id: Option<String>,
     /// Accepted API key (HTTP Basic password).
     #[arg(long, env = "TRUSTGATE_SIM_API_KEY", hide_env_values = true, requires = "client_id",
           value_parser = parse_secret)]
-    pub api_key: Option<SecretString>,
+    api_key: Option<SecretString>,
     /// Requests per hour before 429.
     #[arg(long, default_value_t = 3000)]
-    pub hourly_limit: u32,
+    hourly_limit: u32,
     /// Share of Windows computers (0..1).
     #[arg(long, default_value_t = 0.6)]
-    pub windows_share: f64,
+    windows_share: f64,
     /// Share of macOS computers (0..1).
     #[arg(long, default_value_t = 0.25)]
-    pub macos_share: f64,
+    macos_share: f64,
     /// Share of iOS computers (0..1); Linux gets the rest.
     #[arg(long, default_value_t = 0.1)]
-    pub ios_share: f64,
+    ios_share: f64,
     /// Share of computers compromised somewhere in the generated history.
     #[arg(long, default_value_t = 0.1)]
-    pub initially_compromised: f64,
+    initially_compromised: f64,
     /// How far back the generated history reaches.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
-    pub history: Duration,
+    history: Duration,
     /// Compromise a random clean computer this often ("0s": never).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub compromise_every: Duration,
+    compromise_every: Duration,
     /// Resolve each compromise this long after it ("0s": never).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-    pub resolve_after: Duration,
+    resolve_after: Duration,
     /// Log an operational event (policy update, scan, account event) this often ("0s": never).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub noise_every: Duration,
+    noise_every: Duration,
     /// Queue a fault at start, as JSON (repeatable), e.g. '{"kind":"status","status":503,"count":3}'.
     #[arg(long = "fault")]
-    pub faults: Vec<String>,
+    faults: Vec<String>,
     /// Allow a non-loopback `--listen` address, for a container network (compose) only: the
     /// simulator accepts test credentials and must never face a real network.
     #[arg(long)]
-    pub allow_non_loopback: bool,
+    allow_non_loopback: bool,
 }
 
 fn parse_secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
@@ -86,7 +90,7 @@ fn share(name: &str, v: f64) -> anyhow::Result<f64> {
 
 impl SimulateArgs {
     /// The simulator configuration; links inside records point at `link_base`.
-    pub fn config(&self, link_base: String) -> anyhow::Result<SimConfig> {
+    fn config(&self, link_base: String) -> anyhow::Result<SimConfig> {
         let os_mix = OsMix {
             windows: share("windows-share", self.windows_share)?,
             macos: share("macos-share", self.macos_share)?,
@@ -240,7 +244,7 @@ mod tests {
         ])
         .unwrap();
         let specs = args.fault_specs().unwrap();
-        assert_eq!(specs[0].fault, crate::Fault::Status { status: 503 });
+        assert_eq!(specs[0].fault, crate::faults::Fault::Status { status: 503 });
         assert_eq!(specs[1].path.as_deref(), Some("/v1/events"));
         let bad = parse(&["--fault", r#"{"kind":"explode"}"#]).unwrap();
         assert!(bad.fault_specs().is_err());

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 
 /// The fields every event has, for an event of `type_id` at `at`.
-pub fn account_event(id: u64, at: DateTime<Utc>, type_id: u64) -> Event {
+pub(crate) fn account_event(id: u64, at: DateTime<Utc>, type_id: u64) -> Event {
     Event {
         id,
         timestamp: at.timestamp(),
@@ -31,7 +31,7 @@ pub fn account_event(id: u64, at: DateTime<Utc>, type_id: u64) -> Event {
 }
 
 /// An event about `c` with no detection (Policy Update, scans).
-pub fn device_event(id: u64, at: DateTime<Utc>, type_id: u64, c: &Computer) -> Event {
+pub(crate) fn device_event(id: u64, at: DateTime<Utc>, type_id: u64, c: &Computer) -> Event {
     Event {
         connector_guid: Some(c.connector_guid.clone()),
         group_guids: Some(vec![c.group_guid.clone()]),
@@ -61,13 +61,13 @@ fn event_computer(c: &Computer, user: Option<String>) -> EventComputer {
 
 /// The malware of one detection, shared by the events that report it.
 #[derive(Debug, Clone)]
-pub struct Threat {
-    pub detection: &'static str,
-    pub detection_id: String,
-    pub file_name: String,
-    pub file_path: String,
-    pub identity: Identity,
-    pub severity: &'static str,
+pub(crate) struct Threat {
+    pub(crate) detection: &'static str,
+    pub(crate) detection_id: String,
+    pub(crate) file_name: String,
+    pub(crate) file_path: String,
+    pub(crate) identity: Identity,
+    pub(crate) severity: &'static str,
 }
 
 const DETECTIONS: &[&str] = &[
@@ -86,7 +86,7 @@ fn identity(rng: &mut impl Rng) -> Identity {
     }
 }
 
-pub fn threat(rng: &mut impl Rng, c: &Computer) -> Threat {
+pub(crate) fn threat(rng: &mut impl Rng, c: &Computer) -> Threat {
     let file_name = format!("{}.exe", hex_string(rng, 8));
     let file_path = if c.operating_system.starts_with("Windows") {
         format!("\\\\?\\C:\\Users\\user\\AppData\\Local\\Temp\\{file_name}")
@@ -104,7 +104,7 @@ pub fn threat(rng: &mut impl Rng, c: &Computer) -> Threat {
 }
 
 /// Threat Detected: the compromise-class event, with `detection_id` and the full file.
-pub fn threat_detected(
+pub(crate) fn threat_detected(
     rng: &mut impl Rng,
     id: u64,
     at: DateTime<Utc>,
@@ -135,7 +135,13 @@ pub fn threat_detected(
 
 /// A follow-up of a detection (Threat Quarantined, Quarantine Failure): same `detection_id`,
 /// only the file's hash, as in the recorded pairs.
-pub fn follow_up(id: u64, at: DateTime<Utc>, type_id: u64, c: &Computer, t: &Threat) -> Event {
+pub(crate) fn follow_up(
+    id: u64,
+    at: DateTime<Utc>,
+    type_id: u64,
+    c: &Computer,
+    t: &Threat,
+) -> Event {
     Event {
         detection_id: Some(t.detection_id.clone()),
         severity: Some(t.severity.to_string()),

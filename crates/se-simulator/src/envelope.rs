@@ -31,7 +31,7 @@ struct SeError<'a> {
     details: Vec<String>,
 }
 
-pub fn json_response(status: StatusCode, body: String) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
     let mut resp = (status, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -40,7 +40,7 @@ pub fn json_response(status: StatusCode, body: String) -> Response {
     resp
 }
 
-pub fn ok<T: Serialize>(metadata: Metadata, data: T) -> Response {
+pub(crate) fn ok<T: Serialize>(metadata: Metadata, data: T) -> Response {
     let envelope = Envelope {
         version: VERSION,
         metadata,
@@ -53,7 +53,7 @@ pub fn ok<T: Serialize>(metadata: Metadata, data: T) -> Response {
 }
 
 /// SE's error shape: `{"version":"v1.0.0","data":{},"errors":[{error_code,description,details}]}`.
-pub fn se_error(status: StatusCode, details: Vec<String>) -> Response {
+pub(crate) fn se_error(status: StatusCode, details: Vec<String>) -> Response {
     let body = ErrorEnvelope {
         version: "v1.0.0",
         data: serde_json::Map::new(),
@@ -66,7 +66,7 @@ pub fn se_error(status: StatusCode, details: Vec<String>) -> Response {
     json_response(status, serde_json::to_string(&body).unwrap_or_default())
 }
 
-pub fn base_url(headers: &HeaderMap) -> String {
+pub(crate) fn base_url(headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -74,7 +74,7 @@ pub fn base_url(headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-pub fn self_only(base: &str, uri: &Uri) -> Metadata {
+pub(crate) fn self_only(base: &str, uri: &Uri) -> Metadata {
     let url = RequestUrl {
         base,
         path: uri.path(),

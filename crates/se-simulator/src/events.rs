@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 /// Why an event could not be added.
 #[derive(Debug, thiserror::Error)]
-pub enum EventError {
+pub(crate) enum EventError {
     #[error("not a JSON event object: {0}")]
     Json(#[from] serde_json::Error),
     #[error("event has neither `timestamp` nor a valid RFC 3339 `date`")]
@@ -20,17 +20,17 @@ pub enum EventError {
 
 /// One stored event.
 #[derive(Debug)]
-pub struct StoredEvent {
-    pub secs: i64,
-    pub nanos: u32,
+pub(crate) struct StoredEvent {
+    pub(crate) secs: i64,
+    pub(crate) nanos: u32,
     /// Insertion order: breaks ties between events sharing a timestamp, so pages are stable.
     seq: u64,
-    pub event_type_id: u64,
-    pub connector_guid: Option<String>,
+    pub(crate) event_type_id: u64,
+    pub(crate) connector_guid: Option<String>,
     group_guids: Vec<String>,
     detection_sha256: Option<String>,
     application_sha256: Option<String>,
-    pub raw: Box<RawValue>,
+    pub(crate) raw: Box<RawValue>,
 }
 
 impl StoredEvent {
@@ -41,18 +41,18 @@ impl StoredEvent {
 
 /// `/v1/events` filters. Different criteria AND together; values of one criterion OR.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EventFilter {
+pub(crate) struct EventFilter {
     /// Inclusive, in whole seconds: an event whose `date` second equals it is returned.
-    pub start_secs: Option<i64>,
-    pub event_types: Vec<u64>,
-    pub connector_guids: Vec<String>,
-    pub group_guids: Vec<String>,
-    pub detection_sha256: Option<String>,
-    pub application_sha256: Option<String>,
+    pub(crate) start_secs: Option<i64>,
+    pub(crate) event_types: Vec<u64>,
+    pub(crate) connector_guids: Vec<String>,
+    pub(crate) group_guids: Vec<String>,
+    pub(crate) detection_sha256: Option<String>,
+    pub(crate) application_sha256: Option<String>,
 }
 
 impl EventFilter {
-    pub fn matches(&self, e: &StoredEvent) -> bool {
+    pub(crate) fn matches(&self, e: &StoredEvent) -> bool {
         self.start_secs.map_or(true, |s| e.secs >= s)
             && (self.event_types.is_empty() || self.event_types.contains(&e.event_type_id))
             && (self.connector_guids.is_empty()
@@ -76,7 +76,7 @@ fn same(filter: &Option<String>, value: &Option<String>) -> bool {
 }
 
 #[derive(Default)]
-pub struct EventLog {
+pub(crate) struct EventLog {
     /// Newest first: descending (timestamp, insertion order).
     events: Vec<StoredEvent>,
     ids: HashSet<u64>,
@@ -131,32 +131,35 @@ impl MetaFile {
 }
 
 impl EventLog {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.events.len()
     }
 
-    pub fn contains_id(&self, id: u64) -> bool {
+    pub(crate) fn contains_id(&self, id: u64) -> bool {
         self.ids.contains(&id)
     }
 
     /// Every event, newest first.
-    pub fn all(&self) -> &[StoredEvent] {
+    pub(crate) fn all(&self) -> &[StoredEvent] {
         &self.events
     }
 
     /// The events passing `filter`, newest first.
-    pub fn query<'a>(&'a self, filter: &'a EventFilter) -> impl Iterator<Item = &'a StoredEvent> {
+    pub(crate) fn query<'a>(
+        &'a self,
+        filter: &'a EventFilter,
+    ) -> impl Iterator<Item = &'a StoredEvent> {
         self.events.iter().filter(move |e| filter.matches(e))
     }
 
-    pub fn push(&mut self, event: &Event) {
+    pub(crate) fn push(&mut self, event: &Event) {
         let raw = serde_json::value::to_raw_value(event).expect("simulated events serialise");
         self.push_raw(raw)
             .expect("simulated events carry a timestamp");
     }
 
     /// Adds an event exactly as given (the bytes are served back unchanged).
-    pub fn push_raw(&mut self, raw: Box<RawValue>) -> Result<(), EventError> {
+    pub(crate) fn push_raw(&mut self, raw: Box<RawValue>) -> Result<(), EventError> {
         let meta: Meta = serde_json::from_str(raw.get())?;
         let (secs, nanos) = event_time(&meta).ok_or(EventError::NoTime)?;
         let id = meta.id.as_ref().and_then(|v| match v {

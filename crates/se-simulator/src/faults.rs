@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Delay the response by `ms`, then answer normally.
     Latency { ms: u64 },
     /// Answer `status` (4xx/5xx) with SE's error body.
@@ -32,19 +32,19 @@ pub enum Fault {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FaultSpec {
+pub(crate) struct FaultSpec {
     #[serde(flatten)]
-    pub fault: Fault,
+    pub(crate) fault: Fault,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub count: Option<u32>,
+    pub(crate) count: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub probability: Option<f64>,
+    pub(crate) probability: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FaultError {
+pub(crate) enum FaultError {
     #[error("status must be 400..=599, got {0}")]
     Status(u16),
     #[error("probability must be within 0..=1")]
@@ -54,7 +54,7 @@ pub enum FaultError {
 }
 
 impl FaultSpec {
-    pub fn validate(&self) -> Result<(), FaultError> {
+    fn validate(&self) -> Result<(), FaultError> {
         if let Fault::Status { status } = self.fault {
             if !(400..=599).contains(&status) {
                 return Err(FaultError::Status(status));
@@ -84,20 +84,20 @@ struct Pending {
 
 /// The queue of pending faults. Deterministic for a seed.
 #[derive(Debug)]
-pub struct FaultQueue {
+pub(crate) struct FaultQueue {
     pending: Vec<Pending>,
     rng: StdRng,
 }
 
 impl FaultQueue {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         FaultQueue {
             pending: Vec::new(),
             rng: StdRng::seed_from_u64(seed),
         }
     }
 
-    pub fn push(&mut self, spec: FaultSpec) -> Result<(), FaultError> {
+    pub(crate) fn push(&mut self, spec: FaultSpec) -> Result<(), FaultError> {
         spec.validate()?;
         let remaining = match (spec.count, spec.probability) {
             (Some(n), _) => Some(n),
@@ -108,17 +108,17 @@ impl FaultQueue {
         Ok(())
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.pending.clear();
     }
 
     /// The pending faults with their remaining counts, as JSON.
-    pub fn snapshot(&self) -> serde_json::Value {
+    pub(crate) fn snapshot(&self) -> serde_json::Value {
         serde_json::to_value(&self.pending).unwrap_or_default()
     }
 
     /// The fault to apply to a request for `path`, if any, counting it.
-    pub fn take(&mut self, path: &str) -> Option<Fault> {
+    pub(crate) fn take(&mut self, path: &str) -> Option<Fault> {
         let rng = &mut self.rng;
         let at = self.pending.iter().position(|p| {
             p.spec.matches(path) && p.spec.probability.map_or(true, |prob| rng.gen_bool(prob))

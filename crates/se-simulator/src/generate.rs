@@ -9,18 +9,23 @@ use rand::Rng;
 
 /// The operating systems of the recorded tenant, plus macOS (which Duo's SE check covers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Os {
+pub(crate) enum Os {
     Windows,
     Mac,
     Ios,
     Linux,
 }
 
-/// The share of each OS among generated computers; Linux takes what is left.
+/// The share of each OS among generated computers; Linux takes what is left. The shares are
+/// each within 0..1 and add up to at most 1 (`se-simulator` checks its flags; a share past
+/// that only starves the OSes after it).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OsMix {
+    /// Share of Windows computers.
     pub windows: f64,
+    /// Share of macOS computers.
     pub macos: f64,
+    /// Share of iOS computers.
     pub ios: f64,
 }
 
@@ -35,7 +40,7 @@ impl Default for OsMix {
 }
 
 impl OsMix {
-    pub fn pick(&self, rng: &mut impl Rng) -> Os {
+    pub(crate) fn pick(&self, rng: &mut impl Rng) -> Os {
         let x: f64 = rng.gen();
         if x < self.windows {
             Os::Windows
@@ -51,13 +56,13 @@ impl OsMix {
 
 /// A computer group with its policy, as `/v1/computers` names them.
 #[derive(Debug, Clone)]
-pub struct Group {
-    pub guid: String,
-    pub name: &'static str,
-    pub policy: Named,
+pub(crate) struct Group {
+    pub(crate) guid: String,
+    pub(crate) name: &'static str,
+    pub(crate) policy: Named,
 }
 
-pub fn groups(rng: &mut impl Rng) -> Vec<Group> {
+pub(crate) fn groups(rng: &mut impl Rng) -> Vec<Group> {
     ["Triage", "Audit", "Protect"]
         .into_iter()
         .map(|name| Group {
@@ -72,7 +77,7 @@ pub fn groups(rng: &mut impl Rng) -> Vec<Group> {
 }
 
 /// A random version-4 UUID, lower case, as SE prints connector and group GUIDs.
-pub fn guid(rng: &mut impl Rng) -> String {
+pub(crate) fn guid(rng: &mut impl Rng) -> String {
     let b: [u8; 16] = rng.gen();
     let h = hex::encode(
         [
@@ -126,17 +131,17 @@ fn public_ip(rng: &mut impl Rng) -> String {
 }
 
 /// An event id like SE's: 64-bit, far above 2^53, drawn at random so ids are not time-ordered.
-pub fn event_id(rng: &mut impl Rng) -> u64 {
+pub(crate) fn event_id(rng: &mut impl Rng) -> u64 {
     rng.gen_range(1u64 << 60..i64::MAX as u64)
 }
 
 /// `2022-03-31T17:46:01Z`, as computers print their dates.
-pub fn computer_date(t: DateTime<Utc>) -> String {
+pub(crate) fn computer_date(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// `2021-01-14T10:33:46+00:00`, as events print `date`.
-pub fn event_date(t: DateTime<Utc>) -> String {
+pub(crate) fn event_date(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, false)
 }
 
@@ -179,7 +184,7 @@ fn os_identity(os: Os, index: usize) -> (String, &'static str, &'static str, &'s
 }
 
 /// One computer. `index` makes the hostname unique.
-pub fn computer(
+pub(crate) fn computer(
     rng: &mut impl Rng,
     index: usize,
     os: Os,

@@ -1,8 +1,9 @@
 //! The `/_sim/` test hooks: faults, scripted compromises and resolutions, raw events, bursts,
 //! the clock, and read-outs for assertions. No auth and no rate limit: they are not SE's API.
 
-use super::{catalog, FaultSpec, Simulator};
+use super::{catalog, Simulator};
 use crate::envelope::json_response;
+use crate::faults::FaultSpec;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

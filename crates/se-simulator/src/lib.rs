@@ -15,6 +15,8 @@
 //!
 //! [`Simulator`] is a cheap-clone handle; [`serve`] runs it on a listener until cancelled.
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod catalog;
 mod command;
 mod detections;
@@ -35,17 +37,15 @@ pub mod shapes;
 mod tests;
 
 pub use command::{run, SimulateArgs};
-pub use events::EventError;
-pub use faults::{Fault, FaultError, FaultSpec};
 pub use generate::OsMix;
-pub use scenario::{ScenarioConfig, ScenarioError};
-pub use server::{router, serve};
+pub use scenario::ScenarioConfig;
+pub use server::serve;
 
 use chrono::{DateTime, Utc};
-use events::EventLog;
-use faults::FaultQueue;
+use events::{EventError, EventLog};
+use faults::{Fault, FaultError, FaultQueue, FaultSpec};
 use rate_limit::{HourlyLimit, Quota};
-use scenario::World;
+use scenario::{ScenarioError, World};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -53,10 +53,13 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// The API client the simulator accepts (HTTP Basic: client ID as user, API key as password).
+/// The one API client the simulator accepts (HTTP Basic: the client ID as user, the API key as
+/// password). `Debug` redacts the key, so a logged configuration never shows it.
 #[derive(Clone)]
 pub struct Credentials {
+    /// The client ID, SE's Basic-auth user name.
     pub client_id: String,
+    /// The API key, SE's Basic-auth password; compared in constant time.
     pub api_key: SecretString,
 }
 
@@ -69,10 +72,13 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// Everything a [`Simulator`] is built from: the tenant, who may call it, and how often.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
+    /// The tenant and how it evolves.
     pub scenario: ScenarioConfig,
-    /// `None`: any request is accepted, with or without credentials.
+    /// The client that `/v1/` accepts; `None`: any request is accepted, with or without
+    /// credentials.
     pub credentials: Option<Credentials>,
     /// Requests per hour before 429 (SE tenants observed: 3000).
     pub hourly_limit: u32,
@@ -88,37 +94,51 @@ impl Default for SimConfig {
     }
 }
 
-/// Counters for `GET /_sim/stats`.
+/// The request counters behind `GET /_sim/stats`; only `/v1/` requests count.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Stats {
     /// API requests received (everything under `/v1/`).
     pub requests: u64,
-    /// Responses by status code.
+    /// Responses by status code. A dropped connection (the `drop` fault) sent none, so it
+    /// counts as a request and not here.
     pub responses: BTreeMap<u16, u64>,
     /// 429s sent because the hourly limit was reached (injected 429s count as faults).
     pub rate_limited: u64,
+    /// 401s: no credentials, or not the configured ones.
     pub unauthorized: u64,
+    /// Requests that an injected fault hit.
     pub faults_injected: u64,
 }
 
-/// A snapshot for `GET /_sim/stats`: counters plus the tenant's size and the budget.
+/// What `GET /_sim/stats` returns: the counters plus the tenant's size and the budget.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatsSnapshot {
+    /// The request counters (flattened into the JSON object).
     #[serde(flatten)]
     pub stats: Stats,
+    /// Events in the log.
     pub events: usize,
+    /// Computers in the tenant.
     pub computers: usize,
+    /// Computers whose `is_compromised` is true now.
     pub compromised: usize,
+    /// Requests left in the current hour's budget.
     pub ratelimit_remaining: u32,
+    /// The simulator's clock ([`Simulator::now`]), as SE prints computer dates.
     pub now: String,
 }
 
-/// A cheap-clone handle on one simulated tenant; every clone sees the same state.
+/// A cheap-clone handle on one simulated tenant; every clone sees the same state. [`serve`]
+/// puts it on the network; a test keeps a clone to read the tenant directly.
+///
+/// The tenant is scripted through the `/_sim/` hooks (compromise, resolve, faults, events,
+/// bursts, the clock), the same way whether it runs in-process or as `se-simulator`.
 #[derive(Clone)]
 pub struct Simulator {
     inner: Arc<Inner>,
 }
 
+/// Each part behind its own std mutex: every critical section is short and holds no `.await`.
 struct Inner {
     world: Mutex<World>,
     limit: Mutex<HourlyLimit>,
@@ -135,17 +155,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Simulator {
-    /// A tenant whose history ends now.
+    /// A tenant whose history ends now; its schedules run from now on.
     pub fn new(config: SimConfig) -> Simulator {
-        Simulator::starting_at(config, Utc::now())
-    }
-
-    /// A tenant whose history ends at `start` (the clock still runs from the wall clock).
-    pub fn starting_at(config: SimConfig, start: DateTime<Utc>) -> Simulator {
         let seed = config.scenario.seed;
         Simulator {
             inner: Arc::new(Inner {
-                world: Mutex::new(World::new(config.scenario, start)),
+                world: Mutex::new(World::new(config.scenario, Utc::now())),
                 limit: Mutex::new(HourlyLimit::new(config.hourly_limit)),
                 faults: Mutex::new(FaultQueue::new(seed)),
                 stats: Mutex::new(Stats::default()),
@@ -155,14 +170,15 @@ impl Simulator {
         }
     }
 
-    /// The simulator's clock: the wall clock plus any [`Simulator::advance_clock`].
+    /// The simulator's clock: the wall clock plus every jump of `POST /_sim/advance`. Dates in
+    /// the tenant, and `start_date` filters, are on this clock.
     pub fn now(&self) -> DateTime<Utc> {
         Utc::now() + chrono::Duration::milliseconds(self.inner.offset_ms.load(Ordering::Relaxed))
     }
 
     /// Moves the clock forward: scheduled compromises, resolutions and the rate-limit window
     /// all see the jump.
-    pub fn advance_clock(&self, by: chrono::Duration) {
+    pub(crate) fn advance_clock(&self, by: chrono::Duration) {
         self.inner
             .offset_ms
             .fetch_add(by.num_milliseconds().max(0), Ordering::Relaxed);
@@ -176,14 +192,10 @@ impl Simulator {
         f(&mut world)
     }
 
-    /// Compromises a computer now; returns the `detection_id` of its Threat Detected event.
-    pub fn compromise(&self, connector_guid: &str) -> Result<String, ScenarioError> {
-        self.compromise_backdated(connector_guid, chrono::Duration::zero())
-    }
-
-    /// Compromises a computer now with a detection dated `backdate` ago: a late upload from an
-    /// endpoint that was offline, which a poll with too little overlap misses.
-    pub fn compromise_backdated(
+    /// Compromises a computer now, with a detection dated `backdate` ago (zero: now; more: a
+    /// late upload from an endpoint that was offline, which a poll with too little overlap
+    /// misses). Returns the `detection_id` of its Threat Detected event.
+    pub(crate) fn compromise_backdated(
         &self,
         connector_guid: &str,
         backdate: chrono::Duration,
@@ -193,13 +205,13 @@ impl Simulator {
     }
 
     /// Resolves a computer's compromise now (`is_compromised` back to false).
-    pub fn resolve(&self, connector_guid: &str) -> Result<(), ScenarioError> {
+    pub(crate) fn resolve(&self, connector_guid: &str) -> Result<(), ScenarioError> {
         let now = self.now();
         lock(&self.inner.world).resolve(connector_guid, now)
     }
 
     /// Adds events exactly as given (served back byte for byte). All or nothing.
-    pub fn inject_events(&self, events: Vec<Box<RawValue>>) -> Result<usize, EventError> {
+    pub(crate) fn inject_events(&self, events: Vec<Box<RawValue>>) -> Result<usize, EventError> {
         self.with_world(|w| {
             let mut staged = EventLog::default();
             for e in &events {
@@ -214,29 +226,34 @@ impl Simulator {
     }
 
     /// Adds `count` events of `event_type_id` sharing one timestamp (now).
-    pub fn burst(&self, count: usize, event_type_id: u64) -> DateTime<Utc> {
+    pub(crate) fn burst(&self, count: usize, event_type_id: u64) -> DateTime<Utc> {
         let now = self.now();
         lock(&self.inner.world).burst(count, event_type_id, now);
         now
     }
 
-    pub fn inject_fault(&self, spec: FaultSpec) -> Result<(), FaultError> {
+    /// Queues a fault for the requests to come (`POST /_sim/faults`, `--fault`).
+    pub(crate) fn inject_fault(&self, spec: FaultSpec) -> Result<(), FaultError> {
         lock(&self.inner.faults).push(spec)
     }
 
-    pub fn clear_faults(&self) {
+    /// Drops every queued fault (`DELETE /_sim/faults`).
+    pub(crate) fn clear_faults(&self) {
         lock(&self.inner.faults).clear();
     }
 
+    /// The queued faults with their remaining counts (`GET /_sim/faults`).
     pub(crate) fn pending_faults(&self) -> serde_json::Value {
         lock(&self.inner.faults).snapshot()
     }
 
+    /// The fault for a request to `path`, if one is queued, counting it.
     pub(crate) fn take_fault(&self, path: &str) -> Option<Fault> {
         lock(&self.inner.faults).take(path)
     }
 
-    /// Every event, newest first, as a JSON array (the raw bytes of each).
+    /// Every event, newest first, as a JSON array of the raw bytes of each: an event id above
+    /// 2^53 reads back exactly unless the reader goes through `f64`.
     pub fn events_json(&self) -> String {
         self.with_world(|w| {
             let all: Vec<&RawValue> = w.events().all().iter().map(|e| &*e.raw).collect();
@@ -249,6 +266,8 @@ impl Simulator {
         self.with_world(|w| w.computers().to_vec())
     }
 
+    /// The counters, the tenant's size and the budget (what `GET /_sim/stats` serves). Brings
+    /// the tenant up to the current time first, as a request would.
     pub fn stats(&self) -> StatsSnapshot {
         let now = self.now();
         let (events, computers, compromised) = self.with_world(|w| {
@@ -265,6 +284,7 @@ impl Simulator {
         }
     }
 
+    /// Updates the request counters.
     pub(crate) fn record(&self, f: impl FnOnce(&mut Stats)) {
         f(&mut lock(&self.inner.stats));
     }
@@ -275,6 +295,7 @@ impl Simulator {
         lock(&self.inner.limit).take(now)
     }
 
+    /// The budget without counting a request (for a refused one).
     pub(crate) fn peek_quota(&self) -> Quota {
         let now = self.now();
         lock(&self.inner.limit).peek(now)

@@ -6,12 +6,12 @@ use crate::params::Pair;
 use serde::Serialize;
 
 /// SE serves at most 500 items per page; larger limits are capped.
-pub const MAX_LIMIT: usize = 500;
+pub(crate) const MAX_LIMIT: usize = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageRequest {
-    pub limit: usize,
-    pub offset: usize,
+pub(crate) struct PageRequest {
+    pub(crate) limit: usize,
+    pub(crate) offset: usize,
 }
 
 impl Default for PageRequest {
@@ -25,48 +25,48 @@ impl Default for PageRequest {
 
 impl PageRequest {
     /// The index range of this page within `total` items.
-    pub fn range(&self, total: usize) -> std::ops::Range<usize> {
+    pub(crate) fn range(&self, total: usize) -> std::ops::Range<usize> {
         let start = self.offset.min(total);
         start..start.saturating_add(self.limit).min(total)
     }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Links {
+pub(crate) struct Links {
     #[serde(rename = "self")]
-    pub self_: String,
+    pub(crate) self_: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub next: Option<String>,
+    pub(crate) next: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub prev: Option<String>,
+    pub(crate) prev: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Results {
-    pub total: usize,
-    pub current_item_count: usize,
-    pub index: usize,
-    pub items_per_page: usize,
+pub(crate) struct Results {
+    pub(crate) total: usize,
+    pub(crate) current_item_count: usize,
+    pub(crate) index: usize,
+    pub(crate) items_per_page: usize,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Metadata {
-    pub links: Links,
+pub(crate) struct Metadata {
+    pub(crate) links: Links,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub results: Option<Results>,
+    pub(crate) results: Option<Results>,
 }
 
 /// Where a request was sent: `http://host:port`, the path and the raw query.
 #[derive(Debug, Clone)]
-pub struct RequestUrl<'a> {
-    pub base: &'a str,
-    pub path: &'a str,
-    pub query: Option<&'a str>,
+pub(crate) struct RequestUrl<'a> {
+    pub(crate) base: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) query: Option<&'a str>,
 }
 
 impl RequestUrl<'_> {
     /// The request as sent, for `links.self`.
-    pub fn self_link(&self) -> String {
+    pub(crate) fn self_link(&self) -> String {
         match self.query.filter(|q| !q.is_empty()) {
             Some(q) => format!("{}{}?{q}", self.base, self.path),
             None => format!("{}{}", self.base, self.path),
@@ -86,7 +86,7 @@ impl RequestUrl<'_> {
 }
 
 /// The metadata of a page of `count` items out of `total`.
-pub fn metadata(
+pub(crate) fn metadata(
     url: &RequestUrl<'_>,
     pairs: &[Pair],
     page: PageRequest,

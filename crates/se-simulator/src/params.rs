@@ -3,14 +3,14 @@
 
 /// One `name=value` pair, decoded, with its original encoded text (kept for `next`/`prev`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pair {
-    pub name: String,
-    pub value: String,
-    pub raw: String,
+pub(crate) struct Pair {
+    pub(crate) name: String,
+    pub(crate) value: String,
+    pub(crate) raw: String,
 }
 
 /// Splits and percent-decodes a raw query string (`+` is a space, as in forms).
-pub fn pairs(raw: Option<&str>) -> Vec<Pair> {
+pub(crate) fn pairs(raw: Option<&str>) -> Vec<Pair> {
     raw.unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())

@@ -8,7 +8,7 @@ use crate::params::Pair;
 /// A rejected query; the messages become the `details` of SE's 400 error body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad query: {}", .0.join("; "))]
-pub struct QueryError(pub Vec<String>);
+pub(crate) struct QueryError(pub(crate) Vec<String>);
 
 fn parse_number<T: std::str::FromStr>(p: &Pair, errors: &mut Vec<String>) -> Option<T> {
     match p.value.parse() {
@@ -39,7 +39,7 @@ fn paging(p: &Pair, page: &mut PageRequest, errors: &mut Vec<String>) -> bool {
 }
 
 /// `GET /v1/events` parameters.
-pub fn events(pairs: &[Pair]) -> Result<(EventFilter, PageRequest), QueryError> {
+pub(crate) fn events(pairs: &[Pair]) -> Result<(EventFilter, PageRequest), QueryError> {
     let mut filter = EventFilter::default();
     let mut page = PageRequest::default();
     let mut errors = Vec::new();
@@ -73,15 +73,15 @@ pub fn events(pairs: &[Pair]) -> Result<(EventFilter, PageRequest), QueryError> 
 
 /// `GET /v1/computers` filters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ComputerFilter {
-    pub hostnames: Vec<String>,
-    pub group_guids: Vec<String>,
-    pub internal_ip: Option<String>,
-    pub external_ip: Option<String>,
+pub(crate) struct ComputerFilter {
+    pub(crate) hostnames: Vec<String>,
+    pub(crate) group_guids: Vec<String>,
+    pub(crate) internal_ip: Option<String>,
+    pub(crate) external_ip: Option<String>,
 }
 
 impl ComputerFilter {
-    pub fn matches(&self, c: &super::shapes::Computer) -> bool {
+    pub(crate) fn matches(&self, c: &super::shapes::Computer) -> bool {
         (self.hostnames.is_empty()
             || self
                 .hostnames
@@ -100,7 +100,7 @@ impl ComputerFilter {
 }
 
 /// `GET /v1/computers` parameters.
-pub fn computers(pairs: &[Pair]) -> Result<(ComputerFilter, PageRequest), QueryError> {
+pub(crate) fn computers(pairs: &[Pair]) -> Result<(ComputerFilter, PageRequest), QueryError> {
     let mut filter = ComputerFilter::default();
     let mut page = PageRequest::default();
     let mut errors = Vec::new();

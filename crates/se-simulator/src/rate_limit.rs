@@ -8,17 +8,17 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 
 /// What the rate-limit headers of one response say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quota {
-    pub limit: u32,
-    pub remaining: u32,
+pub(crate) struct Quota {
+    pub(crate) limit: u32,
+    pub(crate) remaining: u32,
     /// Whole seconds until the window resets, rounded up.
-    pub reset_secs: i64,
-    pub reset_at: DateTime<Utc>,
+    pub(crate) reset_secs: i64,
+    pub(crate) reset_at: DateTime<Utc>,
 }
 
 impl Quota {
     /// The four headers, with SE's lowercase names (no hyphen between "rate" and "limit").
-    pub fn headers(&self) -> [(&'static str, String); 4] {
+    pub(crate) fn headers(&self) -> [(&'static str, String); 4] {
         [
             ("x-ratelimit-limit", self.limit.to_string()),
             ("x-ratelimit-remaining", self.remaining.to_string()),
@@ -32,7 +32,7 @@ impl Quota {
 }
 
 #[derive(Debug, Clone)]
-pub struct HourlyLimit {
+pub(crate) struct HourlyLimit {
     limit: u32,
     window: Duration,
     opened: Option<DateTime<Utc>>,
@@ -40,7 +40,7 @@ pub struct HourlyLimit {
 }
 
 impl HourlyLimit {
-    pub fn new(limit: u32) -> Self {
+    pub(crate) fn new(limit: u32) -> Self {
         HourlyLimit {
             limit,
             window: Duration::hours(1),
@@ -68,7 +68,7 @@ impl HourlyLimit {
     }
 
     /// Counts one request. `Ok` with the quota left after it, or `Err` when the budget is spent.
-    pub fn take(&mut self, now: DateTime<Utc>) -> Result<Quota, Quota> {
+    pub(crate) fn take(&mut self, now: DateTime<Utc>) -> Result<Quota, Quota> {
         self.roll(now);
         if self.used >= self.limit {
             return Err(self.quota(now));
@@ -78,7 +78,7 @@ impl HourlyLimit {
     }
 
     /// The quota without counting a request (for responses to unauthenticated requests).
-    pub fn peek(&self, now: DateTime<Utc>) -> Quota {
+    pub(crate) fn peek(&self, now: DateTime<Utc>) -> Quota {
         let mut copy = self.clone();
         copy.roll(now);
         copy.quota(now)

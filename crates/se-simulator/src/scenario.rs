@@ -18,18 +18,28 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeSet, HashMap};
 
-/// What the simulated tenant looks like and how it evolves.
+/// What the simulated tenant looks like and how it evolves. Every field is public so that a
+/// caller can override a few and take the rest from [`ScenarioConfig::default`]; the defaults are
+/// those of `se-simulator`'s flags.
 #[derive(Debug, Clone)]
 pub struct ScenarioConfig {
+    /// Number of simulated computers.
     pub devices: usize,
+    /// Seed of everything random: the same seed (and start time) gives the same tenant and the
+    /// same history.
     pub seed: u64,
+    /// The share of each operating system among the computers.
     pub os_mix: OsMix,
     /// Share of computers compromised somewhere in the history before the start.
     pub initially_compromised: f64,
     /// How far back the generated history reaches.
     pub history: Duration,
+    /// How often a random clean computer is compromised; `None`: never.
     pub compromise_every: Option<Duration>,
+    /// How long after its compromise a computer is resolved; `None`: never.
     pub resolve_after: Option<Duration>,
+    /// How often an operational event (policy update, scan, account event) is logged; `None`:
+    /// never.
     pub noise_every: Option<Duration>,
     /// Prefix of the resource links inside records (`computer.links`); nothing follows them.
     pub link_base: String,
@@ -53,12 +63,12 @@ impl Default for ScenarioConfig {
 
 /// Why a scripted action was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ScenarioError {
+pub(crate) enum ScenarioError {
     #[error("no computer with connector GUID {0}")]
     UnknownComputer(String),
 }
 
-pub struct World {
+pub(crate) struct World {
     config: ScenarioConfig,
     rng: StdRng,
     computers: Vec<Computer>,
@@ -82,7 +92,7 @@ enum Due {
 
 impl World {
     /// Builds the tenant as it stands at `start`, with `config.history` of past events.
-    pub fn new(config: ScenarioConfig, start: DateTime<Utc>) -> World {
+    pub(crate) fn new(config: ScenarioConfig, start: DateTime<Utc>) -> World {
         let mut rng = StdRng::seed_from_u64(config.seed);
         let groups = generate::groups(&mut rng);
         let computers: Vec<Computer> = (0..config.devices)
@@ -114,15 +124,15 @@ impl World {
         world
     }
 
-    pub fn computers(&self) -> &[Computer] {
+    pub(crate) fn computers(&self) -> &[Computer] {
         &self.computers
     }
 
-    pub fn computer(&self, guid: &str) -> Option<&Computer> {
+    pub(crate) fn computer(&self, guid: &str) -> Option<&Computer> {
         self.index_of(guid).map(|i| &self.computers[i])
     }
 
-    pub fn events(&self) -> &EventLog {
+    pub(crate) fn events(&self) -> &EventLog {
         &self.log
     }
 
@@ -134,7 +144,7 @@ impl World {
     }
 
     /// Applies every scheduled change up to and including `now`; an earlier `now` changes nothing.
-    pub fn advance_to(&mut self, now: DateTime<Utc>) {
+    pub(crate) fn advance_to(&mut self, now: DateTime<Utc>) {
         while let Some((at, due)) = self.next_due().filter(|(at, _)| *at <= now) {
             match due {
                 Due::Resolution(i) => {
@@ -173,14 +183,18 @@ impl World {
     /// Compromises `guid` at `at` (after advancing to it), as a detection on the endpoint would.
     /// Returns the Threat Detected event's `detection_id`.
     #[cfg(test)]
-    pub fn compromise(&mut self, guid: &str, at: DateTime<Utc>) -> Result<String, ScenarioError> {
+    pub(crate) fn compromise(
+        &mut self,
+        guid: &str,
+        at: DateTime<Utc>,
+    ) -> Result<String, ScenarioError> {
         self.compromise_dated(guid, at, at)
     }
 
     /// Like [`World::compromise`], but the detection events carry the earlier date `dated`: the
     /// upload of an endpoint that was offline when it detected the threat. They appear in the
     /// log at `at` yet sort (and match `start_date`) by `dated`.
-    pub fn compromise_dated(
+    pub(crate) fn compromise_dated(
         &mut self,
         guid: &str,
         at: DateTime<Utc>,
@@ -194,7 +208,7 @@ impl World {
     }
 
     /// Resolves `guid`'s compromise at `at`, as an analyst would in SE's console.
-    pub fn resolve(&mut self, guid: &str, at: DateTime<Utc>) -> Result<(), ScenarioError> {
+    pub(crate) fn resolve(&mut self, guid: &str, at: DateTime<Utc>) -> Result<(), ScenarioError> {
         let i = self
             .index_of(guid)
             .ok_or_else(|| ScenarioError::UnknownComputer(guid.to_string()))?;
@@ -204,7 +218,7 @@ impl World {
     }
 
     /// Logs `count` events of `type_id` that share one timestamp, spread over the computers.
-    pub fn burst(&mut self, count: usize, type_id: u64, at: DateTime<Utc>) {
+    pub(crate) fn burst(&mut self, count: usize, type_id: u64, at: DateTime<Utc>) {
         self.advance_to(at);
         for k in 0..count {
             let id = self.fresh_id();
@@ -217,7 +231,7 @@ impl World {
     }
 
     /// Mutable access for raw injection; ids pushed there are then never generated.
-    pub fn log_mut(&mut self) -> &mut EventLog {
+    pub(crate) fn log_mut(&mut self) -> &mut EventLog {
         &mut self.log
     }
 

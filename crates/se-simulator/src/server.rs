@@ -15,7 +15,14 @@ use axum::Router;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Serves `sim` on `listener` until `shutdown`, finishing requests in flight.
+/// Serves `sim` on `listener` until `shutdown` is cancelled, then finishes the requests in
+/// flight and returns. Logs "SE API simulator listening." with the bound `addr` first, so that
+/// a caller that bound port 0 can learn the port from the log.
+///
+/// # Errors
+///
+/// Only if the listener's address cannot be read or the server fails outright; a failed
+/// connection is the client's problem and is not reported.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     sim: Simulator,
@@ -29,7 +36,8 @@ pub async fn serve(
     Ok(())
 }
 
-pub fn router(sim: Simulator) -> Router {
+/// The whole surface: SE's `/v1/` API behind the gate, and the `/_sim/` hooks beside it.
+fn router(sim: Simulator) -> Router {
     let api = Router::new()
         .route("/v1/version", get(routes::version))
         .route("/v1/events", get(routes::events))
