@@ -1,19 +1,72 @@
-//! A Cisco Secure Endpoint (SE) v1 API simulator: the test double for the poller, the data source
-//! of the demo.
+//! A simulated Cisco Secure Endpoint (SE) v1 API: the test double of trustgate's poller and the
+//! data source of its demo, usable by anything that talks to SE's REST API.
 //!
-//! Owns a simulated tenant and its HTTP face, nothing trustgate runs on in production:
+//! One seeded tenant: computers and a day of history, compromises and resolutions that happen as
+//! time passes, served the way SE serves them (its envelope, `limit`/`offset` paging and links,
+//! filters, HTTP Basic auth, the hourly rate limit and its headers, SE's error bodies), plus
+//! faults injected on demand and `/_sim/` hooks that let a test script the tenant and read it
+//! back. Nothing here reads trustgate's configuration or depends on its crate.
 //!
-//! - `scenario`: the tenant, pure and seeded: computers, history, compromises and resolutions
-//!   driven by time; built from `generate` (computers, ids, dates) and `detections` (events),
-//!   shaped per [`shapes`] like the recorded fixtures in `tests/fixtures/`; `events` is its log.
-//! - `server`: the router and the gate (Basic auth, the hourly budget of `rate_limit`, injected
-//!   `faults`, rate-limit headers); `routes`: `/v1/version`, `/v1/events`, `/v1/computers`,
-//!   `/v1/computers/{guid}`, `/v1/event_types` with SE's envelope and `pagination`, parameters
-//!   read by `query`; `hooks`: the `/_sim/` test hooks (no auth, no rate limit).
-//! - `command`: the command line ([`SimulateArgs`], [`run`]) of `se-simulator` and
-//!   `trustgate simulate`.
+//! # Layout
 //!
-//! [`Simulator`] is a cheap-clone handle; [`serve`] runs it on a listener until cancelled.
+//! - [`Simulator`] (this file): the cheap-clone handle on one tenant, its clock and counters;
+//!   [`SimConfig`] and [`Credentials`] configure it.
+//! - `command.rs`: the command line ([`SimulateArgs`], [`run`]) of the `se-simulator` binary
+//!   (`main.rs`) and of `trustgate simulate`, which embeds it.
+//! - The HTTP face: `server.rs` runs it ([`serve`]) and owns the gate every `/v1/` request passes
+//!   (Basic auth, the hourly budget, injected faults, rate-limit headers); `envelope.rs` SE's
+//!   success envelope and error body; `routes.rs` the `/v1/` endpoints; `hooks.rs` the `/_sim/`
+//!   test hooks (no auth, no rate limit); `params.rs` splits query strings into decoded pairs,
+//!   `query.rs` reads each endpoint's parameters from them (a 400 for unknown ones), and
+//!   `pagination.rs` pages a listing and writes its `metadata` links.
+//! - The tenant: `scenario.rs` ([`ScenarioConfig`]) is pure and seeded and never reads a clock;
+//!   it builds computers with `generate.rs` (also ids and dates) and events with
+//!   `detections.rs`, and keeps them in `events.rs`, the newest-first log served byte for byte.
+//! - Around it: `faults.rs` queues injected faults (latency, a status, a 429, a malformed body, a
+//!   dropped connection); `rate_limit.rs` is the hourly budget; `catalog.rs` the 102 event types
+//!   of a real dump; [`shapes`] the JSON records, field for field as recorded.
+//! - `tests.rs`: the scenario over time, and the simulated shapes against the recorded fixtures.
+//!
+//! The recorded fixtures this crate checks itself against are the repository's
+//! `tests/fixtures/` (read as `../../../tests/fixtures/…` from `src/`), shared with trustgate's
+//! contract tests.
+//!
+//! # Example
+//!
+//! A tenant in-process, on a port the OS picks, stopped by its shutdown token:
+//!
+//! ```
+//! use se_simulator::{serve, Credentials, SimConfig, Simulator};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! let sim = Simulator::new(SimConfig {
+//!     credentials: Some(Credentials {
+//!         client_id: "sim".into(),
+//!         api_key: "sim-key".into(),
+//!     }),
+//!     ..SimConfig::default()
+//! });
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let base = format!("http://{}", listener.local_addr()?);
+//! let shutdown = CancellationToken::new();
+//! let server = tokio::spawn(serve(listener, sim.clone(), shutdown.clone()));
+//!
+//! let page: serde_json::Value = reqwest::Client::new()
+//!     .get(format!("{base}/v1/computers?limit=10"))
+//!     .basic_auth("sim", Some("sim-key"))
+//!     .send()
+//!     .await?
+//!     .json()
+//!     .await?;
+//! assert_eq!(page["metadata"]["results"]["total"], sim.computers().len());
+//!
+//! shutdown.cancel();
+//! server.await??;
+//! # Ok(())
+//! # }
+//! ```
 
 #![warn(missing_docs, unreachable_pub)]
 
