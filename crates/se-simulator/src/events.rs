@@ -253,7 +253,11 @@ mod tests {
             log.push_raw(raw(r#"{"event_type_id":1}"#)),
             Err(EventError::NoTime)
         ));
-        assert!(log.push_raw(raw(r#"{"timestamp":1}"#)).is_err());
+        assert!(matches!(
+            log.push_raw(raw(r#"{"date":"yesterday","event_type_id":1}"#)),
+            Err(EventError::NoTime)
+        ));
+        assert!(log.all().is_empty());
     }
 
     #[test]

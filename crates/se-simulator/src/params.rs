@@ -49,3 +49,35 @@ fn decode(s: &str) -> String {
 fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("event_type%5B%5D=1090519054", "event_type[]", "1090519054")]
+    #[case(
+        "start_date=2021-01-14T10%3A33%3A46%2B00%3A00",
+        "start_date",
+        "2021-01-14T10:33:46+00:00"
+    )]
+    #[case("a=b+c", "a", "b c")]
+    #[case("a=100%", "a", "100%")]
+    #[case("a=%zz", "a", "%zz")]
+    fn decodes_pairs(#[case] raw: &str, #[case] name: &str, #[case] value: &str) {
+        let p = &pairs(Some(raw))[0];
+        assert_eq!((p.name.as_str(), p.value.as_str()), (name, value));
+        assert_eq!(p.raw, raw);
+    }
+
+    #[test]
+    fn splits_on_ampersands_and_skips_empty_pairs() {
+        let names: Vec<String> = pairs(Some("a=1&&b&c="))
+            .into_iter()
+            .map(|p| format!("{}={}", p.name, p.value))
+            .collect();
+        assert_eq!(names, ["a=1", "b=", "c="]);
+        assert!(pairs(None).is_empty() && pairs(Some("")).is_empty());
+    }
+}

@@ -129,22 +129,6 @@ mod tests {
     use crate::params::pairs;
     use rstest::rstest;
 
-    #[rstest]
-    #[case("event_type%5B%5D=1090519054", "event_type[]", "1090519054")]
-    #[case(
-        "start_date=2021-01-14T10%3A33%3A46%2B00%3A00",
-        "start_date",
-        "2021-01-14T10:33:46+00:00"
-    )]
-    #[case("a=b+c", "a", "b c")]
-    #[case("a=100%", "a", "100%")]
-    #[case("a=%zz", "a", "%zz")]
-    fn decodes_pairs(#[case] raw: &str, #[case] name: &str, #[case] value: &str) {
-        let p = &pairs(Some(raw))[0];
-        assert_eq!((p.name.as_str(), p.value.as_str()), (name, value));
-        assert_eq!(p.raw, raw);
-    }
-
     #[test]
     fn repeated_event_types_accumulate() {
         let q = pairs(Some("event_type[]=1&event_type%5B%5D=2&limit=10&offset=20"));

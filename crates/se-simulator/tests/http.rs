@@ -497,5 +497,8 @@ async fn version_and_event_types_use_the_envelope() {
         .find(|t| t["id"] == 1090519054u64)
         .unwrap();
     assert_eq!(detected["name"], "Threat Detected");
-    assert!(detected["description"].is_string());
+    assert_eq!(
+        detected["description"],
+        "A threat was found on this system."
+    );
 }
