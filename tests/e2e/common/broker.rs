@@ -20,7 +20,9 @@ pub fn brokers() -> &'static str {
     })
 }
 
-pub fn free_port() -> u16 {
+/// A loopback port free a moment ago. Only for tansu, which must be told its port in advance (it
+/// advertises it to clients); every other listener in the harness binds port 0.
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

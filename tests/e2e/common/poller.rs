@@ -35,14 +35,15 @@ pub fn poller_log(inst: &Instance) -> PathBuf {
     inst.dir.path().join("poller.log")
 }
 
-/// Starts `trustgate poll`, appending to `poller.log`, with debug logging (to catch secrets).
-pub fn spawn_poller(inst: &Instance) -> Child {
+/// Starts `trustgate poll`, appending to `poller.log`, with debug logging (to catch secrets);
+/// killed when the returned handle is dropped.
+pub fn spawn_poller(inst: &Instance) -> Spawned {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(poller_log(inst))
         .unwrap();
-    Command::new(binary())
+    let child = Command::new(binary())
         .args(["poll", "--config"])
         .arg(inst.config_path())
         .env("RUST_LOG", "debug,rdkafka=warn")
@@ -50,7 +51,8 @@ pub fn spawn_poller(inst: &Instance) -> Child {
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
-        .expect("spawning trustgate poll")
+        .expect("spawning trustgate poll");
+    Spawned::new(child)
 }
 
 pub fn read_log(inst: &Instance) -> String {
