@@ -6,6 +6,7 @@ pub mod kafka;
 pub mod poller;
 pub mod process;
 pub mod simulator;
+pub mod tansu;
 pub mod webhook;
 
 pub use broker::{brokers, OwnBroker};
