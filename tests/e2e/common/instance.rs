@@ -2,6 +2,7 @@
 //!
 //! The admin listener binds `127.0.0.1:0`; its address comes from the running process's own
 //! log line (`Admin listener started.`), read from where that run's lines start in the log.
+//! Each run is a [`Spawned`]: a test that fails while it runs kills it as it unwinds.
 
 use super::process::{announced_addr, wait_announced, Spawned};
 use std::net::SocketAddr;
