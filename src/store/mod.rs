@@ -8,6 +8,8 @@
 
 mod codec;
 pub mod keys;
+#[cfg(test)]
+mod model_tests;
 
 use crate::fold::DeviceState;
 use crate::time::Millis;

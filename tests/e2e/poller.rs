@@ -15,30 +15,13 @@ mod limits;
 #[tokio::test(flavor = "multi_thread")]
 async fn every_event_arrives_once_byte_for_byte_across_pages_and_polls() {
     let mut inst = Instance::new("poll-pages");
-    let sim = simulator(
-        &inst,
-        &[
-            "--devices",
-            "12",
-            "--seed",
-            "11",
-            "--history",
-            "2h",
-            "--noise-every",
-            "0s",
-            "--compromise-every",
-            "0s",
-            "--resolve-after",
-            "0s",
-        ],
-    );
+    let sim = Tenant::new(12)
+        .quiet()
+        .sim(&["--seed", "11", "--history", "2h"])
+        .fast_poller()
+        .poller("page_size = 5")
+        .start(&mut inst);
     sim.burst(23).await;
-    inst.extra_config = poller_section(
-        &sim,
-        &inst,
-        KEY,
-        "events_interval = \"1s\"\npage_size = 5\nrequests_per_hour = 36000\nburst = 20",
-    );
     create_topic(&inst.events, 3).await;
     let mut child = spawn_poller(&inst);
 
@@ -112,31 +95,13 @@ async fn every_event_arrives_once_byte_for_byte_across_pages_and_polls() {
 async fn sigkill_loop_loses_no_event() {
     use rand::{Rng, SeedableRng};
     let mut inst = Instance::new("poll-kill");
-    let sim = simulator(
-        &inst,
-        &[
-            "--devices",
-            "20",
-            "--seed",
-            "5",
-            "--history",
-            "40m",
-            "--noise-every",
-            "3s",
-            "--compromise-every",
-            "5s",
-            "--resolve-after",
-            "20s",
-            "--hourly-limit",
-            "100000",
-        ],
-    );
-    inst.extra_config = poller_section(
-        &sim,
-        &inst,
-        KEY,
-        "events_interval = \"1s\"\nevents_overlap = \"2s\"\npage_size = 3\nrequests_per_hour = 14400\nburst = 1",
-    );
+    let sim = Tenant::new(20)
+        .sim(&["--seed", "5", "--history", "40m", "--noise-every", "3s"])
+        .sim(&["--compromise-every", "5s", "--resolve-after", "20s"])
+        .sim(&["--hourly-limit", "100000"])
+        .poller("events_interval = \"1s\"\nevents_overlap = \"2s\"\npage_size = 3")
+        .poller("requests_per_hour = 14400\nburst = 1")
+        .start(&mut inst);
     create_topic(&inst.events, 3).await;
     let seed: u64 = rand::random();
     eprintln!("kill schedule seed {seed}");
@@ -192,36 +157,21 @@ async fn sigkill_loop_loses_no_event() {
 #[tokio::test(flavor = "multi_thread")]
 async fn run_with_the_poller_turns_se_compromises_and_resolutions_into_state() {
     let mut inst = Instance::new("poll-run");
-    let sim = simulator(
-        &inst,
-        &[
-            "--devices",
-            "6",
+    let sim = Tenant::new(6)
+        .quiet()
+        .sim(&[
             "--windows-share",
             "1",
             "--macos-share",
             "0",
             "--ios-share",
             "0",
-            "--initially-compromised",
-            "0",
-            "--noise-every",
-            "0s",
-            "--compromise-every",
-            "0s",
-            "--resolve-after",
-            "0s",
-        ],
-    );
-    inst.extra_config = format!(
-        "{}[compromise]\nresolution_grace = \"2s\"\n",
-        poller_section(
-            &sim,
-            &inst,
-            KEY,
-            "enabled = true\nevents_interval = \"1s\"\ninventory_interval = \"3s\"\nrequests_per_hour = 36000\nburst = 20",
-        )
-    );
+        ])
+        .sim(&["--initially-compromised", "0"])
+        .fast_poller()
+        .poller("enabled = true\ninventory_interval = \"3s\"")
+        .start(&mut inst);
+    inst.extra_config += "[compromise]\nresolution_grace = \"2s\"\n";
     let mut child = inst.spawn();
     inst.wait_ready(&mut child).await;
     let computers = sim.computers().await;
@@ -306,28 +256,13 @@ fn the_plan_command_prints_the_budget_and_fails_when_it_cannot_fit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn late_uploads_and_restarts_neither_lose_nor_repeat_events() {
     let mut inst = Instance::new("poll-late");
-    let sim = simulator(
-        &inst,
-        &[
-            "--devices",
-            "6",
-            "--history",
-            "1h",
-            "--noise-every",
-            "0s",
-            "--compromise-every",
-            "0s",
-            "--resolve-after",
-            "0s",
-        ],
-    );
+    let sim = Tenant::new(6)
+        .quiet()
+        .sim(&["--history", "1h"])
+        .fast_poller()
+        .poller("page_size = 3")
+        .start(&mut inst);
     sim.burst(5).await;
-    inst.extra_config = poller_section(
-        &sim,
-        &inst,
-        KEY,
-        "events_interval = \"1s\"\npage_size = 3\nrequests_per_hour = 36000\nburst = 20",
-    );
     create_topic(&inst.events, 3).await;
     let mut child = spawn_poller(&inst);
     let first = wait_for_topic(&inst.events, Duration::from_secs(60), |m| {

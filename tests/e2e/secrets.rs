@@ -32,20 +32,10 @@ async fn sentinel_secrets_appear_in_no_output() {
         "check-config printed a secret:\n{printed}"
     );
 
-    let mut child = Command::new(binary())
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("TRUSTGATE_KAFKA__SASL_PASSWORD", format!("{SENTINEL}-sasl"))
-        .env("RUST_LOG", "debug")
-        .stdout(std::fs::File::create(inst.dir.path().join("trustgate.log")).unwrap())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(inst.dir.path().join("trustgate.log"))
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap();
+    let mut child = inst.spawn_with(|run| {
+        run.env("TRUSTGATE_KAFKA__SASL_PASSWORD", format!("{SENTINEL}-sasl"))
+            .env("RUST_LOG", "debug");
+    });
     inst.wait_ready(&mut child).await;
     assert!(stop(&mut child).success());
     let log = inst.log();

@@ -1,11 +1,11 @@
 //! A real Kafka-protocol broker for the end-to-end tests.
 //!
 //! `TRUSTGATE_TEST_BROKERS` points the tests at a running broker. Otherwise the harness starts
-//! tansu (from `PATH` or `~/.cargo/bin`) on a free loopback port with in-memory storage, once
-//! per test binary, under a watchdog that stops it when the tests exit.
+//! tansu on a free loopback port with in-memory storage, once per test binary, under a watchdog
+//! that stops it when the tests exit. Where tansu comes from, and its installation on a machine
+//! that has none, is [`super::tansu`]'s.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -20,7 +20,9 @@ pub fn brokers() -> &'static str {
     })
 }
 
-pub fn free_port() -> u16 {
+/// A loopback port free a moment ago. Only for tansu, which must be told its port in advance (it
+/// advertises it to clients); every other listener in the harness binds port 0.
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -28,22 +30,10 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn tansu_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("TANSU") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    let cargo_bin = PathBuf::from(home).join(".cargo/bin/tansu");
-    if cargo_bin.exists() {
-        return cargo_bin;
-    }
-    PathBuf::from("tansu")
-}
-
 fn start_tansu() -> String {
     let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
-    let tansu = tansu_binary();
+    let tansu = super::tansu::binary();
     let log = std::env::temp_dir().join(format!("trustgate-test-tansu-{port}.log"));
     // The watchdog shell outlives nothing: it kills the broker once this test process is gone.
     let script = format!(
@@ -60,7 +50,7 @@ fn start_tansu() -> String {
         .arg(script)
         .stdin(Stdio::null())
         .spawn()
-        .expect("starting tansu (install it: cargo install tansu --version 0.6.0 --locked --features dynostore,libsql)");
+        .expect("starting tansu");
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -109,7 +99,7 @@ impl OwnBroker {
              --storage-engine sqlite://broker.db >>{log} 2>&1 & b=$!; \
              while kill -0 {me} 2>/dev/null && [ ! -e {stop} ] && kill -0 $b 2>/dev/null; do sleep 0.2; done; \
              kill $b 2>/dev/null; wait $b",
-            tansu = tansu_binary().display(),
+            tansu = super::tansu::binary().display(),
             dir = self.dir.path().display(),
             log = self.dir.path().join("tansu.log").display(),
             me = std::process::id(),

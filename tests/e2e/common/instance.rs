@@ -1,10 +1,22 @@
-//! Running the built `trustgate` binary against the test broker.
+//! Running the built `trustgate run` against the test broker.
+//!
+//! The admin listener binds `127.0.0.1:0`; its address comes from the running process's own
+//! log line (`Admin listener started.`), read from where that run's lines start in the log.
+//! Each run is a [`Spawned`]: a test that fails while it runs kills it as it unwinds.
 
+use super::process::{announced_addr, wait_announced, Spawned};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// One test's topics, store and admin port.
+/// What announces the admin listener's address in the log.
+const ADMIN_STARTED: &str = "Admin listener started.";
+/// What announces the webhook listener's address in the log.
+const WEBHOOK_STARTED: &str = "Webhook listener started.";
+
+/// One test's topics and store, and the `trustgate run` processes started on them.
 pub struct Instance {
     pub dir: tempfile::TempDir,
     pub events: String,
@@ -12,8 +24,19 @@ pub struct Instance {
     pub responses: String,
     pub dlq: String,
     pub group: String,
-    pub admin_port: u16,
     pub extra_config: String,
+    /// The latest run's place in the shared log and the admin address it announced. A mutex
+    /// because tests share the instance (`&Instance`) while it runs.
+    run: Mutex<CurrentRun>,
+}
+
+/// The latest `trustgate run` started by [`Instance::spawn`].
+#[derive(Default)]
+struct CurrentRun {
+    /// Byte offset in `trustgate.log` where its lines start (earlier runs' lines come before).
+    log_from: usize,
+    /// Learned once from its log.
+    admin: Option<SocketAddr>,
 }
 
 impl Instance {
@@ -26,17 +49,25 @@ impl Instance {
             responses: format!("{id}.responses"),
             dlq: format!("{id}.dlq"),
             group: format!("{id}-deciders"),
-            admin_port: super::free_port(),
             extra_config: String::new(),
+            run: Mutex::new(CurrentRun::default()),
         }
     }
 
+    /// Writes the configuration and returns its path. Its admin address is the running
+    /// instance's once it announced one (so `trustgate decide` and `inspect` reach it), and
+    /// port 0 before.
     pub fn config_path(&self) -> PathBuf {
+        self.write_config(self.admin_addr())
+    }
+
+    fn write_config(&self, admin: Option<SocketAddr>) -> PathBuf {
         let path = self.dir.path().join("trustgate.toml");
+        let admin = admin.unwrap_or_else(|| ([127, 0, 0, 1], 0).into());
         let text = format!(
             "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\nsession_timeout = \"6s\"\n\
              [topics]\nevents = \"{events}\"\nrequests = \"{requests}\"\nresponses = \"{responses}\"\ndlq = \"{dlq}\"\n\
-             [store]\npath = \"{store}\"\ncache_bytes = 16777216\n[admin]\nlisten = \"127.0.0.1:{port}\"\n{extra}",
+             [store]\npath = \"{store}\"\ncache_bytes = 16777216\n[admin]\nlisten = \"{admin}\"\n{extra}",
             brokers = super::brokers(),
             group = self.group,
             events = self.events,
@@ -44,37 +75,82 @@ impl Instance {
             responses = self.responses,
             dlq = self.dlq,
             store = self.dir.path().join("store").display(),
-            port = self.admin_port,
             extra = self.extra_config,
         );
         std::fs::write(&path, text).unwrap();
         path
     }
 
-    /// Starts `trustgate run`.
-    pub fn spawn(&self) -> Child {
+    /// Starts `trustgate run`, killed when the returned handle is dropped.
+    pub fn spawn(&self) -> Spawned {
+        self.spawn_with(|_| {})
+    }
+
+    /// Starts `trustgate run` after `adjust` added to its command (environment variables, a
+    /// log level of its own).
+    pub fn spawn_with(&self, adjust: impl FnOnce(&mut Command)) -> Spawned {
+        let mut run = self.run.lock().unwrap();
+        *run = CurrentRun {
+            log_from: self.log().len(),
+            admin: None,
+        };
+        let config = self.write_config(None);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("trustgate.log"))
             .unwrap();
-        Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .args(["run", "--config"])
-            .arg(self.config_path())
+            .arg(config)
             .env("RUST_LOG", "info,rdkafka=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawning trustgate")
+            .stderr(log);
+        adjust(&mut command);
+        Spawned::new(command.spawn().expect("spawning trustgate"))
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("trustgate.log")).unwrap_or_default()
     }
 
+    /// The latest run's lines of the log.
+    fn run_log(&self, from: usize) -> String {
+        self.log().get(from..).unwrap_or_default().to_owned()
+    }
+
+    /// The admin address the latest run announced, if it did yet.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        let mut run = self.run.lock().unwrap();
+        if run.admin.is_none() {
+            run.admin = announced_addr(&self.run_log(run.log_from), ADMIN_STARTED);
+        }
+        run.admin
+    }
+
+    /// The latest run's admin URL for `path`; waits (bounded) for the run to announce it.
     pub fn admin(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.admin_port, path)
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            if let Some(addr) = self.admin_addr() {
+                break addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "trustgate never announced its admin listener:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        format!("http://{addr}{path}")
+    }
+
+    /// The webhook address the latest run (`child`) announces; waits for it (bounded).
+    pub fn webhook_addr(&self, child: &mut Child) -> SocketAddr {
+        let from = self.run.lock().unwrap().log_from;
+        wait_announced(child, || self.run_log(from), WEBHOOK_STARTED)
     }
 
     /// Waits until `/readyz` says ingest caught up, or panics with the log.
@@ -86,10 +162,12 @@ impl Instance {
             }
             // Caught up is what the tests need; full readiness also wants a fresh feed, and
             // several tests publish records stamped hours ago on purpose.
-            if let Ok(r) = reqwest::get(self.admin("/readyz")).await {
-                let body: serde_json::Value = r.json().await.unwrap_or_default();
-                if body["caught_up"] == true {
-                    return;
+            if let Some(addr) = self.admin_addr() {
+                if let Ok(r) = reqwest::get(format!("http://{addr}/readyz")).await {
+                    let body: serde_json::Value = r.json().await.unwrap_or_default();
+                    if body["caught_up"] == true {
+                        return;
+                    }
                 }
             }
 

@@ -4,12 +4,15 @@ pub mod broker;
 pub mod instance;
 pub mod kafka;
 pub mod poller;
+pub mod process;
 pub mod simulator;
+pub mod tansu;
 pub mod webhook;
 
-pub use broker::{brokers, free_port, OwnBroker};
+pub use broker::{brokers, OwnBroker};
 pub use instance::*;
 pub use kafka::*;
+pub use process::Spawned;
 pub use simulator::Simulator;
 
 /// A random suffix so that every test has its own topics and groups.

@@ -13,36 +13,102 @@ pub const CLIENT_ID: &str = "e2e-client";
 /// A sentinel API key: it must never appear in any log line.
 pub const KEY: &str = "SENTINEL-se-key-7f3a91c2";
 
-/// A simulator that accepts [`CLIENT_ID`]/[`KEY`], with `args` appended.
-pub fn simulator(inst: &Instance, args: &[&str]) -> Simulator {
-    let mut all = vec!["--client-id", CLIENT_ID, "--api-key", KEY];
-    all.extend_from_slice(args);
-    Simulator::spawn(&inst.dir.path().join("simulator.log"), &all)
+/// The set-up every poller test starts with: a simulated SE tenant that accepts
+/// [`CLIENT_ID`]/[`KEY`], and the instance's `[poller]` section pointing at it. For example
+/// `Tenant::new(6).quiet().fast_poller().poller("page_size = 3").start(&mut inst)`.
+pub struct Tenant {
+    sim_args: Vec<String>,
+    /// `[poller]` keys and their TOML values. A key set again keeps the later value (TOML
+    /// itself refuses a key twice).
+    poller: BTreeMap<String, String>,
 }
 
-/// The `[poller]` section pointing at `sim`, with `extra` keys (TOML refuses a key twice, so
-/// `extra` holds only keys not set here).
-pub fn poller_section(sim: &Simulator, inst: &Instance, key: &str, extra: &str) -> String {
-    format!(
-        "[poller]\nbase_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\napi_key = \"{key}\"\n\
-         state_path = \"{}\"\ninitial_lookback = \"3h\"\n{extra}\n",
-        sim.base_url(),
-        inst.dir.path().join("poller-state").display(),
-    )
+impl Tenant {
+    /// A tenant of `devices` devices with the simulator's own background activity, polled with
+    /// the right credentials.
+    pub fn new(devices: u32) -> Tenant {
+        let tenant = Tenant {
+            sim_args: vec!["--devices".into(), devices.to_string()],
+            poller: BTreeMap::new(),
+        };
+        tenant
+            .poller(&format!(
+                "client_id = \"{CLIENT_ID}\"\ninitial_lookback = \"3h\""
+            ))
+            .key(KEY)
+    }
+
+    /// Nothing happens in the tenant unless the test makes it happen: no background noise, no
+    /// compromises and no resolutions.
+    pub fn quiet(self) -> Tenant {
+        self.sim(&[
+            "--noise-every",
+            "0s",
+            "--compromise-every",
+            "0s",
+            "--resolve-after",
+            "0s",
+        ])
+    }
+
+    /// More `trustgate simulate` arguments.
+    pub fn sim(mut self, args: &[&str]) -> Tenant {
+        self.sim_args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// A poller that polls events every second and that its own quota does not hold back.
+    pub fn fast_poller(self) -> Tenant {
+        self.poller("events_interval = \"1s\"\nrequests_per_hour = 36000\nburst = 20")
+    }
+
+    /// More `[poller]` keys, as TOML lines (`page_size = 3`).
+    pub fn poller(mut self, toml: &str) -> Tenant {
+        for line in toml.lines().filter(|l| !l.trim().is_empty()) {
+            let (key, value) = line.split_once('=').expect("a `key = value` line");
+            self.poller
+                .insert(key.trim().to_owned(), value.trim().to_owned());
+        }
+        self
+    }
+
+    /// The API key the poller sends (the simulator wants [`KEY`]).
+    pub fn key(self, key: &str) -> Tenant {
+        self.poller(&format!("api_key = \"{key}\""))
+    }
+
+    /// Starts the simulator and sets `inst.extra_config` to the `[poller]` section.
+    pub fn start(mut self, inst: &mut Instance) -> Simulator {
+        let mut args = vec!["--client-id", CLIENT_ID, "--api-key", KEY];
+        args.extend(self.sim_args.iter().map(String::as_str));
+        let sim = Simulator::spawn(&inst.dir.path().join("simulator.log"), &args);
+        let state = inst.dir.path().join("poller-state");
+        self = self.poller(&format!(
+            "base_url = \"{}\"\nstate_path = \"{}\"",
+            sim.base_url(),
+            state.display()
+        ));
+        inst.extra_config = std::iter::once("[poller]".to_owned())
+            .chain(self.poller.iter().map(|(k, v)| format!("{k} = {v}")))
+            .map(|line| line + "\n")
+            .collect();
+        sim
+    }
 }
 
 pub fn poller_log(inst: &Instance) -> PathBuf {
     inst.dir.path().join("poller.log")
 }
 
-/// Starts `trustgate poll`, appending to `poller.log`, with debug logging (to catch secrets).
-pub fn spawn_poller(inst: &Instance) -> Child {
+/// Starts `trustgate poll`, appending to `poller.log`, with debug logging (to catch secrets);
+/// killed when the returned handle is dropped.
+pub fn spawn_poller(inst: &Instance) -> Spawned {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(poller_log(inst))
         .unwrap();
-    Command::new(binary())
+    let child = Command::new(binary())
         .args(["poll", "--config"])
         .arg(inst.config_path())
         .env("RUST_LOG", "debug,rdkafka=warn")
@@ -50,7 +116,8 @@ pub fn spawn_poller(inst: &Instance) -> Child {
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
-        .expect("spawning trustgate poll")
+        .expect("spawning trustgate poll");
+    Spawned::new(child)
 }
 
 pub fn read_log(inst: &Instance) -> String {

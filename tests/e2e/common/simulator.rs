@@ -1,47 +1,46 @@
 //! `trustgate simulate` as a child process, with its `/_sim/` hooks.
 
+use super::process::{wait_announced, Spawned};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 /// A running simulator; killed on drop.
 pub struct Simulator {
-    child: Child,
-    pub port: u16,
+    /// Held for its drop, which stops the simulator.
+    _child: Spawned,
+    /// Where it listens, as it announced in its log.
+    pub addr: SocketAddr,
     http: reqwest::Client,
 }
 
 impl Simulator {
-    /// Starts `trustgate simulate` on a free loopback port with `args`, logging to `log`.
+    /// Starts `trustgate simulate` on `127.0.0.1:0` with `args`, logging to `log`; returns once
+    /// it announced the address it bound.
     pub fn spawn(log: &Path, args: &[&str]) -> Simulator {
-        let port = super::free_port();
         let out = std::fs::File::create(log).unwrap();
-        let child = Command::new(super::binary())
-            .args(["simulate", "--listen", &format!("127.0.0.1:{port}")])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("spawning trustgate simulate");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "simulator did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut child = Spawned::new(
+            Command::new(super::binary())
+                .args(["simulate", "--listen", "127.0.0.1:0"])
+                .args(args)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .spawn()
+                .expect("spawning trustgate simulate"),
+        );
+        let read_log = || std::fs::read_to_string(log).unwrap_or_default();
+        let addr = wait_announced(&mut child, read_log, "SE API simulator listening.");
         Simulator {
-            child,
-            port,
+            _child: child,
+            addr,
             http: reqwest::Client::new(),
         }
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", self.addr)
     }
 
     fn hook(&self, path: &str) -> String {
@@ -143,12 +142,5 @@ impl Simulator {
             .await
             .unwrap();
         assert!(r.status().is_success(), "resolve: {}", r.status());
-    }
-}
-
-impl Drop for Simulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

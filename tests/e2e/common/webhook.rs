@@ -1,7 +1,7 @@
 //! Webhook helpers: a Standard Webhooks sender, SE records, and the webhook listener run
 //! in-process (for tests that need their own broker or shorter timeouts than the binary's).
 
-use super::{create_topic, free_port, unique, Instance};
+use super::{create_topic, unique, Instance, Spawned};
 use base64::Engine;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,11 +21,12 @@ pub fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// `[webhook]` configuration for [`super::Instance::extra_config`].
-pub fn webhook_toml(port: u16, secrets: &[&str], more: &str) -> String {
+/// `[webhook]` configuration for [`super::Instance::extra_config`], listening on port 0 (the
+/// address comes from the log: [`super::Instance::webhook_addr`]).
+pub fn webhook_toml(secrets: &[&str], more: &str) -> String {
     let secrets: Vec<String> = secrets.iter().map(|s| format!("{s:?}")).collect();
     format!(
-        "[webhook]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\nsecrets = [{}]\n{more}\n",
+        "[webhook]\nenabled = true\nlisten = \"127.0.0.1:0\"\nsecrets = [{}]\n{more}\n",
         secrets.join(", ")
     )
 }
@@ -228,20 +229,19 @@ pub async fn wait_for_reason(inst: &Instance, guid: &str, reason: &str) -> Insta
     }
 }
 
-/// Starts `trustgate run` with the webhook enabled on a free port; returns once both listeners
+/// Starts `trustgate run` with the webhook enabled on port 0; returns once both listeners
 /// answer and ingest caught up.
 pub async fn start_with_webhook(
     name: &str,
     secrets: &[&str],
     more: &str,
-) -> (Instance, std::process::Child, Sender) {
+) -> (Instance, Spawned, Sender) {
     let mut inst = Instance::new(name);
-    let port = free_port();
-    inst.extra_config = webhook_toml(port, secrets, more);
+    inst.extra_config = webhook_toml(secrets, more);
     create_topic(&inst.events, 2).await;
     let mut child = inst.spawn();
     inst.wait_ready(&mut child).await;
-    let sender = Sender::new(([127, 0, 0, 1], port).into());
+    let sender = Sender::new(inst.webhook_addr(&mut child));
     sender.wait_listening().await;
     (inst, child, sender)
 }

@@ -14,18 +14,10 @@ async fn budget_run(
     run_for: Duration,
 ) -> (u64, u64, Instance) {
     let mut inst = Instance::new(name);
-    let sim = simulator(
-        &inst,
-        &[
-            "--devices",
-            "5",
-            "--hourly-limit",
-            limit,
-            "--noise-every",
-            "1s",
-        ],
-    );
-    inst.extra_config = poller_section(&sim, &inst, KEY, poller);
+    let sim = Tenant::new(5)
+        .sim(&["--hourly-limit", limit, "--noise-every", "1s"])
+        .poller(poller)
+        .start(&mut inst);
     create_topic(&inst.events, 1).await;
     let mut child = spawn_poller(&inst);
     tokio::time::sleep(run_for).await;
@@ -84,21 +76,12 @@ async fn remaining_at_the_reserve_holds_requests_before_any_429() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_poller_recovers_from_429_5xx_timeouts_and_bad_pages() {
     let mut inst = Instance::new("poll-faults");
-    let sim = simulator(
-        &inst,
-        &[
-            "--devices",
-            "8",
-            "--noise-every",
-            "0s",
-            "--compromise-every",
-            "0s",
-            "--resolve-after",
-            "0s",
-            "--history",
-            "1h",
-        ],
-    );
+    let sim = Tenant::new(8)
+        .quiet()
+        .sim(&["--history", "1h"])
+        .fast_poller()
+        .poller("page_size = 4\nrequest_timeout = \"1s\"")
+        .start(&mut inst);
     sim.burst(12).await;
     let faults = [
         serde_json::json!({"kind": "status", "status": 503, "count": 2}),
@@ -113,12 +96,6 @@ async fn the_poller_recovers_from_429_5xx_timeouts_and_bad_pages() {
     for f in &faults {
         sim.fault(f.clone()).await;
     }
-    inst.extra_config = poller_section(
-        &sim,
-        &inst,
-        KEY,
-        "events_interval = \"1s\"\npage_size = 4\nrequest_timeout = \"1s\"\nrequests_per_hour = 36000\nburst = 20",
-    );
     create_topic(&inst.events, 3).await;
     let mut child = spawn_poller(&inst);
     let expected = device_events(&sim.events().await);
@@ -150,8 +127,9 @@ async fn the_poller_recovers_from_429_5xx_timeouts_and_bad_pages() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_401_stops_the_poller_with_a_clear_error() {
     let mut inst = Instance::new("poll-401");
-    let sim = simulator(&inst, &["--devices", "3"]);
-    inst.extra_config = poller_section(&sim, &inst, "SENTINEL-wrong-key-0b7e", "");
+    let sim = Tenant::new(3)
+        .key("SENTINEL-wrong-key-0b7e")
+        .start(&mut inst);
     create_topic(&inst.events, 1).await;
     let mut child = spawn_poller(&inst);
     let status = wait_exit(&mut child, Duration::from_secs(30)).unwrap_or_else(|| {
@@ -178,11 +156,10 @@ async fn a_401_stops_the_poller_with_a_clear_error() {
 #[tokio::test(flavor = "multi_thread")]
 async fn under_run_a_401_marks_the_poller_unhealthy_and_decisions_continue() {
     let mut inst = Instance::new("run-401");
-    let sim = simulator(&inst, &["--devices", "3"]);
-    inst.extra_config = format!(
-        "{}enabled = true\n",
-        poller_section(&sim, &inst, "SENTINEL-wrong-key-5d1c", "")
-    );
+    let _sim = Tenant::new(3)
+        .key("SENTINEL-wrong-key-5d1c")
+        .poller("enabled = true")
+        .start(&mut inst);
     create_topic(&inst.events, 1).await;
     let mut child = inst.spawn();
     inst.wait_ready(&mut child).await;
