@@ -4,13 +4,19 @@
 /// Connector GUIDs are compared case-insensitively; SE prints them lower case.
 pub fn normalize_guid(guid: &str) -> Option<String> {
     let guid = guid.trim();
-    (!guid.is_empty()).then(|| guid.to_ascii_lowercase())
+    usable(guid).then(|| guid.to_ascii_lowercase())
+}
+
+/// No SE identifier holds a control character; one that does is not an identifier (a NUL would
+/// also end an index value early in the store's key layout).
+fn usable(id: &str) -> bool {
+    !id.is_empty() && !id.chars().any(char::is_control)
 }
 
 /// Hostnames are compared case-insensitively (DNS names are), without a trailing root dot.
 pub fn normalize_hostname(hostname: &str) -> Option<String> {
     let host = hostname.trim().trim_end_matches('.');
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    usable(host).then(|| host.to_ascii_lowercase())
 }
 
 /// A MAC address as 12 lower-case hex digits, accepting `:`, `-` or `.` separators (or none) in
@@ -28,7 +34,7 @@ pub fn normalize_mac(mac: &str) -> Option<String> {
 /// `windows_processor_id` is a hex string; compare it case-insensitively.
 pub fn normalize_processor_id(id: &str) -> Option<String> {
     let id = id.trim();
-    (!id.is_empty()).then(|| id.to_ascii_lowercase())
+    usable(id).then(|| id.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -55,5 +61,15 @@ mod tests {
             Some("fin-lt-0042.corp")
         );
         assert_eq!(normalize_hostname("  "), None);
+    }
+
+    #[rstest]
+    #[case("fin-lt-1\0g2")]
+    #[case("fin\nlt")]
+    #[case("\u{7f}")]
+    fn an_identifier_with_a_control_character_is_none(#[case] id: &str) {
+        assert_eq!(normalize_hostname(id), None);
+        assert_eq!(normalize_processor_id(id), None);
+        assert_eq!(normalize_guid(id), None);
     }
 }
