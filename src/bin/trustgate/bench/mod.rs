@@ -10,7 +10,8 @@
 //! rate with a bounded in-flight window); figures are medians over rounds.
 //!
 //! Optionally it also measures ingest throughput against a plain consume ([`ingest`]).
-//! Webhook accept → decision-visible latency is not measured: this build has no webhook.
+//! Webhook deliveries are not measured here (the bench sends none); webhook accept → deny
+//! latency is measured by `cargo test --test e2e webhook_latency -- --ignored --nocapture`.
 //!
 //! Everything is bounded in count and time, talks only to the configured broker, and deletes
 //! the topics it created.
