@@ -11,15 +11,13 @@ use super::reply::{route, ReplyRoute, HEADER_CORRELATION_ID};
 use super::{Answer, Decider, DecisionResponse};
 use crate::config::Settings;
 use crate::ingest::{dead_letter_record, IngestStatus};
-use crate::kafka::{client_config, Role};
+use crate::kafka::{self, client_config, Role};
 use crate::store::Store;
 use anyhow::Context;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -167,24 +165,17 @@ pub async fn produce_reply(
     enqueue(producer, record).await
 }
 
-/// Hands a record to the producer without waiting for its acknowledgement; waits only while
-/// the producer's local queue is full.
+/// Hands a record to the producer without waiting for its acknowledgement; a record that
+/// cannot be queued is logged and yields no delivery.
 async fn enqueue(
     producer: &FutureProducer,
-    mut record: FutureRecord<'_, [u8], [u8]>,
+    record: FutureRecord<'_, [u8], [u8]>,
 ) -> Option<DeliveryFuture> {
-    loop {
-        match producer.send_result(record) {
-            Ok(delivery) => return Some(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err((e, back)) => {
-                // Anything else is permanent for this record (e.g. an invalid partition).
-                tracing::error!(error = %e, topic = back.topic, "Reply could not be produced.");
-                return None;
-            }
+    match kafka::enqueue(producer, record).await {
+        Ok(delivery) => Some(delivery),
+        Err((e, back)) => {
+            tracing::error!(error = %e, topic = back.topic, "Reply could not be produced.");
+            None
         }
     }
 }
