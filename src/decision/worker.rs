@@ -10,9 +10,10 @@
 use super::reply::{route, ReplyRoute, HEADER_CORRELATION_ID};
 use super::{Answer, Decider, DecisionResponse};
 use crate::config::Settings;
-use crate::ingest::{dead_letter_record, IngestStatus};
+use crate::ingest::IngestStatus;
 use crate::kafka::{self, client_config, Role};
 use crate::store::Store;
+use crate::topic::dead_letter_record;
 use anyhow::Context;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};

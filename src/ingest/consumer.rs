@@ -1,13 +1,13 @@
 //! The ingest loop.
 
-use super::{dead_letter_record, IngestStatus};
+use super::IngestStatus;
 use crate::config::Settings;
 use crate::feed::FeedClock;
 use crate::fold::{classify, Classified, DeviceState, RecordInput};
 use crate::kafka::{client_config, Role};
 use crate::store::{ChunkUpdate, Store};
 use crate::time::now_millis;
-use crate::topic::{HEADER_KIND, HEADER_OBSERVED_AT, HEADER_SOURCE};
+use crate::topic::{dead_letter_record, HEADER_KIND, HEADER_OBSERVED_AT, HEADER_SOURCE};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
