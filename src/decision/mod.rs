@@ -2,8 +2,10 @@
 //!
 //! [`Decider`] is the one code path from request bytes to a response; the Kafka worker
 //! ([`worker`]), the admin HTTP endpoint and `trustgate decide` all call it, so they cannot
-//! disagree. Reply routing (Spring Kafka's request/reply headers) lives in [`reply`].
+//! disagree. Reply routing (Spring Kafka's request/reply headers) lives in [`reply`]; the
+//! pipelined reply loop the worker runs (and the bench's echo floor with it) in [`pipeline`].
 
+pub mod pipeline;
 pub mod reply;
 pub mod request;
 pub mod response;
