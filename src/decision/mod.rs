@@ -4,7 +4,9 @@
 //! ([`worker`]), the admin HTTP endpoint and `trustgate decide` all call it, so they cannot
 //! disagree. Reply routing (Spring Kafka's request/reply headers) lives in [`reply`]; the
 //! pipelined reply loop the worker runs (and the bench's echo floor with it) in [`pipeline`].
+//! `directory.rs` makes the sled store the [`DeviceDirectory`] that decisions read.
 
+mod directory;
 pub mod pipeline;
 pub mod reply;
 pub mod request;

@@ -1,30 +1,16 @@
 //! Matching a request's identifiers to known devices.
 
 use crate::fold::DeviceState;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Read access to device state, as the decision procedure needs it. Identifier arguments are
-/// already normalised (see [`crate::se::normalize_mac`] and friends).
+/// already normalised (see [`crate::se::normalize_mac`] and friends). The sled store's impl is
+/// in `decision` (`decision/directory.rs`); [`super::MemoryDirectory`] is the in-memory one.
 pub trait DeviceDirectory {
     fn device(&self, guid: &str) -> Result<Option<DeviceState>, StoreError>;
     fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError>;
     fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, StoreError>;
     fn guids_by_hostname(&self, hostname: &str) -> Result<Vec<String>, StoreError>;
-}
-
-impl DeviceDirectory for Store {
-    fn device(&self, guid: &str) -> Result<Option<DeviceState>, StoreError> {
-        Store::device(self, guid)
-    }
-    fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError> {
-        Store::guids_by_processor_id(self, id)
-    }
-    fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, StoreError> {
-        Store::guids_by_mac(self, mac)
-    }
-    fn guids_by_hostname(&self, hostname: &str) -> Result<Vec<String>, StoreError> {
-        Store::guids_by_hostname(self, hostname)
-    }
 }
 
 /// Which identifier matched. Ordered from strongest to weakest.

@@ -3,7 +3,9 @@
 //! Owns the policy model (a global policy plus named custom policies selected by application)
 //! and [`evaluate`], the pure decision procedure: a validated request, the policy, and a
 //! read-only view of device state in; a decision out. It does no I/O of its own: device state
-//! comes through the [`DeviceDirectory`] trait, which the sled store and test models implement.
+//! comes through the [`DeviceDirectory`] trait: the sled store implements it on the decision
+//! side (`decision/directory.rs`), [`MemoryDirectory`] in memory for tests and benchmarks.
+//! Policy names only the store's error type, never the store.
 
 mod evaluate;
 mod matching;
