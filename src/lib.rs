@@ -25,6 +25,7 @@
 //! - [`poller`]: the Secure Endpoint API poller (events and inventory, within the rate limit).
 //! - [`webhook`]: the signed HTTP push bridge (Standard Webhooks) into the events topic.
 //! - [`kafka`]: librdkafka client construction and topic creation.
+//! - [`locks`]: the one rule for poisoned locks (recover), and its helpers.
 //! - [`config`]: configuration file, environment overrides, validated settings.
 //! - [`metrics`]: every exported metric name, in one place.
 //! - [`simulator`]: an SE v1 API simulator (`trustgate simulate`), the poller's test double.
@@ -39,6 +40,7 @@ pub mod feed;
 pub mod fold;
 pub mod ingest;
 pub mod kafka;
+pub mod locks;
 pub mod metrics;
 pub mod policy;
 pub mod poller;
