@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
         grace_millis: settings.fold.grace_millis(),
         feed,
         stale_after: Duration::from_secs(900),
-        metrics: trustgate::metrics::install(),
+        metrics: trustgate::telemetry::metrics::install(),
         health: ComponentHealth::default(),
     };
     let shutdown = CancellationToken::new();

@@ -83,7 +83,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         grace_millis: grace,
         feed: feed.clone(),
         stale_after: settings.policies.global.stale_after,
-        metrics: crate::metrics::install(),
+        metrics: crate::telemetry::metrics::install(),
         health: health.clone(),
     };
     let admin_shutdown = shutdown.clone();

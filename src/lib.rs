@@ -27,9 +27,9 @@
 //! - [`kafka`]: librdkafka client construction and topic creation.
 //! - [`locks`]: the one rule for poisoned locks (recover), and its helpers.
 //! - [`config`]: configuration file, environment overrides, validated settings.
-//! - [`metrics`]: every exported metric name, in one place.
 //! - [`simulator`]: an SE v1 API simulator (`trustgate simulate`), the poller's test double.
 //! - [`bench`]: `trustgate bench`, the end-to-end load tool.
+//! - [`telemetry`]: logging set-up and every exported metric name, in one place.
 //! - [`app`], [`cli`], [`telemetry`]: process wiring.
 
 pub mod admin;
@@ -41,7 +41,6 @@ pub mod fold;
 pub mod ingest;
 pub mod kafka;
 pub mod locks;
-pub mod metrics;
 pub mod policy;
 pub mod poller;
 pub mod publish;

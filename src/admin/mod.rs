@@ -14,6 +14,7 @@ use crate::decision::{Answer, Decider};
 use crate::feed::FeedClock;
 use crate::ingest::IngestStatus;
 use crate::store::Store;
+use crate::telemetry::metrics;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -45,7 +46,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/devices/{id}", get(device))
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(prometheus))
         .with_state(state)
 }
 
@@ -72,7 +73,7 @@ async fn decide(State(state): State<AdminState>, body: Bytes) -> Response {
     let started = std::time::Instant::now();
     match tokio::task::spawn_blocking(move || decider.decide(&body)).await {
         Ok(Answer::Reply(resp)) => {
-            crate::metrics::decision(&resp.policy, resp.decision, resp.reason, started.elapsed());
+            metrics::decision(&resp.policy, resp.decision, resp.reason, started.elapsed());
             Json(resp).into_response()
         }
         Ok(Answer::Unanswerable(message)) => error(StatusCode::BAD_REQUEST, message),
@@ -123,11 +124,12 @@ async fn health(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AdminState>) -> Response {
-    crate::metrics::feed_age(state.feed.age());
-    crate::metrics::caught_up(state.ingest.is_caught_up());
+/// The exported metrics, with the gauges read at scrape time refreshed first.
+async fn prometheus(State(state): State<AdminState>) -> Response {
+    metrics::feed_age(state.feed.age());
+    metrics::ingest_caught_up(state.ingest.is_caught_up());
     for (partition, lag) in state.ingest.lag() {
-        crate::metrics::ingest_lag(partition, lag);
+        metrics::ingest_lag(partition, lag);
     }
     (
         [("content-type", "text/plain; version=0.0.4")],

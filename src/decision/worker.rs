@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::ingest::IngestStatus;
 use crate::kafka::{client_config, Role};
 use crate::store::Store;
+use crate::telemetry::metrics;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::FutureProducer;
 use std::time::Instant;
@@ -64,7 +65,7 @@ fn answer(decider: &Decider<Store>, msg: &BorrowedMessage<'_>, route: &ReplyRout
     };
     match answer {
         Answer::Reply(resp) => {
-            crate::metrics::decision(&resp.policy, resp.decision, resp.reason, started.elapsed());
+            metrics::decision(&resp.policy, resp.decision, resp.reason, started.elapsed());
             Disposition::Reply {
                 body: serde_json::to_vec(&resp).expect("responses serialise"),
                 request_id: Some(resp.request_id),
@@ -73,7 +74,7 @@ fn answer(decider: &Decider<Store>, msg: &BorrowedMessage<'_>, route: &ReplyRout
         Answer::Unanswerable(error) => {
             tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %error,
                 "Dead-lettering a decision request without a readable request_id.");
-            crate::metrics::request_dead_lettered();
+            metrics::request_dead_lettered();
             Disposition::DeadLetter { error }
         }
     }

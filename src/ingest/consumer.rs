@@ -6,6 +6,7 @@ use crate::feed::FeedClock;
 use crate::fold::{classify, Classified, DeviceState, RecordInput};
 use crate::kafka::{client_config, Role};
 use crate::store::{ChunkUpdate, Store};
+use crate::telemetry::metrics;
 use crate::time::now_millis;
 use crate::topic::{dead_letter_record, HEADER_KIND, HEADER_OBSERVED_AT, HEADER_SOURCE};
 use anyhow::Context;
@@ -172,9 +173,9 @@ impl Ingest {
         }
         self.dead_letter(&dead)?;
         self.ctx.status.broker_answered();
-        crate::metrics::records_applied("device", applied_devices);
-        crate::metrics::records_applied("heartbeat", applied_heartbeats);
-        crate::metrics::records_dead_lettered(dead.len() as u64);
+        metrics::ingest_records_applied("device", applied_devices);
+        metrics::ingest_records_applied("heartbeat", applied_heartbeats);
+        metrics::ingest_dead_lettered(dead.len() as u64);
 
         self.ctx.store.apply(&update)?;
         if let Some(newest) = update.feeds.values().max() {

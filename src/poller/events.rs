@@ -8,10 +8,10 @@
 
 use super::client::Page;
 use super::cursor::{event_key, Checkpoint, Cursor};
-use super::metric as m;
 use super::{CycleError, Feed};
 use crate::publish::OutRecord;
 use crate::se::{split_records, Event};
+use crate::telemetry::metrics;
 use crate::time::{parse_rfc3339, rfc3339, Millis};
 use crate::topic::Kind;
 use chrono::{DateTime, TimeZone, Utc};
@@ -97,7 +97,7 @@ impl EventFeed {
             .expect("checkpoint task")?;
         self.cursor = working;
         if let Some(w) = self.cursor.watermark {
-            metrics::gauge!(m::WATERMARK).set(w as f64 / 1000.0);
+            metrics::poller_watermark(w);
         }
         self.heartbeat(polled_at).await;
         Ok(stats)
@@ -116,7 +116,7 @@ impl EventFeed {
         let mut fresh: Vec<Fresh<'_>> = Vec::new();
         for raw in &records.records {
             let Ok(event) = serde_json::from_str::<Event>(raw.get()) else {
-                metrics::counter!(m::SKIPPED, "reason" => "unreadable").increment(1);
+                metrics::poller_skipped("unreadable");
                 tracing::warn!("Skipping an SE event without a readable event_type_id/id.");
                 stats.skipped += 1;
                 continue;
@@ -125,7 +125,7 @@ impl EventFeed {
             *newest = (*newest).max(date);
             let key = event_key(event.id, event.event_type_id, raw.get().as_bytes());
             if cursor.seen(&key) {
-                metrics::counter!(m::DUPLICATES).increment(1);
+                metrics::poller_duplicate_event();
                 stats.duplicates += 1;
                 continue;
             }
@@ -135,7 +135,7 @@ impl EventFeed {
                 Some(guid) => fresh.push(Fresh { guid, raw }),
                 None => {
                     // Account events (password resets, …) are about no device.
-                    metrics::counter!(m::SKIPPED, "reason" => "no_connector_guid").increment(1);
+                    metrics::poller_skipped("no_connector_guid");
                     stats.skipped += 1;
                 }
             }
@@ -150,7 +150,7 @@ impl EventFeed {
             })
             .collect();
         self.feed.publish(&out).await?;
-        metrics::counter!(m::PUBLISHED, "kind" => "event").increment(out.len() as u64);
+        metrics::poller_published("event", out.len());
         stats.published += out.len();
         Ok(records.next)
     }

@@ -8,10 +8,10 @@
 //! from when they were first seen, so only an observation that much later can clear the
 //! detections SE had already resolved.
 
-use super::metric as m;
 use super::{CycleError, Feed};
 use crate::publish::OutRecord;
 use crate::se::{normalize_guid, split_records, Computer};
+use crate::telemetry::metrics;
 use crate::topic::Kind;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -44,7 +44,7 @@ pub async fn sweep(feed: &Feed, cancel: &CancellationToken) -> Result<SweepStats
             {
                 Some(guid) => keyed.push((guid, *raw)),
                 None => {
-                    metrics::counter!(m::SKIPPED, "reason" => "no_connector_guid").increment(1);
+                    metrics::poller_skipped("no_connector_guid");
                     stats.skipped += 1;
                 }
             }
@@ -59,7 +59,7 @@ pub async fn sweep(feed: &Feed, cancel: &CancellationToken) -> Result<SweepStats
             })
             .collect();
         feed.publish(&out).await?;
-        metrics::counter!(m::PUBLISHED, "kind" => "computer").increment(out.len() as u64);
+        metrics::poller_published("computer", out.len());
         stats.published += out.len();
         match records.next {
             Some(next) => url = feed.same_origin(&next),
@@ -119,7 +119,7 @@ pub async fn run(feed: Feed, grace: Duration, cancel: CancellationToken) -> Resu
         }
         match sweep(&feed, &cancel).await {
             Ok(stats) => {
-                metrics::counter!(m::CYCLES, "feed" => "inventory").increment(1);
+                metrics::poller_cycle_done("inventory");
                 tracing::info!(
                     pages = stats.pages,
                     computers = stats.published,

@@ -14,12 +14,12 @@ pub mod client;
 pub mod cursor;
 pub mod events;
 pub mod inventory;
-mod metric;
 pub mod plan;
 pub mod rate_limit;
 
 use crate::config::{PollerSettings, Settings};
 use crate::publish::{EventsPublisher, OutRecord, PublishError};
+use crate::telemetry::metrics;
 use client::{Client, FetchError};
 use cursor::CheckpointError;
 use std::collections::HashSet;
@@ -94,9 +94,9 @@ fn cycle_failed(feed: &'static str, e: CycleError) -> Result<(), CycleError> {
     if e.is_cancelled() {
         return Ok(());
     }
-    ::metrics::counter!(metric::CYCLE_FAILURES, "feed" => feed).increment(1);
+    metrics::poller_cycle_failed(feed);
     if e.is_fatal() {
-        ::metrics::gauge!(metric::UP).set(0.0);
+        metrics::poller_up(false);
         tracing::error!(feed, error = %e, "Poller stopped.");
         return Err(e);
     }
@@ -113,7 +113,7 @@ async fn run_events(
     loop {
         match feed.cycle(&cancel).await {
             Ok(stats) => {
-                ::metrics::counter!(metric::CYCLES, "feed" => "events").increment(1);
+                metrics::poller_cycle_done("events");
                 tracing::info!(
                     pages = stats.pages,
                     published = stats.published,
@@ -183,7 +183,7 @@ pub async fn run(
         requests_per_hour = poller.requests_per_hour,
         "Poller started."
     );
-    ::metrics::gauge!(metric::UP).set(1.0);
+    metrics::poller_up(true);
     // A fatal error in one feed stops the other too.
     let stop = shutdown.child_token();
     let events_task = {

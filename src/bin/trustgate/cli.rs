@@ -81,7 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(_) => "warn",
         _ => settings.log.level.as_str(),
     };
-    trustgate::telemetry::init_logging(format, level);
+    trustgate::telemetry::logging::init_logging(format, level);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
