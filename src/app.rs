@@ -10,9 +10,9 @@
 use crate::admin::{self, AdminState, ComponentHealth};
 use crate::config::Settings;
 use crate::decision::{worker, Decider};
-use crate::feed::FeedClock;
 use crate::ingest::{self, IngestContext, IngestStatus};
 use crate::kafka::start_producer;
+use crate::liveness::LivenessClock;
 use crate::publish::EventsPublisher;
 use crate::store::Store;
 use crate::webhook;
@@ -44,12 +44,12 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let status = IngestStatus::default();
     let health = ComponentHealth::default();
     let grace = settings.fold.grace_millis();
-    let feed = FeedClock::starting_at(store.feeds()?.values().max().copied());
+    let liveness = LivenessClock::starting_at(store.newest_liveness()?);
     let decider = Decider::new(
         Arc::new(settings.policies.clone()),
         store.clone(),
         grace,
-        feed.clone(),
+        liveness.clone(),
     );
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -58,7 +58,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         store: store.clone(),
         producer: producer.clone(),
         status: status.clone(),
-        feed: feed.clone(),
+        liveness: liveness.clone(),
         shutdown: shutdown.clone(),
     };
     tasks.spawn_blocking(move || ("ingest", ingest::run(ingest_ctx)));
@@ -81,7 +81,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         store: store.clone(),
         ingest: status.clone(),
         grace_millis: grace,
-        feed: feed.clone(),
+        liveness: liveness.clone(),
         stale_after: settings.policies.global.stale_after,
         metrics: crate::telemetry::metrics::install(),
         health: health.clone(),
@@ -103,7 +103,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         let (poller_settings, poller_shutdown) = (settings.clone(), shutdown.clone());
         let poller_health = health.clone();
         // A poller that stops for good (401/403, unusable state) is reported unhealthy but does
-        // not take decisions down: the feed ages into `stale` and each policy's `on_stale` rules.
+        // not take decisions down: the liveness age grows into `stale` and each policy's `on_stale` rules.
         tasks.spawn(async move {
             if let Err(e) = crate::poller::run(poller_settings, publisher, poller_shutdown).await {
                 tracing::error!(

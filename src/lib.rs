@@ -18,7 +18,7 @@
 //! - [`ingest`]: the events-topic consumer and dead-lettering.
 //! - [`policy`]: policies, device matching and the pure decision procedure.
 //! - [`decision`]: request/response contract, the Kafka worker and reply routing.
-//! - [`feed`]: feed liveness (the age behind `stale`).
+//! - [`liveness`]: when a source last wrote (the age behind `stale`).
 //! - [`demo`]: `trustgate demo`, the whole story in one command.
 //! - [`admin`]: the admin HTTP listener.
 //! - [`publish`]: the one producer path to the events topic for every source.
@@ -36,10 +36,10 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod decision;
-pub mod feed;
 pub mod fold;
 pub mod ingest;
 pub mod kafka;
+pub mod liveness;
 pub mod locks;
 pub mod policy;
 pub mod poller;

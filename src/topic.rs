@@ -28,7 +28,7 @@ pub const HEADER_DLQ_ERROR: &str = "trustgate-dlq-error";
 pub enum Kind {
     Event,
     Computer,
-    /// Feed liveness written by a source; carries no device.
+    /// Liveness written by a source; carries no device.
     Heartbeat,
 }
 

@@ -4,8 +4,8 @@
 use serde_json::{json, Value};
 use std::sync::Arc;
 use trustgate::decision::Decider;
-use trustgate::feed::FeedClock;
 use trustgate::fold::{DeviceState, Observation, Stamped};
+use trustgate::liveness::LivenessClock as FeedClock;
 use trustgate::policy::{MemoryDirectory, OnStale, Policies, Policy, UnknownDevice};
 
 fn schema(name: &str) -> jsonschema::Validator {

@@ -1,7 +1,7 @@
 //! Components that stopped for good while the process keeps serving.
 //!
 //! A source failing for a reason no retry can fix (the poller's 401/403) must not take decisions
-//! down with it: auth systems keep their answers, the feed ages into `stale`, and `/healthz`
+//! down with it: auth systems keep their answers, the liveness age grows into `stale`, and `/healthz`
 //! says which component failed and why until an operator acts.
 
 use crate::locks;

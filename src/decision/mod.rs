@@ -16,7 +16,7 @@ pub mod worker;
 pub use request::{InvalidRequest, ValidRequest};
 pub use response::DecisionResponse;
 
-use crate::feed::FeedClock;
+use crate::liveness::LivenessClock;
 use crate::policy::{evaluate, Decision, DeviceDirectory, EvalContext, Policies};
 use crate::time::now_millis;
 use std::sync::Arc;
@@ -37,16 +37,21 @@ pub struct Decider<D> {
     policies: Arc<Policies>,
     directory: D,
     grace_millis: i64,
-    feed: FeedClock,
+    liveness: LivenessClock,
 }
 
 impl<D: DeviceDirectory> Decider<D> {
-    pub fn new(policies: Arc<Policies>, directory: D, grace_millis: i64, feed: FeedClock) -> Self {
+    pub fn new(
+        policies: Arc<Policies>,
+        directory: D,
+        grace_millis: i64,
+        liveness: LivenessClock,
+    ) -> Self {
         Decider {
             policies,
             directory,
             grace_millis,
-            feed,
+            liveness,
         }
     }
 
@@ -69,7 +74,7 @@ impl<D: DeviceDirectory> Decider<D> {
         let policy = self.policies.for_application(&req.application);
         let ctx = EvalContext {
             grace_millis: self.grace_millis,
-            feed_age: self.feed.age(),
+            liveness_age: self.liveness.age(),
         };
         let decision = evaluate(policy, &req.subject, &self.directory, &ctx);
         DecisionResponse::new(

@@ -20,7 +20,7 @@ pub struct RecordInput<'a> {
     pub timestamp: Millis,
 }
 
-/// A source's liveness record: the feed is alive even when no device changed.
+/// A source's liveness record: the source is alive even when no device changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heartbeat {
     pub source: String,

@@ -2,9 +2,9 @@
 
 use super::IngestStatus;
 use crate::config::Settings;
-use crate::feed::FeedClock;
 use crate::fold::{classify, Classified, DeviceState, RecordInput};
 use crate::kafka::{client_config, Role};
+use crate::liveness::LivenessClock;
 use crate::store::{ChunkUpdate, Store};
 use crate::telemetry::metrics;
 use crate::time::now_millis;
@@ -30,8 +30,8 @@ pub struct IngestContext {
     pub store: Store,
     pub producer: FutureProducer,
     pub status: IngestStatus,
-    /// Advanced with every chunk's newest record time (feed liveness).
-    pub feed: FeedClock,
+    /// Advanced with every chunk's newest record time.
+    pub liveness: LivenessClock,
     pub shutdown: CancellationToken,
 }
 
@@ -165,8 +165,8 @@ impl Ingest {
             let source = header(msg, HEADER_SOURCE)
                 .map(|s| String::from_utf8_lossy(s).into_owned())
                 .unwrap_or_else(|| "unknown".to_owned());
-            let feed = update.feeds.entry(source).or_insert(input.timestamp);
-            *feed = (*feed).max(input.timestamp);
+            let newest = update.liveness.entry(source).or_insert(input.timestamp);
+            *newest = (*newest).max(input.timestamp);
             update
                 .offsets
                 .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
@@ -178,8 +178,8 @@ impl Ingest {
         metrics::ingest_dead_lettered(dead.len() as u64);
 
         self.ctx.store.apply(&update)?;
-        if let Some(newest) = update.feeds.values().max() {
-            self.ctx.feed.observe(*newest);
+        if let Some(newest) = update.liveness.values().max() {
+            self.ctx.liveness.observe(*newest);
         }
         for ((_, partition), next) in &update.offsets {
             self.next.insert(*partition, *next);

@@ -29,7 +29,7 @@ pub enum UnknownDevice {
     Deny,
 }
 
-/// What to do when the feed is older than the policy's `stale_after`.
+/// What to do when the liveness age is over the policy's `stale_after`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnStale {
     /// Answer from the last known state, flagging the response `stale: true`.
@@ -48,7 +48,7 @@ pub struct Policy {
     /// "Allow Cisco Secure Endpoint to block compromised endpoints".
     pub block_compromised: bool,
     pub unknown_device: UnknownDevice,
-    /// How old the feed (newest record or heartbeat from any source) may be.
+    /// How old the newest record or heartbeat from any source (the liveness age) may be.
     pub stale_after: Duration,
     pub on_stale: OnStale,
 }

@@ -8,7 +8,7 @@ use rstest::rstest;
 const GRACE: i64 = 600_000;
 const FRESH: EvalContext = EvalContext {
     grace_millis: GRACE,
-    feed_age: Some(std::time::Duration::from_secs(1)),
+    liveness_age: Some(std::time::Duration::from_secs(1)),
 };
 
 fn device(guid: &str, os: &str, compromised: bool) -> DeviceState {
@@ -343,7 +343,7 @@ fn staleness(
     };
     let ctx = EvalContext {
         grace_millis: GRACE,
-        feed_age: age_secs.map(std::time::Duration::from_secs),
+        liveness_age: age_secs.map(std::time::Duration::from_secs),
     };
     let guid = if reason == Reason::StateStale {
         "win-clean-1"
@@ -363,7 +363,7 @@ fn stale_deny_comes_after_rules_1_to_4() {
     };
     let ctx = EvalContext {
         grace_millis: GRACE,
-        feed_age: None,
+        liveness_age: None,
     };
     let d = evaluate(
         &p,
