@@ -95,10 +95,10 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     });
 
     if settings.poller.enabled {
-        let publisher = crate::publish::EventsPublisher::new(
+        let publisher = EventsPublisher::new(
             producer.clone(),
             settings.topics.events.clone(),
-            "poll",
+            crate::poller::SOURCE,
         );
         let (poller_settings, poller_shutdown) = (settings.clone(), shutdown.clone());
         let poller_health = health.clone();

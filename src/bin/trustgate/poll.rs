@@ -56,7 +56,11 @@ fn plan(settings: &Settings, args: &PollArgs) -> ExitCode {
 /// The poller alone, until SIGTERM/SIGINT; then in-flight pages finish and the producer flushes.
 async fn poll(settings: Settings) -> anyhow::Result<()> {
     let producer = trustgate::kafka::start_producer(&settings.kafka, &settings.topics).await?;
-    let publisher = EventsPublisher::new(producer.clone(), settings.topics.events.clone(), "poll");
+    let publisher = EventsPublisher::new(
+        producer.clone(),
+        settings.topics.events.clone(),
+        trustgate::poller::SOURCE,
+    );
     let shutdown = CancellationToken::new();
     trustgate::shutdown::cancel_on_signal(shutdown.clone());
     let result = trustgate::poller::run(settings, publisher, shutdown).await;
