@@ -1,7 +1,7 @@
 //! The decision procedure. Rules are checked in a fixed order and the first that applies gives
 //! the reason; the order is the product's contract (README, "Evaluation order").
 
-use super::matching::{match_device, DeviceDirectory, Identifiers, MatchedBy};
+use super::matching::{match_device, DeviceDirectory, MatchedBy, RequestIdentifiers};
 use super::{OnStale, Policy, UnknownDevice};
 use crate::fold::DeviceState;
 use crate::se::Platform;
@@ -99,7 +99,7 @@ pub struct EvalContext {
 pub struct Subject {
     pub trusted: bool,
     pub os: Option<Platform>,
-    pub ids: Identifiers,
+    pub ids: RequestIdentifiers,
 }
 
 /// Decides one valid request (rules 2–8; rule 1 is the caller's, see [`Decision::invalid`]).

@@ -32,16 +32,17 @@ pub struct Matched {
     pub devices: Vec<DeviceState>,
 }
 
-/// The request's identifiers, normalised.
+/// The identifiers a decision request gives for its device, normalised: what a device is
+/// matched by. (What a record states about a device is `fold::RecordIdentifiers`.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Identifiers {
+pub struct RequestIdentifiers {
     pub connector_guid: Option<String>,
     pub windows_processor_id: Option<String>,
     pub macs: Vec<String>,
     pub hostname: Option<String>,
 }
 
-impl Identifiers {
+impl RequestIdentifiers {
     pub fn is_empty(&self) -> bool {
         self.connector_guid.is_none()
             && self.windows_processor_id.is_none()
@@ -52,7 +53,10 @@ impl Identifiers {
 
 /// Looks the identifiers up strongest first: connector_guid > windows_processor_id > MAC >
 /// hostname. The first level that finds any device decides.
-pub fn match_device(dir: &impl DeviceDirectory, ids: &Identifiers) -> Result<Matched, StoreError> {
+pub fn match_device(
+    dir: &impl DeviceDirectory,
+    ids: &RequestIdentifiers,
+) -> Result<Matched, StoreError> {
     if let Some(guid) = &ids.connector_guid {
         if let Some(state) = dir.device(guid)? {
             return Ok(Matched {
