@@ -188,10 +188,11 @@ async fn enqueue(
     producer: &FutureProducer,
     record: FutureRecord<'_, [u8], [u8]>,
 ) -> Option<DeliveryFuture> {
+    let topic = record.topic;
     match kafka::enqueue(producer, record).await {
         Ok(delivery) => Some(delivery),
-        Err((e, back)) => {
-            tracing::error!(error = %e, topic = back.topic, "Reply could not be produced.");
+        Err(e) => {
+            tracing::error!(error = %e, topic, "Reply could not be produced.");
             None
         }
     }

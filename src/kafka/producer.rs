@@ -38,12 +38,11 @@ pub async fn start_producer(
 
 /// Hands `record` to the producer without waiting for its acknowledgement; waits only while
 /// the local queue is full. An error is permanent for this record (e.g. an invalid partition):
-/// it was not queued, comes back with the error (as from `send_result`), and the caller
-/// decides what that means.
-pub async fn enqueue<'a, K, P>(
+/// it was not queued, and the caller decides what that means.
+pub async fn enqueue<K, P>(
     producer: &FutureProducer,
-    mut record: FutureRecord<'a, K, P>,
-) -> Result<DeliveryFuture, (KafkaError, FutureRecord<'a, K, P>)>
+    mut record: FutureRecord<'_, K, P>,
+) -> Result<DeliveryFuture, KafkaError>
 where
     K: ToBytes + ?Sized,
     P: ToBytes + ?Sized,
@@ -55,16 +54,16 @@ where
                 record = back;
                 tokio::time::sleep(QUEUE_FULL_WAIT).await;
             }
-            Err(failed) => return Err(failed),
+            Err((e, _)) => return Err(e),
         }
     }
 }
 
 /// [`enqueue`] for a thread that may block (a load generator off the async runtime).
-pub fn enqueue_blocking<'a, K, P>(
+pub fn enqueue_blocking<K, P>(
     producer: &FutureProducer,
-    mut record: FutureRecord<'a, K, P>,
-) -> Result<DeliveryFuture, (KafkaError, FutureRecord<'a, K, P>)>
+    mut record: FutureRecord<'_, K, P>,
+) -> Result<DeliveryFuture, KafkaError>
 where
     K: ToBytes + ?Sized,
     P: ToBytes + ?Sized,
@@ -76,7 +75,7 @@ where
                 record = back;
                 std::thread::sleep(QUEUE_FULL_WAIT);
             }
-            Err(failed) => return Err(failed),
+            Err((e, _)) => return Err(e),
         }
     }
 }

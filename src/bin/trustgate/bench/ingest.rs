@@ -84,7 +84,7 @@ async fn fill(settings: &Settings, topic: &str, records: u64) -> anyhow::Result<
             .headers(headers);
         match enqueue(&producer, rec).await {
             Ok(delivery) => pending.push(delivery),
-            Err((e, _)) => return Err(e).context("filling the bench events topic"),
+            Err(e) => return Err(e).context("filling the bench events topic"),
         }
         if pending.len() == pending.capacity() {
             await_all(&mut pending).await?;

@@ -155,7 +155,7 @@ fn send(producer: &FutureProducer, target: &Target, tag: u32, seq: u32, epoch: I
         .headers(headers);
     // The delivery report is not awaited: a request that is not delivered simply gets no
     // reply and is counted as lost.
-    if let Err((e, _)) = enqueue_blocking(producer, record) {
+    if let Err(e) = enqueue_blocking(producer, record) {
         tracing::warn!(error = %e, "Bench request could not be produced.");
     }
 }
