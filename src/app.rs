@@ -1,7 +1,7 @@
 //! `trustgate run`: wires ingest, the decision worker, the admin listener and (when enabled) the
 //! webhook listener together, and shuts them down in order.
 //!
-//! Shutdown (SIGTERM/SIGINT or the token): the admin listener and the decision worker stop
+//! Shutdown (the token, which the binary cancels on SIGTERM/SIGINT): the admin listener and the decision worker stop
 //! taking new work and finish what is in flight (the worker waits for every reply it produced
 //! to be acknowledged and commits its offsets, then leaves the group); ingest stores the chunk
 //! in flight; the producer is flushed and the store is synced. Nothing is awaited forever:
@@ -59,18 +59,23 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         producer: producer.clone(),
         status: status.clone(),
         liveness: liveness.clone(),
-        shutdown: shutdown.clone(),
     };
-    tasks.spawn_blocking(move || ("ingest", ingest::run(ingest_ctx)));
+    let ingest_shutdown = shutdown.clone();
+    tasks.spawn_blocking(move || ("ingest", ingest::run(ingest_ctx, ingest_shutdown)));
 
     let worker_ctx = worker::WorkerContext {
         settings: settings.clone(),
         decider: decider.clone(),
         producer: producer.clone(),
         ingest: status.clone(),
-        shutdown: shutdown.clone(),
     };
-    tasks.spawn(async move { ("decision worker", worker::run(worker_ctx).await) });
+    let worker_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        (
+            "decision worker",
+            worker::run(worker_ctx, worker_shutdown).await,
+        )
+    });
 
     let listener = tokio::net::TcpListener::bind(settings.admin.listen)
         .await
@@ -185,11 +190,10 @@ impl Running {
     }
 }
 
-/// Runs until SIGTERM/SIGINT, then shuts down within [`SHUTDOWN_BUDGET`].
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
+/// Runs until `shutdown` (the binary cancels it on SIGTERM/SIGINT) or until a core component
+/// fails, then shuts down within [`SHUTDOWN_BUDGET`].
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let running = start(settings, shutdown.clone()).await?;
-    crate::shutdown::cancel_on_signal(shutdown.clone());
     let join = running.join(shutdown.clone());
     tokio::pin!(join);
     tokio::select! {

@@ -25,13 +25,12 @@ pub struct WorkerContext {
     pub decider: Decider<Store>,
     pub producer: FutureProducer,
     pub ingest: IngestStatus,
-    pub shutdown: CancellationToken,
 }
 
 /// Runs until `shutdown`, then drains: every reply already produced is acknowledged and its
 /// offset committed before the consumer leaves the group.
-pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
-    if !ctx.ingest.wait_caught_up(&ctx.shutdown).await {
+pub async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if !ctx.ingest.wait_caught_up(&shutdown).await {
         return Ok(());
     }
     let topics = &ctx.settings.topics;
@@ -43,10 +42,7 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
     )?;
     tracing::info!(topic = %topics.requests, group = %ctx.settings.kafka.group_id, "Decision worker started.");
     replies
-        .run(
-            |msg, route| answer(&ctx.decider, msg, route),
-            ctx.shutdown.clone(),
-        )
+        .run(|msg, route| answer(&ctx.decider, msg, route), shutdown)
         .await?;
     tracing::info!("Decision worker stopped.");
     Ok(())

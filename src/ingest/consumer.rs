@@ -32,18 +32,18 @@ pub struct IngestContext {
     pub status: IngestStatus,
     /// Advanced with every chunk's newest record time.
     pub liveness: LivenessClock,
-    pub shutdown: CancellationToken,
 }
 
 /// Runs ingest until `shutdown`; blocking, so call it from a dedicated thread. Returns after the
 /// chunk in flight is stored.
-pub fn run(ctx: IngestContext) -> anyhow::Result<()> {
+pub fn run(ctx: IngestContext, shutdown: CancellationToken) -> anyhow::Result<()> {
     let topic = ctx.settings.topics.events.clone();
     let consumer: BaseConsumer = client_config(&ctx.settings.kafka, Role::Ingest)
         .create()
         .context("creating the ingest consumer")?;
     let mut ingest = Ingest {
         ctx,
+        shutdown,
         topic,
         assigned: BTreeSet::new(),
         targets: HashMap::new(),
@@ -51,7 +51,7 @@ pub fn run(ctx: IngestContext) -> anyhow::Result<()> {
     };
     ingest.assign_new_partitions(&consumer)?;
     let mut last_refresh = Instant::now();
-    while !ingest.ctx.shutdown.is_cancelled() {
+    while !ingest.shutdown.is_cancelled() {
         let chunk = poll_chunk(&consumer);
         let idle = chunk.is_empty();
         if !idle {
@@ -72,6 +72,8 @@ pub fn run(ctx: IngestContext) -> anyhow::Result<()> {
 
 struct Ingest {
     ctx: IngestContext,
+    /// Stops the loop; a dead-letter write still failing then stops ingest with an error.
+    shutdown: CancellationToken,
     topic: String,
     assigned: BTreeSet<i32>,
     /// High watermark per partition when it was assigned: the end to catch up to.
@@ -95,7 +97,7 @@ impl Ingest {
                 {
                     break m
                 }
-                Ok(_) | Err(_) if self.ctx.shutdown.is_cancelled() => return Ok(()),
+                Ok(_) | Err(_) if self.shutdown.is_cancelled() => return Ok(()),
                 Ok(_) => {
                     tracing::warn!(topic = %self.topic, "Events topic has no partitions yet; retrying.")
                 }
@@ -210,7 +212,7 @@ impl Ingest {
                 );
                 match sent {
                     Ok(_) => break,
-                    Err((e, _)) if !self.ctx.shutdown.is_cancelled() => {
+                    Err((e, _)) if !self.shutdown.is_cancelled() => {
                         attempt += 1;
                         tracing::warn!(error = %e, attempt, "Dead-letter write failed; retrying before moving on.");
                         std::thread::sleep(Duration::from_millis(200 * u64::from(attempt.min(25))));
