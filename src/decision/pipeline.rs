@@ -6,7 +6,7 @@
 //! worker's Kafka path, and a fix here fixes both.
 //!
 //! Owns: reply routing per request ([`route`]), producing the reply or the dead letter, the
-//! bound on replies in flight, the committer ([`commit_in_order`]) and the drain on shutdown.
+//! bound on replies in flight, the committer (`commit_in_order`) and the drain on shutdown.
 //! Does not own what a request means: that is the caller's answer ([`Disposition`]).
 //!
 //! Guarantee: at-least-once. A second task awaits acknowledgements in the order the requests

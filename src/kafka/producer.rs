@@ -80,7 +80,7 @@ where
     }
 }
 
-/// The last step of every shutdown that wrote: wait (at most [`FLUSH_BUDGET`], off the async
+/// The last step of every shutdown that wrote: wait (at most `FLUSH_BUDGET`, off the async
 /// threads, since librdkafka's flush blocks) for queued records to be acknowledged. Records
 /// still unacknowledged then were never confirmed to their senders, so nothing is lost that
 /// was promised; the failure is logged.
