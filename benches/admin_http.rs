@@ -16,8 +16,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use trustgate::admin::{serve, AdminState, ComponentHealth};
 use trustgate::decision::Decider;
-use trustgate::feed::FeedClock;
 use trustgate::ingest::IngestStatus;
+use trustgate::liveness::LivenessClock;
 use trustgate::store::{ChunkUpdate, Store};
 
 const DEVICES: u64 = 10_000;
@@ -44,20 +44,20 @@ fn bench(c: &mut Criterion) {
     let settings = trustgate::config::load_str("", "defaults", std::iter::empty())
         .unwrap()
         .settings;
-    let feed = FeedClock::starting_at(Some(AT));
+    let liveness = LivenessClock::starting_at(Some(AT));
     let state = AdminState {
         decider: Decider::new(
             Arc::new(settings.policies.clone()),
             store.clone(),
             settings.fold.grace_millis(),
-            feed.clone(),
+            liveness.clone(),
         ),
         store,
         ingest: IngestStatus::default(),
         grace_millis: settings.fold.grace_millis(),
-        feed,
+        liveness,
         stale_after: Duration::from_secs(900),
-        metrics: trustgate::metrics::install(),
+        metrics: trustgate::telemetry::metrics::install(),
         health: ComponentHealth::default(),
     };
     let shutdown = CancellationToken::new();

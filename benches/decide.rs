@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use trustgate::config::load_str;
 use trustgate::decision::{request, Decider};
-use trustgate::feed::FeedClock;
+use trustgate::liveness::LivenessClock;
 use trustgate::policy::{evaluate, EvalContext, MemoryDirectory, Policies, Subject};
 use trustgate::store::Store;
 
@@ -41,7 +41,7 @@ fn decider() -> Decider<Store> {
         Arc::new(policies()),
         fixture().store.clone(),
         600_000,
-        FeedClock::starting_at(Some(trustgate::time::now_millis())),
+        LivenessClock::starting_at(Some(trustgate::time::now_millis())),
     )
 }
 
@@ -99,7 +99,7 @@ fn policy(c: &mut Criterion) {
     let policies = policies();
     let ctx = EvalContext {
         grace_millis: 600_000,
-        feed_age: Some(Duration::from_secs(1)),
+        liveness_age: Some(Duration::from_secs(1)),
     };
     let mut g = c.benchmark_group("policy_evaluate");
     // MemoryDirectory scans for index lookups, so it stays small: it measures the rules.

@@ -105,7 +105,7 @@ fn chunk(first: u64) -> ChunkUpdate {
             })
             .collect(),
         offsets: BTreeMap::from([(("bench.events".to_owned(), 0), (first + CHUNK) as i64)]),
-        feeds: BTreeMap::from([("bench".to_owned(), AT)]),
+        liveness: BTreeMap::from([("bench".to_owned(), AT)]),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `trustgate run`: wires ingest, the decision worker, the admin listener and (when enabled) the
 //! webhook listener together, and shuts them down in order.
 //!
-//! Shutdown (SIGTERM/SIGINT or the token): the admin listener and the decision worker stop
+//! Shutdown (the token, which the binary cancels on SIGTERM/SIGINT): the admin listener and the decision worker stop
 //! taking new work and finish what is in flight (the worker waits for every reply it produced
 //! to be acknowledged and commits its offsets, then leaves the group); ingest stores the chunk
 //! in flight; the producer is flushed and the store is synced. Nothing is awaited forever:
@@ -10,9 +10,9 @@
 use crate::admin::{self, AdminState, ComponentHealth};
 use crate::config::Settings;
 use crate::decision::{worker, Decider};
-use crate::feed::FeedClock;
 use crate::ingest::{self, IngestContext, IngestStatus};
 use crate::kafka::start_producer;
+use crate::liveness::LivenessClock;
 use crate::publish::EventsPublisher;
 use crate::store::Store;
 use crate::webhook;
@@ -44,12 +44,12 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let status = IngestStatus::default();
     let health = ComponentHealth::default();
     let grace = settings.fold.grace_millis();
-    let feed = FeedClock::starting_at(store.feeds()?.values().max().copied());
+    let liveness = LivenessClock::starting_at(store.newest_liveness()?);
     let decider = Decider::new(
         Arc::new(settings.policies.clone()),
         store.clone(),
         grace,
-        feed.clone(),
+        liveness.clone(),
     );
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -58,19 +58,24 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         store: store.clone(),
         producer: producer.clone(),
         status: status.clone(),
-        feed: feed.clone(),
-        shutdown: shutdown.clone(),
+        liveness: liveness.clone(),
     };
-    tasks.spawn_blocking(move || ("ingest", ingest::run(ingest_ctx)));
+    let ingest_shutdown = shutdown.clone();
+    tasks.spawn_blocking(move || ("ingest", ingest::run(ingest_ctx, ingest_shutdown)));
 
     let worker_ctx = worker::WorkerContext {
         settings: settings.clone(),
         decider: decider.clone(),
         producer: producer.clone(),
         ingest: status.clone(),
-        shutdown: shutdown.clone(),
     };
-    tasks.spawn(async move { ("decision worker", worker::run(worker_ctx).await) });
+    let worker_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        (
+            "decision worker",
+            worker::run(worker_ctx, worker_shutdown).await,
+        )
+    });
 
     let listener = tokio::net::TcpListener::bind(settings.admin.listen)
         .await
@@ -81,9 +86,9 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         store: store.clone(),
         ingest: status.clone(),
         grace_millis: grace,
-        feed: feed.clone(),
+        liveness: liveness.clone(),
         stale_after: settings.policies.global.stale_after,
-        metrics: crate::metrics::install(),
+        metrics: crate::telemetry::metrics::install(),
         health: health.clone(),
     };
     let admin_shutdown = shutdown.clone();
@@ -95,15 +100,15 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     });
 
     if settings.poller.enabled {
-        let publisher = crate::publish::EventsPublisher::new(
+        let publisher = EventsPublisher::new(
             producer.clone(),
             settings.topics.events.clone(),
-            "poll",
+            crate::poller::SOURCE,
         );
         let (poller_settings, poller_shutdown) = (settings.clone(), shutdown.clone());
         let poller_health = health.clone();
         // A poller that stops for good (401/403, unusable state) is reported unhealthy but does
-        // not take decisions down: the feed ages into `stale` and each policy's `on_stale` rules.
+        // not take decisions down: the liveness age grows into `stale` and each policy's `on_stale` rules.
         tasks.spawn(async move {
             if let Err(e) = crate::poller::run(poller_settings, publisher, poller_shutdown).await {
                 tracing::error!(
@@ -185,11 +190,10 @@ impl Running {
     }
 }
 
-/// Runs until SIGTERM/SIGINT, then shuts down within [`SHUTDOWN_BUDGET`].
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
+/// Runs until `shutdown` (the binary cancels it on SIGTERM/SIGINT) or until a core component
+/// fails, then shuts down within [`SHUTDOWN_BUDGET`].
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let running = start(settings, shutdown.clone()).await?;
-    crate::shutdown::cancel_on_signal(shutdown.clone());
     let join = running.join(shutdown.clone());
     tokio::pin!(join);
     tokio::select! {

@@ -12,34 +12,42 @@
 //! ```
 //!
 //! - [`se`]: Secure Endpoint JSON shapes, parsed leniently; page slicing.
-//! - [`topic`]: the events topic's record contract (headers, kinds).
+//! - [`topic`]: record contracts: the events topic's (headers, kinds) and dead-letter records.
 //! - [`fold`]: pure fold of records into device state; the compromise rule.
-//! - [`store`]: sled persistence, indexes and ingest offsets.
+//! - [`store`]: sled persistence, indexes, ingest offsets and each source's liveness.
 //! - [`ingest`]: the events-topic consumer and dead-lettering.
+//! - [`liveness`]: when a source last wrote (the age behind `stale`, exported as
+//!   `feed_age_seconds`).
 //! - [`policy`]: policies, device matching and the pure decision procedure.
-//! - [`decision`]: request/response contract, the Kafka worker and reply routing.
-//! - [`feed`]: feed liveness (the age behind `stale`).
-//! - [`demo`]: `trustgate demo`, the whole story in one command.
+//! - [`decision`]: request/response contract, the shared decide path, the pipelined reply loop,
+//!   the Kafka worker and reply routing; the sled store as the decisions' device directory.
 //! - [`admin`]: the admin HTTP listener.
 //! - [`publish`]: the one producer path to the events topic for every source.
-//! - [`poller`]: the Secure Endpoint API poller (events and inventory, within the rate limit).
+//! - [`poller`]: the Secure Endpoint API poller (event poll and inventory sweep, within the rate
+//!   limit).
 //! - [`webhook`]: the signed HTTP push bridge (Standard Webhooks) into the events topic.
-//! - [`kafka`]: librdkafka client construction and topic creation.
+//! - [`kafka`]: librdkafka client construction, topic creation, the producer (start, enqueue,
+//!   flush).
 //! - [`config`]: configuration file, environment overrides, validated settings.
-//! - [`metrics`]: every exported metric name, in one place.
-//! - [`simulator`]: an SE v1 API simulator (`trustgate simulate`), the poller's test double.
-//! - [`bench`]: `trustgate bench`, the end-to-end load tool.
-//! - [`app`], [`cli`], [`telemetry`]: process wiring.
+//! - [`telemetry`]: logging set-up and every exported metric name, in one place.
+//! - [`locks`]: the one rule for poisoned locks (recover), and its helpers.
+//! - [`time`]: time representation (unix ms inside, RFC 3339 outside).
+//! - [`app`]: `trustgate run`'s component wiring and ordered shutdown; [`shutdown`]: the one
+//!   signal handler.
+//!
+//! The command line, the demo, the load tool (`trustgate bench`) and the `poll` command are the
+//! `trustgate` binary's (`src/bin/trustgate/`); the SE API simulator is its own crate
+//! (`crates/se-simulator`).
 
 pub mod admin;
 pub mod app;
 pub mod config;
 pub mod decision;
-pub mod feed;
 pub mod fold;
 pub mod ingest;
 pub mod kafka;
-pub mod metrics;
+pub mod liveness;
+pub mod locks;
 pub mod policy;
 pub mod poller;
 pub mod publish;

@@ -60,6 +60,11 @@ impl EventsPublisher {
         &self.topic
     }
 
+    /// The `trustgate-source` this publisher writes as (`poll`, `webhook`, …).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// Writes every record and waits until the broker acknowledged all of them. `queue_timeout`
     /// bounds the wait for room in the local queue; delivery itself is bounded by the
     /// producer's `message.timeout.ms` (30 s, see [`crate::kafka::client_config`]).

@@ -1,7 +1,7 @@
 //! The process's one shutdown trigger: SIGTERM or SIGINT cancels a [`CancellationToken`] that
 //! every long-running component takes as an argument. Components never install signal
-//! handlers of their own; commands call [`cancel_on_signal`] once, before they announce that
-//! they are up.
+//! handlers of their own; the command line calls [`cancel_on_signal`] once per long-running
+//! command, before start-up.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;

@@ -1,7 +1,14 @@
-//! The events topic's record contract, shared by every producer (poller, webhook) and by ingest.
+//! Record contracts: the events topic's, shared by every producer (poller, webhook) and by
+//! ingest, and the dead-letter topic's, shared by ingest and the decision worker.
 //!
-//! A record's value is SE's JSON object byte-for-byte; its key is the connector GUID; these
-//! headers say what it is and where it came from. Ingest also accepts records without them.
+//! An events record's value is SE's JSON object byte-for-byte; its key is the connector GUID;
+//! the `trustgate-kind`/`-source`/`-observed-at` headers say what it is and where it came from.
+//! Ingest also accepts records without them. A dead-letter record ([`dead_letter_record`]) is
+//! the original key, value and headers, plus the `trustgate-dlq-*` headers saying where it came
+//! from and why.
+
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
 
 /// `event`, `computer` or `heartbeat`.
 pub const HEADER_KIND: &str = "trustgate-kind";
@@ -21,7 +28,7 @@ pub const HEADER_DLQ_ERROR: &str = "trustgate-dlq-error";
 pub enum Kind {
     Event,
     Computer,
-    /// Feed liveness written by a source; carries no device.
+    /// Liveness written by a source; carries no device.
     Heartbeat,
 }
 
@@ -49,8 +56,7 @@ pub fn record_headers(
     kind: Kind,
     source: &str,
     observed_at: Option<chrono::DateTime<chrono::Utc>>,
-) -> rdkafka::message::OwnedHeaders {
-    use rdkafka::message::{Header, OwnedHeaders};
+) -> OwnedHeaders {
     let observed = observed_at.map(crate::time::rfc3339);
     let mut headers = OwnedHeaders::new()
         .insert(Header {
@@ -68,4 +74,49 @@ pub fn record_headers(
         });
     }
     headers
+}
+
+/// Builds the dead-letter record for `msg`, which could not be used because of `error`. The
+/// caller sends it to the dead-letter topic `dlq_topic`.
+pub fn dead_letter_record<'a>(
+    dlq_topic: &'a str,
+    msg: &'a BorrowedMessage<'a>,
+    error: &str,
+) -> FutureRecord<'a, [u8], [u8]> {
+    let mut headers = OwnedHeaders::new();
+    if let Some(original) = msg.headers() {
+        for h in original.iter() {
+            headers = headers.insert(Header {
+                key: h.key,
+                value: h.value,
+            });
+        }
+    }
+    let partition = msg.partition().to_string();
+    let offset = msg.offset().to_string();
+    headers = headers
+        .insert(Header {
+            key: HEADER_DLQ_TOPIC,
+            value: Some(msg.topic()),
+        })
+        .insert(Header {
+            key: HEADER_DLQ_PARTITION,
+            value: Some(partition.as_str()),
+        })
+        .insert(Header {
+            key: HEADER_DLQ_OFFSET,
+            value: Some(offset.as_str()),
+        })
+        .insert(Header {
+            key: HEADER_DLQ_ERROR,
+            value: Some(error),
+        });
+    let mut record = FutureRecord::to(dlq_topic).headers(headers);
+    if let Some(key) = msg.key() {
+        record = record.key(key);
+    }
+    if let Some(value) = msg.payload() {
+        record = record.payload(value);
+    }
+    record
 }

@@ -4,8 +4,8 @@
 use serde_json::{json, Value};
 use std::sync::Arc;
 use trustgate::decision::Decider;
-use trustgate::feed::FeedClock;
 use trustgate::fold::{DeviceState, Observation, Stamped};
+use trustgate::liveness::LivenessClock;
 use trustgate::policy::{MemoryDirectory, OnStale, Policies, Policy, UnknownDevice};
 
 fn schema(name: &str) -> jsonschema::Validator {
@@ -87,10 +87,10 @@ fn our_responses_validate() {
     d.newest_record_at = Some(5);
     dir.insert(d);
     // A fresh feed, and one that never wrote (every response then carries `stale`).
-    let fresh = FeedClock::starting_at(Some(trustgate::time::now_millis()));
+    let fresh = LivenessClock::starting_at(Some(trustgate::time::now_millis()));
     for decider in [
         Decider::new(policies(), dir.clone(), 600_000, fresh),
-        Decider::new(policies(), dir, 600_000, FeedClock::default()),
+        Decider::new(policies(), dir, 600_000, LivenessClock::default()),
     ] {
         for body in [
             r#"{"request_id":"a","application":"vpn","device":{"trusted":true,"connector_guid":"g1"}}"#,

@@ -175,7 +175,7 @@ fn fill(store: &Store, devices: u64) {
                 })
                 .collect(),
             offsets: BTreeMap::from([(("bench.events".to_owned(), 0), end as i64)]),
-            feeds: BTreeMap::from([("bench".to_owned(), AT)]),
+            liveness: BTreeMap::from([("bench".to_owned(), AT)]),
         };
         store.apply(&update).expect("apply chunk");
         next = end;

@@ -1,9 +1,10 @@
 //! Components that stopped for good while the process keeps serving.
 //!
 //! A source failing for a reason no retry can fix (the poller's 401/403) must not take decisions
-//! down with it: auth systems keep their answers, the feed ages into `stale`, and `/healthz`
+//! down with it: auth systems keep their answers, the liveness age grows into `stale`, and `/healthz`
 //! says which component failed and why until an operator acts.
 
+use crate::locks;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -12,14 +13,11 @@ pub struct ComponentHealth(Arc<Mutex<BTreeMap<&'static str, String>>>);
 
 impl ComponentHealth {
     pub fn fail(&self, component: &'static str, reason: String) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(component, reason);
+        locks::lock(&self.0).insert(component, reason);
     }
 
     /// Failed components and why; empty when healthy.
     pub fn failures(&self) -> BTreeMap<&'static str, String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        locks::lock(&self.0).clone()
     }
 }

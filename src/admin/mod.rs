@@ -11,9 +11,10 @@ pub use devices::{lookup, DeviceLookup, DeviceView};
 pub use health::ComponentHealth;
 
 use crate::decision::{Answer, Decider};
-use crate::feed::FeedClock;
 use crate::ingest::IngestStatus;
+use crate::liveness::LivenessClock;
 use crate::store::Store;
+use crate::telemetry::metrics;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -32,8 +33,8 @@ pub struct AdminState {
     pub store: Store,
     pub ingest: IngestStatus,
     pub grace_millis: i64,
-    pub feed: FeedClock,
-    /// How old the feed may be before readiness fails (the global policy's `stale_after`).
+    pub liveness: LivenessClock,
+    /// How old the liveness age may be before readiness fails (the global policy's `stale_after`).
     pub stale_after: Duration,
     pub metrics: PrometheusHandle,
     pub health: ComponentHealth,
@@ -45,7 +46,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/devices/{id}", get(device))
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(prometheus))
         .with_state(state)
 }
 
@@ -72,7 +73,7 @@ async fn decide(State(state): State<AdminState>, body: Bytes) -> Response {
     let started = std::time::Instant::now();
     match tokio::task::spawn_blocking(move || decider.decide(&body)).await {
         Ok(Answer::Reply(resp)) => {
-            crate::metrics::decision(&resp.policy, resp.decision, resp.reason, started.elapsed());
+            metrics::decision(&resp.policy, resp.decision, resp.reason, started.elapsed());
             Json(resp).into_response()
         }
         Ok(Answer::Unanswerable(message)) => error(StatusCode::BAD_REQUEST, message),
@@ -88,16 +89,17 @@ async fn device(State(state): State<AdminState>, Path(id): Path<String>) -> Resp
     }
 }
 
-/// Ready when ingest has caught up, the broker answered recently and the feed is not stale.
+/// Ready when ingest has caught up, the broker answered recently and the liveness age is
+/// within the global policy's `stale_after`.
 async fn ready(State(state): State<AdminState>) -> Response {
     let caught_up = state.ingest.is_caught_up();
     let broker_reachable = state.ingest.broker_reachable();
-    let feed_age = state.feed.age();
-    let fresh = feed_age.is_some_and(|age| age <= state.stale_after);
+    let liveness_age = state.liveness.age();
+    let fresh = liveness_age.is_some_and(|age| age <= state.stale_after);
     let body = json!({
         "caught_up": caught_up,
         "broker_reachable": broker_reachable,
-        "feed_age_seconds": feed_age.map(|a| a.as_secs()),
+        "feed_age_seconds": liveness_age.map(|a| a.as_secs()),
         "stale": !fresh,
         "ingest_lag": state.ingest.lag(),
     });
@@ -123,11 +125,12 @@ async fn health(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AdminState>) -> Response {
-    crate::metrics::feed_age(state.feed.age());
-    crate::metrics::caught_up(state.ingest.is_caught_up());
+/// The exported metrics, with the gauges read at scrape time refreshed first.
+async fn prometheus(State(state): State<AdminState>) -> Response {
+    metrics::feed_age(state.liveness.age());
+    metrics::ingest_caught_up(state.ingest.is_caught_up());
     for (partition, lag) in state.ingest.lag() {
-        crate::metrics::ingest_lag(partition, lag);
+        metrics::ingest_lag(partition, lag);
     }
     (
         [("content-type", "text/plain; version=0.0.4")],

@@ -41,17 +41,18 @@ pub struct KafkaSettings {
     pub session_timeout: Duration,
     pub linger_ms: u32,
     pub fetch_wait_max_ms: u32,
-    pub properties: BTreeMap<String, Secretish>,
+    pub properties: BTreeMap<String, KafkaProperty>,
 }
 
-/// A librdkafka property value; those whose names look secret print redacted.
+/// A `[kafka.properties]` entry: a librdkafka property passed through as given. Its value
+/// prints `[REDACTED]` when the name looks secret (`password`, `secret`).
 #[derive(Clone)]
-pub struct Secretish {
+pub struct KafkaProperty {
     pub key: String,
     pub value: String,
 }
 
-impl std::fmt::Debug for Secretish {
+impl std::fmt::Debug for KafkaProperty {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.key.contains("password") || self.key.contains("secret") {
             f.write_str("[REDACTED]")
@@ -245,7 +246,7 @@ fn kafka(raw: RawKafka) -> Result<KafkaSettings, ConfigError> {
         properties: raw
             .properties
             .into_iter()
-            .map(|(key, value)| (key.clone(), Secretish { key, value }))
+            .map(|(key, value)| (key.clone(), KafkaProperty { key, value }))
             .collect(),
     })
 }

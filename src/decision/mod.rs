@@ -2,8 +2,12 @@
 //!
 //! [`Decider`] is the one code path from request bytes to a response; the Kafka worker
 //! ([`worker`]), the admin HTTP endpoint and `trustgate decide` all call it, so they cannot
-//! disagree. Reply routing (Spring Kafka's request/reply headers) lives in [`reply`].
+//! disagree. Reply routing (Spring Kafka's request/reply headers) lives in [`reply`]; the
+//! pipelined reply loop the worker runs (and the bench's echo floor with it) in [`pipeline`].
+//! `directory.rs` makes the sled store the [`DeviceDirectory`] that decisions read.
 
+mod directory;
+pub mod pipeline;
 pub mod reply;
 pub mod request;
 pub mod response;
@@ -12,7 +16,7 @@ pub mod worker;
 pub use request::{InvalidRequest, ValidRequest};
 pub use response::DecisionResponse;
 
-use crate::feed::FeedClock;
+use crate::liveness::LivenessClock;
 use crate::policy::{evaluate, Decision, DeviceDirectory, EvalContext, Policies};
 use crate::time::now_millis;
 use std::sync::Arc;
@@ -33,16 +37,21 @@ pub struct Decider<D> {
     policies: Arc<Policies>,
     directory: D,
     grace_millis: i64,
-    feed: FeedClock,
+    liveness: LivenessClock,
 }
 
 impl<D: DeviceDirectory> Decider<D> {
-    pub fn new(policies: Arc<Policies>, directory: D, grace_millis: i64, feed: FeedClock) -> Self {
+    pub fn new(
+        policies: Arc<Policies>,
+        directory: D,
+        grace_millis: i64,
+        liveness: LivenessClock,
+    ) -> Self {
         Decider {
             policies,
             directory,
             grace_millis,
-            feed,
+            liveness,
         }
     }
 
@@ -65,7 +74,7 @@ impl<D: DeviceDirectory> Decider<D> {
         let policy = self.policies.for_application(&req.application);
         let ctx = EvalContext {
             grace_millis: self.grace_millis,
-            feed_age: self.feed.age(),
+            liveness_age: self.liveness.age(),
         };
         let decision = evaluate(policy, &req.subject, &self.directory, &ctx);
         DecisionResponse::new(

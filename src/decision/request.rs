@@ -1,6 +1,6 @@
 //! Decision requests (`schemas/decision-request.v1.json`): reading and validating them.
 
-use crate::policy::{Identifiers as DeviceIds, Subject};
+use crate::policy::{RequestIdentifiers, Subject};
 use crate::se::{self, Platform};
 use serde_json::{Map, Value};
 
@@ -69,7 +69,7 @@ fn validate(obj: &Map<String, Value>, request_id: &str) -> Result<ValidRequest, 
     })
 }
 
-fn identifiers(device: &Map<String, Value>) -> Result<DeviceIds, String> {
+fn identifiers(device: &Map<String, Value>) -> Result<RequestIdentifiers, String> {
     let guid = optional_string(device, "connector_guid")?;
     let processor = optional_string(device, "windows_processor_id")?;
     let hostname = optional_string(device, "hostname")?;
@@ -91,7 +91,7 @@ fn identifiers(device: &Map<String, Value>) -> Result<DeviceIds, String> {
         }
         Some(_) => return Err("device.mac_addresses must be an array".into()),
     };
-    Ok(DeviceIds {
+    Ok(RequestIdentifiers {
         connector_guid: guid.as_deref().and_then(se::normalize_guid),
         windows_processor_id: processor.as_deref().and_then(se::normalize_processor_id),
         macs,

@@ -16,10 +16,11 @@ pub struct DecisionResponse {
     pub decided_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Present (true) only when the feed behind the decision is older than `stale_after`.
+    /// Present (true) only when the liveness age behind the decision is over `stale_after`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stale: Option<bool>,
-    /// Seconds since the last record or heartbeat from any source; with `stale`.
+    /// The liveness age: seconds since the last record or heartbeat from any source; with
+    /// `stale`. The field's name is the wire contract.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feed_age_seconds: Option<u64>,
 }

@@ -64,9 +64,10 @@ impl CompromiseEvent {
     }
 }
 
-/// Identifiers a record states about its device, each stamped with the record's time.
+/// Identifiers a record states about its device, each stamped with the record's time. (What a
+/// decision request gives to match a device by is `policy::RequestIdentifiers`.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Identifiers {
+pub struct RecordIdentifiers {
     pub hostname: Option<Stamped<String>>,
     /// Normalised MACs, sorted and deduplicated: a record states the device's whole set.
     pub macs: Option<Stamped<Vec<String>>>,
@@ -79,7 +80,7 @@ pub struct Identifiers {
 pub struct Fact {
     pub connector_guid: String,
     pub record_timestamp: Millis,
-    pub identifiers: Identifiers,
+    pub identifiers: RecordIdentifiers,
     pub last_seen: Option<Millis>,
     pub observation: Option<Observation>,
     pub compromise_event: Option<(EventKey, CompromiseEvent)>,

@@ -14,5 +14,7 @@ mod record;
 mod tests;
 
 pub use compromise::{FoldConfig, DEFAULT_COMPROMISE_EVENT_TYPES};
-pub use device::{CompromiseEvent, DeviceState, EventKey, Fact, Identifiers, Observation, Stamped};
+pub use device::{
+    CompromiseEvent, DeviceState, EventKey, Fact, Observation, RecordIdentifiers, Stamped,
+};
 pub use record::{classify, Classified, Heartbeat, RecordError, RecordInput};

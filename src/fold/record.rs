@@ -1,6 +1,6 @@
 //! From an events-topic record (value, headers, timestamp) to a [`Fact`] about one device.
 
-use super::device::{CompromiseEvent, EventKey, Fact, Identifiers, Observation, Stamped};
+use super::device::{CompromiseEvent, EventKey, Fact, Observation, RecordIdentifiers, Stamped};
 use super::FoldConfig;
 use crate::se::{self, Computer, Event, NetworkAddress};
 use crate::time::{parse_rfc3339, Millis};
@@ -20,7 +20,7 @@ pub struct RecordInput<'a> {
     pub timestamp: Millis,
 }
 
-/// A source's liveness record: the feed is alive even when no device changed.
+/// A source's liveness record: the source is alive even when no device changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heartbeat {
     pub source: String,
@@ -131,13 +131,13 @@ fn event_fact(
     // Identifiers are as of the event's own date; a record without one is as of its arrival.
     let at = date.unwrap_or(timestamp);
     let computer = event.computer.as_ref();
-    let identifiers = Identifiers {
+    let identifiers = RecordIdentifiers {
         hostname: computer
             .and_then(|c| c.hostname.as_deref())
             .and_then(se::normalize_hostname)
             .map(|value| Stamped { at, value }),
         macs: computer.and_then(|c| stamped_macs(&c.network_addresses, at)),
-        ..Identifiers::default()
+        ..RecordIdentifiers::default()
     };
     let compromise_event = config.is_compromise_class(event.event_type_id).then(|| {
         let key = match event.id {
@@ -175,7 +175,7 @@ fn computer_fact(computer: &Computer, input: &RecordInput<'_>) -> Result<Fact, R
         .and_then(parse_rfc3339)
         .map_or(input.timestamp, |t| t.min(input.timestamp));
     let at = observed_at;
-    let identifiers = Identifiers {
+    let identifiers = RecordIdentifiers {
         hostname: computer
             .hostname
             .as_deref()

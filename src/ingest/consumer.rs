@@ -1,13 +1,14 @@
 //! The ingest loop.
 
-use super::{dead_letter_record, IngestStatus};
+use super::IngestStatus;
 use crate::config::Settings;
-use crate::feed::FeedClock;
 use crate::fold::{classify, Classified, DeviceState, RecordInput};
 use crate::kafka::{client_config, Role};
+use crate::liveness::LivenessClock;
 use crate::store::{ChunkUpdate, Store};
+use crate::telemetry::metrics;
 use crate::time::now_millis;
-use crate::topic::{HEADER_KIND, HEADER_OBSERVED_AT, HEADER_SOURCE};
+use crate::topic::{dead_letter_record, HEADER_KIND, HEADER_OBSERVED_AT, HEADER_SOURCE};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -29,20 +30,20 @@ pub struct IngestContext {
     pub store: Store,
     pub producer: FutureProducer,
     pub status: IngestStatus,
-    /// Advanced with every chunk's newest record time (feed liveness).
-    pub feed: FeedClock,
-    pub shutdown: CancellationToken,
+    /// Advanced with every chunk's newest record time.
+    pub liveness: LivenessClock,
 }
 
 /// Runs ingest until `shutdown`; blocking, so call it from a dedicated thread. Returns after the
 /// chunk in flight is stored.
-pub fn run(ctx: IngestContext) -> anyhow::Result<()> {
+pub fn run(ctx: IngestContext, shutdown: CancellationToken) -> anyhow::Result<()> {
     let topic = ctx.settings.topics.events.clone();
     let consumer: BaseConsumer = client_config(&ctx.settings.kafka, Role::Ingest)
         .create()
         .context("creating the ingest consumer")?;
     let mut ingest = Ingest {
         ctx,
+        shutdown,
         topic,
         assigned: BTreeSet::new(),
         targets: HashMap::new(),
@@ -50,7 +51,7 @@ pub fn run(ctx: IngestContext) -> anyhow::Result<()> {
     };
     ingest.assign_new_partitions(&consumer)?;
     let mut last_refresh = Instant::now();
-    while !ingest.ctx.shutdown.is_cancelled() {
+    while !ingest.shutdown.is_cancelled() {
         let chunk = poll_chunk(&consumer);
         let idle = chunk.is_empty();
         if !idle {
@@ -71,6 +72,8 @@ pub fn run(ctx: IngestContext) -> anyhow::Result<()> {
 
 struct Ingest {
     ctx: IngestContext,
+    /// Stops the loop; a dead-letter write still failing then stops ingest with an error.
+    shutdown: CancellationToken,
     topic: String,
     assigned: BTreeSet<i32>,
     /// High watermark per partition when it was assigned: the end to catch up to.
@@ -94,7 +97,7 @@ impl Ingest {
                 {
                     break m
                 }
-                Ok(_) | Err(_) if self.ctx.shutdown.is_cancelled() => return Ok(()),
+                Ok(_) | Err(_) if self.shutdown.is_cancelled() => return Ok(()),
                 Ok(_) => {
                     tracing::warn!(topic = %self.topic, "Events topic has no partitions yet; retrying.")
                 }
@@ -164,21 +167,21 @@ impl Ingest {
             let source = header(msg, HEADER_SOURCE)
                 .map(|s| String::from_utf8_lossy(s).into_owned())
                 .unwrap_or_else(|| "unknown".to_owned());
-            let feed = update.feeds.entry(source).or_insert(input.timestamp);
-            *feed = (*feed).max(input.timestamp);
+            let newest = update.liveness.entry(source).or_insert(input.timestamp);
+            *newest = (*newest).max(input.timestamp);
             update
                 .offsets
                 .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
         }
         self.dead_letter(&dead)?;
         self.ctx.status.broker_answered();
-        crate::metrics::records_applied("device", applied_devices);
-        crate::metrics::records_applied("heartbeat", applied_heartbeats);
-        crate::metrics::records_dead_lettered(dead.len() as u64);
+        metrics::ingest_records_applied("device", applied_devices);
+        metrics::ingest_records_applied("heartbeat", applied_heartbeats);
+        metrics::ingest_dead_lettered(dead.len() as u64);
 
         self.ctx.store.apply(&update)?;
-        if let Some(newest) = update.feeds.values().max() {
-            self.ctx.feed.observe(*newest);
+        if let Some(newest) = update.liveness.values().max() {
+            self.ctx.liveness.observe(*newest);
         }
         for ((_, partition), next) in &update.offsets {
             self.next.insert(*partition, *next);
@@ -209,7 +212,7 @@ impl Ingest {
                 );
                 match sent {
                     Ok(_) => break,
-                    Err((e, _)) if !self.ctx.shutdown.is_cancelled() => {
+                    Err((e, _)) if !self.shutdown.is_cancelled() => {
                         attempt += 1;
                         tracing::warn!(error = %e, attempt, "Dead-letter write failed; retrying before moving on.");
                         std::thread::sleep(Duration::from_millis(200 * u64::from(attempt.min(25))));

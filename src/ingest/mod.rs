@@ -11,9 +11,7 @@
 //! Ingest runs on its own thread: its work is CPU and sled bound, with nothing to await.
 
 mod consumer;
-mod dlq;
 mod status;
 
 pub use consumer::{run, IngestContext};
-pub use dlq::dead_letter_record;
 pub use status::IngestStatus;

@@ -1,6 +1,7 @@
 //! What ingest tells the rest of the process: whether it has caught up, and how far behind
 //! each partition is.
 
+use crate::locks;
 use crate::time::now_millis;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -60,17 +61,12 @@ impl IngestStatus {
     }
 
     pub(super) fn record_progress(&self, partition: i32, next: i64, high: i64) {
-        self.progress
-            .lock()
-            .expect("progress lock")
-            .insert(partition, (next, high));
+        locks::lock(&self.progress).insert(partition, (next, high));
     }
 
     /// Records behind the last known high watermark, per partition.
     pub fn lag(&self) -> BTreeMap<i32, i64> {
-        self.progress
-            .lock()
-            .expect("progress lock")
+        locks::lock(&self.progress)
             .iter()
             .map(|(p, (next, high))| (*p, (high - next).max(0)))
             .collect()

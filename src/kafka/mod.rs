@@ -1,52 +1,21 @@
-//! Kafka client construction and topic administration.
+//! Kafka client construction, topic administration and the producer's life.
 //!
 //! Every client is built from [`client_config`], which maps [`KafkaSettings`] to librdkafka
 //! properties in one place: connection and security first, then the role's safety-relevant
-//! keys, then the operator's `[kafka.properties]` overrides last.
+//! keys, then the operator's `[kafka.properties]` overrides last. Topics are created in
+//! `topics.rs`; starting, enqueueing on (queue-full waits) and flushing the producer live in
+//! `producer.rs`.
 
+mod producer;
 mod topics;
 
+pub use producer::{enqueue, enqueue_blocking, flush_producer, start_producer};
 pub use topics::ensure_topics;
 
-use crate::config::{KafkaSettings, TopicSettings};
-use anyhow::Context;
+use crate::config::KafkaSettings;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::ClientConfig;
 use secrecy::ExposeSecret;
-use std::time::Duration;
-
-/// How long a shutdown waits for the producer's queued records to be acknowledged.
-const FLUSH_BUDGET: Duration = Duration::from_secs(5);
-
-/// Start-up shared by every command that writes: missing topics are created (unless
-/// `[topics] create` is off), then the one producer is built.
-pub async fn start_producer(
-    kafka: &KafkaSettings,
-    topics: &TopicSettings,
-) -> anyhow::Result<FutureProducer> {
-    if topics.create {
-        ensure_topics(kafka, topics)
-            .await
-            .context("creating topics")?;
-    }
-    client_config(kafka, Role::Producer)
-        .create()
-        .context("creating the producer")
-}
-
-/// The last step of every shutdown that wrote: wait (at most [`FLUSH_BUDGET`], off the async
-/// threads, since librdkafka's flush blocks) for queued records to be acknowledged. Records
-/// still unacknowledged then were never confirmed to their senders, so nothing is lost that
-/// was promised; the failure is logged.
-pub async fn flush_producer(producer: &FutureProducer) {
-    let producer = producer.clone();
-    match tokio::task::spawn_blocking(move || producer.flush(FLUSH_BUDGET)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "Producer flush on shutdown did not finish."),
-        Err(e) => tracing::warn!(error = %e, "Producer flush on shutdown panicked."),
-    }
-}
 
 /// What a client is for; each role gets the settings its guarantees depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

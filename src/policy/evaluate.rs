@@ -1,7 +1,7 @@
 //! The decision procedure. Rules are checked in a fixed order and the first that applies gives
 //! the reason; the order is the product's contract (README, "Evaluation order").
 
-use super::matching::{match_device, DeviceDirectory, Identifiers, MatchedBy};
+use super::matching::{match_device, DeviceDirectory, MatchedBy, RequestIdentifiers};
 use super::{OnStale, Policy, UnknownDevice};
 use crate::fold::DeviceState;
 use crate::se::Platform;
@@ -37,7 +37,8 @@ pub enum Reason {
     TrustedNotCompromised,
     /// The store could not be read: never an allow.
     StoreUnavailable,
-    /// The feed is older than the policy's `stale_after` and its `on_stale` is `deny`.
+    /// The liveness age (see [`crate::liveness`]) is over the policy's `stale_after` and its
+    /// `on_stale` is `deny`.
     StateStale,
 }
 
@@ -59,8 +60,8 @@ pub struct Decision {
     pub device: DeviceVerdict,
     /// Set with `invalid_request` and `store_unavailable`: what was wrong.
     pub error: Option<String>,
-    /// Set when the feed is older than the policy's `stale_after`: the feed's age, or `None`
-    /// inside when no source has ever written.
+    /// Set when the liveness age is over the policy's `stale_after`: that age, or `None` inside
+    /// when no source has ever written.
     pub stale: Option<Option<Duration>>,
 }
 
@@ -88,8 +89,9 @@ impl Decision {
 #[derive(Debug, Clone, Copy)]
 pub struct EvalContext {
     pub grace_millis: i64,
-    /// Time since the newest record or heartbeat from any source; `None` when there was none.
-    pub feed_age: Option<Duration>,
+    /// Time since the newest record or heartbeat from any source (the liveness age, exported
+    /// as `feed_age_seconds`); `None` when there was none.
+    pub liveness_age: Option<Duration>,
 }
 
 /// The parts of a valid request the procedure reads.
@@ -97,7 +99,7 @@ pub struct EvalContext {
 pub struct Subject {
     pub trusted: bool,
     pub os: Option<Platform>,
-    pub ids: Identifiers,
+    pub ids: RequestIdentifiers,
 }
 
 /// Decides one valid request (rules 2–8; rule 1 is the caller's, see [`Decision::invalid`]).
@@ -108,9 +110,9 @@ pub fn evaluate(
     ctx: &EvalContext,
 ) -> Decision {
     let stale = ctx
-        .feed_age
+        .liveness_age
         .map_or(true, |age| age > policy.stale_after)
-        .then_some(ctx.feed_age);
+        .then_some(ctx.liveness_age);
     Decision {
         stale,
         ..decide(policy, subject, dir, ctx.grace_millis, stale.is_some())

@@ -1,30 +1,16 @@
 //! Matching a request's identifiers to known devices.
 
 use crate::fold::DeviceState;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Read access to device state, as the decision procedure needs it. Identifier arguments are
-/// already normalised (see [`crate::se::normalize_mac`] and friends).
+/// already normalised (see [`crate::se::normalize_mac`] and friends). The sled store's impl is
+/// in `decision` (`decision/directory.rs`); [`super::MemoryDirectory`] is the in-memory one.
 pub trait DeviceDirectory {
     fn device(&self, guid: &str) -> Result<Option<DeviceState>, StoreError>;
     fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError>;
     fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, StoreError>;
     fn guids_by_hostname(&self, hostname: &str) -> Result<Vec<String>, StoreError>;
-}
-
-impl DeviceDirectory for Store {
-    fn device(&self, guid: &str) -> Result<Option<DeviceState>, StoreError> {
-        Store::device(self, guid)
-    }
-    fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError> {
-        Store::guids_by_processor_id(self, id)
-    }
-    fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, StoreError> {
-        Store::guids_by_mac(self, mac)
-    }
-    fn guids_by_hostname(&self, hostname: &str) -> Result<Vec<String>, StoreError> {
-        Store::guids_by_hostname(self, hostname)
-    }
 }
 
 /// Which identifier matched. Ordered from strongest to weakest.
@@ -46,16 +32,17 @@ pub struct Matched {
     pub devices: Vec<DeviceState>,
 }
 
-/// The request's identifiers, normalised.
+/// The identifiers a decision request gives for its device, normalised: what a device is
+/// matched by. (What a record states about a device is `fold::RecordIdentifiers`.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Identifiers {
+pub struct RequestIdentifiers {
     pub connector_guid: Option<String>,
     pub windows_processor_id: Option<String>,
     pub macs: Vec<String>,
     pub hostname: Option<String>,
 }
 
-impl Identifiers {
+impl RequestIdentifiers {
     pub fn is_empty(&self) -> bool {
         self.connector_guid.is_none()
             && self.windows_processor_id.is_none()
@@ -66,7 +53,10 @@ impl Identifiers {
 
 /// Looks the identifiers up strongest first: connector_guid > windows_processor_id > MAC >
 /// hostname. The first level that finds any device decides.
-pub fn match_device(dir: &impl DeviceDirectory, ids: &Identifiers) -> Result<Matched, StoreError> {
+pub fn match_device(
+    dir: &impl DeviceDirectory,
+    ids: &RequestIdentifiers,
+) -> Result<Matched, StoreError> {
     if let Some(guid) = &ids.connector_guid {
         if let Some(state) = dir.device(guid)? {
             return Ok(Matched {

@@ -2,7 +2,7 @@
 //! directory for table tests and benchmarks that need no disk.
 //!
 //! Every lookup is a scan over plain device states, written as directly as its rule reads.
-//! `store::model_tests` applies random ingest chunks (identifiers that change and move between
+//! `store::tests` applies random ingest chunks (identifiers that change and move between
 //! devices, redeliveries, reopenings of the store) to a sled [`crate::store::Store`] on disk and
 //! to this model (with plain maps beside it for offsets and feed times), and requires the same
 //! device by GUID, the same GUIDs by processor id, MAC and hostname, and the same offsets and

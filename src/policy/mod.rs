@@ -3,7 +3,9 @@
 //! Owns the policy model (a global policy plus named custom policies selected by application)
 //! and [`evaluate`], the pure decision procedure: a validated request, the policy, and a
 //! read-only view of device state in; a decision out. It does no I/O of its own: device state
-//! comes through the [`DeviceDirectory`] trait, which the sled store and test models implement.
+//! comes through the [`DeviceDirectory`] trait: the sled store implements it on the decision
+//! side (`decision/directory.rs`), [`MemoryDirectory`] in memory for tests and benchmarks.
+//! Policy names only the store's error type, never the store.
 
 mod evaluate;
 mod matching;
@@ -13,7 +15,7 @@ mod tests;
 
 pub use evaluate::Subject;
 pub use evaluate::{evaluate, Decision, DeviceVerdict, EvalContext, Outcome, Reason};
-pub use matching::{match_device, DeviceDirectory, Identifiers, Matched, MatchedBy};
+pub use matching::{match_device, DeviceDirectory, Matched, MatchedBy, RequestIdentifiers};
 pub use memory::MemoryDirectory;
 
 use std::collections::HashMap;
@@ -27,7 +29,7 @@ pub enum UnknownDevice {
     Deny,
 }
 
-/// What to do when the feed is older than the policy's `stale_after`.
+/// What to do when the liveness age is over the policy's `stale_after`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnStale {
     /// Answer from the last known state, flagging the response `stale: true`.
@@ -46,7 +48,7 @@ pub struct Policy {
     /// "Allow Cisco Secure Endpoint to block compromised endpoints".
     pub block_compromised: bool,
     pub unknown_device: UnknownDevice,
-    /// How old the feed (newest record or heartbeat from any source) may be.
+    /// How old the newest record or heartbeat from any source (the liveness age) may be.
     pub stale_after: Duration,
     pub on_stale: OnStale,
 }

@@ -8,7 +8,7 @@ use rstest::rstest;
 const GRACE: i64 = 600_000;
 const FRESH: EvalContext = EvalContext {
     grace_millis: GRACE,
-    feed_age: Some(std::time::Duration::from_secs(1)),
+    liveness_age: Some(std::time::Duration::from_secs(1)),
 };
 
 fn device(guid: &str, os: &str, compromised: bool) -> DeviceState {
@@ -62,7 +62,7 @@ fn subject(trusted: bool, guid: Option<&str>, os: Option<Platform>) -> Subject {
     Subject {
         trusted,
         os,
-        ids: Identifiers {
+        ids: RequestIdentifiers {
             connector_guid: guid.map(str::to_owned),
             ..Default::default()
         },
@@ -211,7 +211,7 @@ fn strongest_identifier_decides() {
     let s = Subject {
         trusted: true,
         os: None,
-        ids: Identifiers {
+        ids: RequestIdentifiers {
             connector_guid: Some("win-clean-1".into()),
             macs: vec!["000000000002".into()],
             ..Default::default()
@@ -233,7 +233,7 @@ fn strongest_identifier_decides() {
     // An unknown GUID falls through to the processor id, then MAC, then hostname.
     for (ids, by) in [
         (
-            Identifiers {
+            RequestIdentifiers {
                 connector_guid: Some("x".into()),
                 windows_processor_id: Some("cpu-win-bad-2".into()),
                 ..Default::default()
@@ -241,7 +241,7 @@ fn strongest_identifier_decides() {
             MatchedBy::WindowsProcessorId,
         ),
         (
-            Identifiers {
+            RequestIdentifiers {
                 macs: vec!["000000000002".into()],
                 hostname: Some("win-clean-1".into()),
                 ..Default::default()
@@ -249,7 +249,7 @@ fn strongest_identifier_decides() {
             MatchedBy::Mac,
         ),
         (
-            Identifiers {
+            RequestIdentifiers {
                 hostname: Some("win-bad-2".into()),
                 ..Default::default()
             },
@@ -284,7 +284,7 @@ fn ambiguous_match_is_compromised_if_any_is() {
     let s = Subject {
         trusted: true,
         os: None,
-        ids: Identifiers {
+        ids: RequestIdentifiers {
             hostname: Some("win-bad-2".into()),
             ..Default::default()
         },
@@ -343,7 +343,7 @@ fn staleness(
     };
     let ctx = EvalContext {
         grace_millis: GRACE,
-        feed_age: age_secs.map(std::time::Duration::from_secs),
+        liveness_age: age_secs.map(std::time::Duration::from_secs),
     };
     let guid = if reason == Reason::StateStale {
         "win-clean-1"
@@ -363,7 +363,7 @@ fn stale_deny_comes_after_rules_1_to_4() {
     };
     let ctx = EvalContext {
         grace_millis: GRACE,
-        feed_age: None,
+        liveness_age: None,
     };
     let d = evaluate(
         &p,

@@ -5,12 +5,12 @@
 //! connect and request timeouts. A response is returned only when it is a 2xx whose body splits
 //! into records, so callers never see a half page.
 
-use super::metric as m;
 use super::rate_limit::{
     backoff, sleep, Budget, Cancelled, RateHeaders, BACKOFF_BASE, BACKOFF_CAP,
 };
 use crate::config::PollerSettings;
 use crate::se::split_records;
+use crate::telemetry::metrics;
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
@@ -152,7 +152,7 @@ impl Client {
             .basic_auth(&self.client_id, Some(self.api_key.expose_secret()))
             .header(reqwest::header::ACCEPT, "application/json")
             .send();
-        metrics::counter!(m::REQUESTS).increment(1);
+        metrics::poller_request();
         let response = tokio::select! {
             _ = cancel.cancelled() => return Err(Cancelled),
             r = request => r,
@@ -160,7 +160,7 @@ impl Client {
         let response = match response {
             Ok(r) => r,
             Err(e) => {
-                metrics::counter!(m::FAILURES, "cause" => "transport").increment(1);
+                metrics::poller_request_failed("transport");
                 // reqwest's Display holds the URL, which carries no credential (Basic auth is a
                 // header); without_url keeps the log line short anyway.
                 return Ok(Attempt::Retry(causes(&e.without_url())));
@@ -172,8 +172,8 @@ impl Client {
             // Not note_budget: a 429 says remaining 0, and its Retry-After (when present) is
             // a shorter, explicit wait that must win over the window's reset.
             let wait = rate.hold_after_429(Utc::now());
-            metrics::counter!(m::RATE_LIMITED).increment(1);
-            metrics::gauge!(m::REMAINING).set(f64::from(rate.remaining.unwrap_or(0)));
+            metrics::poller_rate_limited();
+            metrics::poller_budget_remaining(rate.remaining.unwrap_or(0));
             tracing::warn!(
                 path,
                 wait_s = wait.as_secs(),
@@ -190,7 +190,7 @@ impl Client {
         let body = match body {
             Ok(b) => b,
             Err(e) => {
-                metrics::counter!(m::FAILURES, "cause" => "transport").increment(1);
+                metrics::poller_request_failed("transport");
                 return Ok(Attempt::Retry(causes(&e.without_url())));
             }
         };
@@ -208,25 +208,25 @@ impl Client {
             return match split_records(&body) {
                 Ok(_) => Attempt::Done(Page { body, sent_at }),
                 Err(e) => {
-                    metrics::counter!(m::FAILURES, "cause" => "body").increment(1);
+                    metrics::poller_request_failed("body");
                     Attempt::Retry(format!("unreadable page: {e}"))
                 }
             };
         }
         if status.is_server_error() {
-            metrics::counter!(m::FAILURES, "cause" => "5xx").increment(1);
+            metrics::poller_request_failed("5xx");
             return Attempt::Retry(format!("HTTP {status}"));
         }
         let details = error_details(&body);
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            metrics::counter!(m::FAILURES, "cause" => "auth").increment(1);
+            metrics::poller_request_failed("auth");
             return Attempt::Fatal(FetchError::Unauthorized {
                 status,
                 client_id: self.client_id.clone(),
                 details,
             });
         }
-        metrics::counter!(m::FAILURES, "cause" => "4xx").increment(1);
+        metrics::poller_request_failed("4xx");
         Attempt::Fatal(FetchError::Rejected {
             status,
             path: path.to_owned(),
@@ -237,10 +237,10 @@ impl Client {
     /// Records SE's view of the budget and holds requests when it is nearly spent.
     fn note_budget(&self, rate: &RateHeaders) {
         if let Some(remaining) = rate.remaining {
-            metrics::gauge!(m::REMAINING).set(f64::from(remaining));
+            metrics::poller_budget_remaining(remaining);
         }
         if let Some(wait) = rate.hold_after_success(self.budget.reserve(), Utc::now()) {
-            metrics::counter!(m::HOLDS).increment(1);
+            metrics::poller_budget_held();
             tracing::info!(
                 remaining = rate.remaining,
                 reserve = self.budget.reserve(),

@@ -1,4 +1,4 @@
-//! The event feed's cursor: a date watermark plus the identities already published inside the
+//! The event poll's cursor: a date watermark plus the identities already published inside the
 //! overlap window, checkpointed to disk only after Kafka acknowledged everything before it.
 //!
 //! SE's `id` is not time-ordered, so the cursor is the newest event `date` seen. Each poll asks
@@ -25,7 +25,7 @@ pub fn event_key(id: Option<u64>, event_type_id: u64, bytes: &[u8]) -> String {
     }
 }
 
-/// The checkpointed state of the event feed.
+/// The checkpointed state of the event poll.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
     /// The newest event date published (unix ms); `None` before the first successful poll.

@@ -1,4 +1,4 @@
-//! The event feed: every `events_interval`, read `/v1/events` from the cursor (minus the
+//! The event poll: every `events_interval`, read `/v1/events` from the cursor (minus the
 //! overlap) to the end, publish what is new byte-for-byte, then checkpoint and heartbeat.
 //!
 //! Order per cycle, which is what makes a SIGKILL anywhere harmless: publish a page and wait for
@@ -8,10 +8,10 @@
 
 use super::client::Page;
 use super::cursor::{event_key, Checkpoint, Cursor};
-use super::metric as m;
-use super::{CycleError, Feed};
+use super::cycle::{cycle_failed, CycleError, PollContext};
 use crate::publish::OutRecord;
 use crate::se::{split_records, Event};
+use crate::telemetry::metrics;
 use crate::time::{parse_rfc3339, rfc3339, Millis};
 use crate::topic::Kind;
 use chrono::{DateTime, TimeZone, Utc};
@@ -28,9 +28,9 @@ pub struct CycleStats {
     pub skipped: usize,
 }
 
-/// The event feed with its cursor.
-pub struct EventFeed {
-    feed: Feed,
+/// The event poll with its cursor.
+pub struct EventPoll {
+    ctx: PollContext,
     checkpoint: Checkpoint,
     cursor: Cursor,
 }
@@ -41,18 +41,18 @@ struct Fresh<'a> {
     raw: &'a RawValue,
 }
 
-impl EventFeed {
+impl EventPoll {
     /// Loads the checkpoint; a corrupt one stops start-up rather than re-reading silently.
-    pub fn open(feed: Feed) -> Result<EventFeed, CycleError> {
-        let checkpoint = Checkpoint::new(&feed.settings.state_path);
+    pub fn open(ctx: PollContext) -> Result<EventPoll, CycleError> {
+        let checkpoint = Checkpoint::new(&ctx.settings.state_path);
         let cursor = checkpoint.load()?;
         tracing::info!(
             watermark = cursor.describe(),
             known = cursor.seen.len(),
-            "Event feed cursor loaded."
+            "Event poll cursor loaded."
         );
-        Ok(EventFeed {
-            feed,
+        Ok(EventPoll {
+            ctx,
             checkpoint,
             cursor,
         })
@@ -66,12 +66,12 @@ impl EventFeed {
     pub async fn cycle(&mut self, cancel: &CancellationToken) -> Result<CycleStats, CycleError> {
         let polled_at = Utc::now();
         let polled_ms = polled_at.timestamp_millis();
-        let s = &self.feed.settings;
+        let s = &self.ctx.settings;
         let overlap = millis(s.events_overlap);
         let mut working = self.cursor.clone();
         let start = working.start_date(polled_ms, overlap, millis(s.initial_lookback));
         let mut url = events_url(
-            &self.feed.client.url("/v1/events"),
+            &self.ctx.client.url("/v1/events"),
             start,
             s.page_size,
             &s.event_types,
@@ -79,13 +79,13 @@ impl EventFeed {
         let mut newest: Option<Millis> = None;
         let mut stats = CycleStats::default();
         loop {
-            let page = self.feed.client.get(&url, cancel).await?;
+            let page = self.ctx.client.get(&url, cancel).await?;
             stats.pages += 1;
             let next = self
                 .publish_page(&page, &mut working, &mut newest, &mut stats, polled_ms)
                 .await?;
             match next {
-                Some(next) => url = self.feed.same_origin(&next),
+                Some(next) => url = self.ctx.same_origin(&next),
                 None => break,
             }
         }
@@ -97,7 +97,7 @@ impl EventFeed {
             .expect("checkpoint task")?;
         self.cursor = working;
         if let Some(w) = self.cursor.watermark {
-            metrics::gauge!(m::WATERMARK).set(w as f64 / 1000.0);
+            metrics::poller_watermark(w);
         }
         self.heartbeat(polled_at).await;
         Ok(stats)
@@ -116,7 +116,7 @@ impl EventFeed {
         let mut fresh: Vec<Fresh<'_>> = Vec::new();
         for raw in &records.records {
             let Ok(event) = serde_json::from_str::<Event>(raw.get()) else {
-                metrics::counter!(m::SKIPPED, "reason" => "unreadable").increment(1);
+                metrics::poller_skipped("unreadable");
                 tracing::warn!("Skipping an SE event without a readable event_type_id/id.");
                 stats.skipped += 1;
                 continue;
@@ -125,7 +125,7 @@ impl EventFeed {
             *newest = (*newest).max(date);
             let key = event_key(event.id, event.event_type_id, raw.get().as_bytes());
             if cursor.seen(&key) {
-                metrics::counter!(m::DUPLICATES).increment(1);
+                metrics::poller_duplicate_event();
                 stats.duplicates += 1;
                 continue;
             }
@@ -135,7 +135,7 @@ impl EventFeed {
                 Some(guid) => fresh.push(Fresh { guid, raw }),
                 None => {
                     // Account events (password resets, …) are about no device.
-                    metrics::counter!(m::SKIPPED, "reason" => "no_connector_guid").increment(1);
+                    metrics::poller_skipped("no_connector_guid");
                     stats.skipped += 1;
                 }
             }
@@ -149,17 +149,17 @@ impl EventFeed {
                 observed_at: None,
             })
             .collect();
-        self.feed.publish(&out).await?;
-        metrics::counter!(m::PUBLISHED, "kind" => "event").increment(out.len() as u64);
+        self.ctx.publish(&out).await?;
+        metrics::poller_published("event", out.len());
         stats.published += out.len();
         Ok(records.next)
     }
 
-    /// Tells consumers the feed is alive. A lost heartbeat is only logged: the next cycle
+    /// Tells consumers the poller is alive (liveness). A lost heartbeat is only logged: the next cycle
     /// sends another, and the events themselves are already durable.
     async fn heartbeat(&self, polled_at: DateTime<Utc>) {
         let value = serde_json::json!({
-            "source": "poll",
+            "source": self.ctx.publisher.source(),
             "polled_at": rfc3339(polled_at),
             "watermark": self.cursor.watermark.map(crate::time::format_millis),
         })
@@ -170,8 +170,37 @@ impl EventFeed {
             value: value.as_bytes(),
             observed_at: None,
         };
-        if let Err(e) = self.feed.publish(&[record]).await {
+        if let Err(e) = self.ctx.publish(&[record]).await {
             tracing::warn!(error = %e, "Heartbeat not published.");
+        }
+    }
+}
+
+/// Runs the event poll every `interval` until `shutdown`. Failures are logged and retried at
+/// the next poll; authentication failures stop it.
+pub async fn run(
+    mut poll: EventPoll,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), CycleError> {
+    loop {
+        match poll.cycle(&shutdown).await {
+            Ok(stats) => {
+                metrics::poller_cycle_done("events");
+                tracing::info!(
+                    pages = stats.pages,
+                    published = stats.published,
+                    duplicates = stats.duplicates,
+                    skipped = stats.skipped,
+                    watermark = poll.cursor().describe(),
+                    "Event poll done."
+                );
+            }
+            Err(e) => cycle_failed("events", e)?,
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(interval) => {}
         }
     }
 }

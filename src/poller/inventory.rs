@@ -8,10 +8,10 @@
 //! from when they were first seen, so only an observation that much later can clear the
 //! detections SE had already resolved.
 
-use super::metric as m;
-use super::{CycleError, Feed};
+use super::cycle::{cycle_failed, CycleError, PollContext};
 use crate::publish::OutRecord;
 use crate::se::{normalize_guid, split_records, Computer};
+use crate::telemetry::metrics;
 use crate::topic::Kind;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -26,14 +26,17 @@ pub struct SweepStats {
 }
 
 /// Reads every page of `/v1/computers` and publishes each computer.
-pub async fn sweep(feed: &Feed, cancel: &CancellationToken) -> Result<SweepStats, CycleError> {
-    let mut url = feed.client.url(&format!(
+pub async fn sweep(
+    ctx: &PollContext,
+    cancel: &CancellationToken,
+) -> Result<SweepStats, CycleError> {
+    let mut url = ctx.client.url(&format!(
         "/v1/computers?limit={}&offset=0",
-        feed.settings.page_size
+        ctx.settings.page_size
     ));
     let mut stats = SweepStats::default();
     loop {
-        let page = feed.client.get(&url, cancel).await?;
+        let page = ctx.client.get(&url, cancel).await?;
         stats.pages += 1;
         let records = split_records(&page.body)?;
         let mut keyed = Vec::with_capacity(records.records.len());
@@ -44,7 +47,7 @@ pub async fn sweep(feed: &Feed, cancel: &CancellationToken) -> Result<SweepStats
             {
                 Some(guid) => keyed.push((guid, *raw)),
                 None => {
-                    metrics::counter!(m::SKIPPED, "reason" => "no_connector_guid").increment(1);
+                    metrics::poller_skipped("no_connector_guid");
                     stats.skipped += 1;
                 }
             }
@@ -58,11 +61,11 @@ pub async fn sweep(feed: &Feed, cancel: &CancellationToken) -> Result<SweepStats
                 observed_at: Some(page.sent_at),
             })
             .collect();
-        feed.publish(&out).await?;
-        metrics::counter!(m::PUBLISHED, "kind" => "computer").increment(out.len() as u64);
+        ctx.publish(&out).await?;
+        metrics::poller_published("computer", out.len());
         stats.published += out.len();
         match records.next {
-            Some(next) => url = feed.same_origin(&next),
+            Some(next) => url = ctx.same_origin(&next),
             None => return Ok(stats),
         }
     }
@@ -107,19 +110,23 @@ impl Schedule {
     }
 }
 
-/// Runs sweeps on the schedule until cancelled. Failures are logged and retried at the next
-/// sweep; authentication failures stop the feed.
-pub async fn run(feed: Feed, grace: Duration, cancel: CancellationToken) -> Result<(), CycleError> {
-    let mut schedule = Schedule::new(Instant::now(), feed.settings.inventory_interval, grace);
+/// Runs sweeps on the schedule until `shutdown`. Failures are logged and retried at the next
+/// sweep; authentication failures stop the sweeps.
+pub async fn run(
+    ctx: PollContext,
+    grace: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), CycleError> {
+    let mut schedule = Schedule::new(Instant::now(), ctx.settings.inventory_interval, grace);
     loop {
         let at = schedule.take_next();
         tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep_until(at) => {}
         }
-        match sweep(&feed, &cancel).await {
+        match sweep(&ctx, &shutdown).await {
             Ok(stats) => {
-                metrics::counter!(m::CYCLES, "feed" => "inventory").increment(1);
+                metrics::poller_cycle_done("inventory");
                 tracing::info!(
                     pages = stats.pages,
                     computers = stats.published,
@@ -127,7 +134,7 @@ pub async fn run(feed: Feed, grace: Duration, cancel: CancellationToken) -> Resu
                     "Inventory sweep done."
                 );
             }
-            Err(e) => super::cycle_failed("inventory", e)?,
+            Err(e) => cycle_failed("inventory", e)?,
         }
         // A sweep longer than the interval: skip the missed slots rather than run back to back.
         while schedule.regular < Instant::now() {

@@ -6,6 +6,7 @@
 //! nearly spent (the quota cannot see requests made by other API clients of the same tenant).
 //! Also here: how long a 429 makes us wait, and the backoff for 5xx and timeouts.
 
+use crate::locks;
 use chrono::{DateTime, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
@@ -165,14 +166,14 @@ impl Budget {
     /// Holds every request for `wait` from now (never shortens an existing hold).
     pub fn hold_for(&self, wait: Duration) {
         let until = Instant::now() + wait;
-        let mut hold = self.hold_until.lock().expect("hold lock");
+        let mut hold = locks::lock(&self.hold_until);
         if hold.map_or(true, |h| h < until) {
             *hold = Some(until);
         }
     }
 
     fn current_hold(&self) -> Option<Instant> {
-        let hold = *self.hold_until.lock().expect("hold lock");
+        let hold = *locks::lock(&self.hold_until);
         hold.filter(|h| *h > Instant::now())
     }
 

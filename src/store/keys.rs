@@ -7,7 +7,7 @@
 //! | MAC index | `M` mac `\0` guid | empty |
 //! | processor-id index | `P` id `\0` guid | empty |
 //! | ingest offset | `O` topic `\0` partition (i32 BE) | next offset (i64 BE) |
-//! | feed liveness | `F` source | newest record time, unix ms (i64 BE) |
+//! | source liveness | `F` source | newest record time, unix ms (i64 BE) |
 //!
 //! Index values are normalised (lower case; MACs as 12 hex digits) and never contain `\0`.
 //! The hostname index is scanned by prefix: a stored `fin-lt-0042.corp.example.com` is found
@@ -21,7 +21,8 @@ pub const HOSTNAME: u8 = b'H';
 pub const MAC: u8 = b'M';
 pub const PROCESSOR: u8 = b'P';
 pub const OFFSET: u8 = b'O';
-pub const FEED: u8 = b'F';
+/// Liveness keys keep the `F` (for "feed") they were first written with.
+pub const LIVENESS: u8 = b'F';
 
 pub fn device(guid: &str) -> Vec<u8> {
     prefixed(DEVICE, guid.as_bytes())
@@ -89,8 +90,8 @@ pub fn offset(topic: &str, partition: i32) -> Vec<u8> {
     key
 }
 
-pub fn feed(source: &str) -> Vec<u8> {
-    prefixed(FEED, source.as_bytes())
+pub fn liveness(source: &str) -> Vec<u8> {
+    prefixed(LIVENESS, source.as_bytes())
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The sled store: device states, their identifier indexes, ingest offsets and feed liveness.
+//! The sled store: device states, their identifier indexes, ingest offsets and each source's
+//! liveness (newest record time).
 //!
 //! One sled tree holds every keyspace (see [`keys`]), so a single `apply_batch` writes a chunk of
 //! device states, the index entries they imply and the partition offsets that produced them
@@ -9,7 +10,7 @@
 mod codec;
 pub mod keys;
 #[cfg(test)]
-mod model_tests;
+mod tests;
 
 use crate::fold::DeviceState;
 use crate::time::Millis;
@@ -43,8 +44,8 @@ pub struct ChunkUpdate {
     pub devices: BTreeMap<String, (Option<DeviceState>, DeviceState)>,
     /// Next offset to consume, per (topic, partition).
     pub offsets: BTreeMap<(String, i32), i64>,
-    /// Newest record time per source on the events topic.
-    pub feeds: BTreeMap<String, Millis>,
+    /// Newest record time per source on the events topic (liveness).
+    pub liveness: BTreeMap<String, Millis>,
 }
 
 impl Store {
@@ -132,9 +133,9 @@ impl Store {
     }
 
     /// Newest record time per source (heartbeats included).
-    pub fn feeds(&self) -> Result<BTreeMap<String, Millis>, StoreError> {
+    pub fn liveness(&self) -> Result<BTreeMap<String, Millis>, StoreError> {
         let mut out = BTreeMap::new();
-        for entry in self.db.scan_prefix([keys::FEED]) {
+        for entry in self.db.scan_prefix([keys::LIVENESS]) {
             let (key, value) = entry?;
             let source = String::from_utf8_lossy(&key[1..]).into_owned();
             out.insert(source, codec::decode_i64(&value).unwrap_or_default());
@@ -155,7 +156,12 @@ impl Store {
         self.db.scan_prefix([keys::DEVICE]).count()
     }
 
-    /// Writes one chunk atomically: states, index changes, offsets and feed times.
+    /// The newest record time over every source; `None` when no source has ever written.
+    pub fn newest_liveness(&self) -> Result<Option<Millis>, StoreError> {
+        Ok(self.liveness()?.into_values().max())
+    }
+
+    /// Writes one chunk atomically: states, index changes, offsets and liveness times.
     pub fn apply(&self, update: &ChunkUpdate) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (guid, (before, after)) in &update.devices {
@@ -172,8 +178,8 @@ impl Store {
         for ((topic, partition), offset) in &update.offsets {
             batch.insert(keys::offset(topic, *partition), &offset.to_be_bytes());
         }
-        for (source, at) in &update.feeds {
-            let key = keys::feed(source);
+        for (source, at) in &update.liveness {
+            let key = keys::liveness(source);
             let newer = match self.db.get(&key)? {
                 Some(v) => codec::decode_i64(&v).map_or(true, |old| *at > old),
                 None => true,

@@ -9,6 +9,7 @@
 //! oldest is forgotten early. Forgetting early is safe: the worst case is a record written twice,
 //! which the fold absorbs. In-flight entries are bounded by the listener's concurrency limit.
 
+use crate::locks;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -108,12 +109,7 @@ impl ReplayCache {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves the maps consistent (every update is one
-        // insert or remove), so a poisoned lock is still usable.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        locks::lock(&self.inner.state)
     }
 
     fn finish(&self, id: &str, accepted: bool) {

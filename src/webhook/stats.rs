@@ -1,6 +1,7 @@
-//! Delivery counters: exported through the `metrics` facade (names prefixed
-//! `trustgate_webhook_`) and kept locally for `GET /healthz`.
+//! Delivery counters: kept locally for `GET /healthz`, and exported as the
+//! `trustgate_webhook_*` metrics through [`crate::telemetry::metrics`].
 
+use crate::telemetry::metrics;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -63,19 +64,17 @@ impl Counters {
     pub fn accepted(&self, records: usize) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         self.records.fetch_add(records as u64, Ordering::Relaxed);
-        metrics::counter!("trustgate_webhook_accepted_total").increment(1);
-        metrics::counter!("trustgate_webhook_records_total").increment(records as u64);
+        metrics::webhook_accepted(records);
     }
 
     pub fn duplicate(&self) {
         self.duplicates.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("trustgate_webhook_duplicates_total").increment(1);
+        metrics::webhook_duplicate();
     }
 
     pub fn rejected(&self, reason: Reject) {
         self.rejected[reason.slot()].fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("trustgate_webhook_rejected_total", "reason" => reason.as_str())
-            .increment(1);
+        metrics::webhook_rejected(reason.as_str());
     }
 
     /// The counts as `GET /healthz` shows them.

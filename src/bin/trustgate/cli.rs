@@ -2,7 +2,10 @@
 
 use crate::args::{ConfigArg, EXIT_BAD_INPUT};
 use clap::{Parser, Subcommand, ValueEnum};
+use std::future::Future;
 use std::process::ExitCode;
+use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
 use trustgate::config::{self, LogFormat};
 
 #[derive(Parser, Debug)]
@@ -81,15 +84,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(_) => "warn",
         _ => settings.log.level.as_str(),
     };
-    trustgate::telemetry::init_logging(format, level);
+    trustgate::telemetry::logging::init_logging(format, level);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Run(_) => runtime
-            .block_on(trustgate::app::run(settings))
-            .map(|_| ExitCode::SUCCESS),
+        Command::Run(_) => {
+            until_signalled(&runtime, |shutdown| trustgate::app::run(settings, shutdown))
+                .map(|_| ExitCode::SUCCESS)
+        }
         Command::CheckConfig(_) => {
             print!("{}", loaded.redacted_toml());
             Ok(ExitCode::SUCCESS)
@@ -98,19 +102,34 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect { id, json, .. } => {
             runtime.block_on(crate::inspect::run(settings, &id, json))
         }
-        Command::Poll(args) => crate::poll::run(settings, &args, &runtime),
-        Command::Simulate(args) => runtime
-            .block_on(async {
-                let shutdown = tokio_util::sync::CancellationToken::new();
-                trustgate::shutdown::cancel_on_signal(shutdown.clone());
-                se_simulator::run(args, shutdown).await
-            })
-            .map(|_| ExitCode::SUCCESS),
-        Command::Demo(args) => runtime
-            .block_on(crate::demo::run(args))
-            .map(|_| ExitCode::SUCCESS),
+        Command::Poll(args) if args.plan => Ok(crate::poll::plan(&settings, &args)),
+        Command::Poll(_) => {
+            until_signalled(&runtime, |shutdown| crate::poll::run(settings, shutdown))
+                .map(|_| ExitCode::SUCCESS)
+        }
+        Command::Simulate(args) => {
+            until_signalled(&runtime, |shutdown| se_simulator::run(args, shutdown))
+                .map(|_| ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            until_signalled(&runtime, |shutdown| crate::demo::run(args, shutdown))
+                .map(|_| ExitCode::SUCCESS)
+        }
         Command::Bench(args) => runtime
             .block_on(crate::bench::run(settings, args))
             .map(|_| ExitCode::SUCCESS),
     }
+}
+
+/// Runs a long-running command on `runtime` until it returns. The command gets the process's
+/// shutdown token; SIGTERM/SIGINT cancel it (the one signal handler, installed here).
+fn until_signalled<F: Future>(
+    runtime: &Runtime,
+    command: impl FnOnce(CancellationToken) -> F,
+) -> F::Output {
+    let shutdown = CancellationToken::new();
+    runtime.block_on(async {
+        trustgate::shutdown::cancel_on_signal(shutdown.clone());
+        command(shutdown).await
+    })
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use trustgate::config::Settings;
 use trustgate::decision::{Answer, Decider};
-use trustgate::feed::FeedClock;
+use trustgate::liveness::LivenessClock;
 
 /// Answers the request on stdin from the store, or through the running instance.
 pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
@@ -18,12 +18,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
         .context("reading the request from stdin")?;
     let response = match open_store(&settings)? {
         Some(store) => {
-            let feed = FeedClock::starting_at(store.feeds()?.values().max().copied());
+            let liveness = LivenessClock::starting_at(store.newest_liveness()?);
             let decider = Decider::new(
                 Arc::new(settings.policies.clone()),
                 store,
                 settings.fold.grace_millis(),
-                feed,
+                liveness,
             );
             match decider.decide(&body) {
                 Answer::Reply(resp) => serde_json::to_value(resp)?,

@@ -22,20 +22,8 @@ pub struct PollArgs {
     pub events_per_hour: Option<u64>,
 }
 
-/// Runs `trustgate poll`.
-pub fn run(
-    settings: Settings,
-    args: &PollArgs,
-    runtime: &tokio::runtime::Runtime,
-) -> anyhow::Result<ExitCode> {
-    if args.plan {
-        return Ok(plan(&settings, args));
-    }
-    runtime.block_on(poll(settings))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-fn plan(settings: &Settings, args: &PollArgs) -> ExitCode {
+/// `trustgate poll --plan`: prints the budget; fails when the poller cannot fit.
+pub fn plan(settings: &Settings, args: &PollArgs) -> ExitCode {
     let tenant = Tenant {
         computers: args.computers.unwrap_or(0),
         events_per_hour: args.events_per_hour.unwrap_or(0),
@@ -53,12 +41,14 @@ fn plan(settings: &Settings, args: &PollArgs) -> ExitCode {
     }
 }
 
-/// The poller alone, until SIGTERM/SIGINT; then in-flight pages finish and the producer flushes.
-async fn poll(settings: Settings) -> anyhow::Result<()> {
+/// The poller alone, until `shutdown`; then in-flight pages finish and the producer flushes.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let producer = trustgate::kafka::start_producer(&settings.kafka, &settings.topics).await?;
-    let publisher = EventsPublisher::new(producer.clone(), settings.topics.events.clone(), "poll");
-    let shutdown = CancellationToken::new();
-    trustgate::shutdown::cancel_on_signal(shutdown.clone());
+    let publisher = EventsPublisher::new(
+        producer.clone(),
+        settings.topics.events.clone(),
+        trustgate::poller::SOURCE,
+    );
     let result = trustgate::poller::run(settings, publisher, shutdown).await;
     trustgate::kafka::flush_producer(&producer).await;
     result

@@ -15,6 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use trustgate::decision::reply::HEADER_CORRELATION_ID;
+use trustgate::locks;
 
 /// What a request carries back in `kafka_correlationId`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,12 +116,7 @@ impl Collector {
             if now >= deadline {
                 break;
             }
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, deadline - now)
-                .expect("collector lock")
-                .0;
+            state = locks::wait_timeout(&self.shared.changed, state, deadline - now).0;
         }
         state.count
     }
@@ -136,7 +132,7 @@ impl Collector {
     }
 
     fn lock(&self) -> MutexGuard<'_, PhaseState> {
-        self.shared.state.lock().expect("collector lock")
+        locks::lock(&self.shared.state)
     }
 }
 
@@ -168,7 +164,7 @@ fn consume(consumer: BaseConsumer, shared: Arc<Shared>, epoch: Instant) {
         else {
             continue;
         };
-        let mut state = shared.state.lock().expect("collector lock");
+        let mut state = locks::lock(&shared.state);
         if corr.tag != state.tag {
             continue;
         }

@@ -9,7 +9,6 @@
 use super::topics::unique_settings;
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use trustgate::app;
 use trustgate::config::Settings;
-use trustgate::kafka::{client_config, Role};
+use trustgate::kafka::{client_config, enqueue, Role};
 use trustgate::topic::{record_headers, Kind};
 
 /// The longest either reader may take before the measurement is abandoned.
@@ -79,19 +78,13 @@ async fn fill(settings: &Settings, topic: &str, records: u64) -> anyhow::Result<
         let (kind, value) = record(n, devices);
         let key = format!("bench-ingest-{:08}", n % devices);
         let headers = record_headers(kind, "bench", Some(chrono::Utc::now()));
-        let mut rec = FutureRecord::to(topic)
+        let rec = FutureRecord::to(topic)
             .key(key.as_bytes())
             .payload(value.as_bytes())
             .headers(headers);
-        loop {
-            match producer.send_result(rec) {
-                Ok(delivery) => break pending.push(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    rec = back;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                Err((e, _)) => return Err(e).context("filling the bench events topic"),
-            }
+        match enqueue(&producer, rec).await {
+            Ok(delivery) => pending.push(delivery),
+            Err(e) => return Err(e).context("filling the bench events topic"),
         }
         if pending.len() == pending.capacity() {
             await_all(&mut pending).await?;

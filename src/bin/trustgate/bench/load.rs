@@ -3,16 +3,16 @@
 //! [`super::collect`]).
 //!
 //! Both modes are bounded in count and time. Latency is measured from the moment a request is
-//! handed to the producer; at a fixed rate the generator never waits for replies, so a slow
+//! built for the producer (a wait for room in a full local queue counts); at a fixed rate the generator never waits for replies, so a slow
 //! responder shows up as latency, not as a lower offered rate.
 
 use super::collect::{Collector, Correlation};
 use super::latency::Summary;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::{Duration, Instant};
 use trustgate::decision::reply::{HEADER_CORRELATION_ID, HEADER_REPLY_TOPIC};
+use trustgate::kafka::enqueue_blocking;
 
 /// How long replies may still arrive after the last request was sent.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -134,38 +134,29 @@ pub fn run_phase(
 fn send(producer: &FutureProducer, target: &Target, tag: u32, seq: u32, epoch: Instant) {
     let payload = body(tag, seq);
     let key = format!("bench-{seq}");
-    loop {
-        let corr = Correlation {
-            tag,
-            seq,
-            sent_ns: epoch.elapsed().as_nanos() as u64,
-        }
-        .encode();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: HEADER_REPLY_TOPIC,
-                value: Some(target.replies.as_bytes()),
-            })
-            .insert(Header {
-                key: HEADER_CORRELATION_ID,
-                value: Some(&corr[..]),
-            });
-        let record = FutureRecord::to(&target.requests)
-            .key(key.as_bytes())
-            .payload(payload.as_bytes())
-            .headers(headers);
-        match producer.send_result(record) {
-            // The delivery report is not awaited: a request that is not delivered simply
-            // gets no reply and is counted as lost.
-            Ok(_) => return,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err((e, _)) => {
-                tracing::warn!(error = %e, "Bench request could not be produced.");
-                return;
-            }
-        }
+    let corr = Correlation {
+        tag,
+        seq,
+        sent_ns: epoch.elapsed().as_nanos() as u64,
+    }
+    .encode();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: HEADER_REPLY_TOPIC,
+            value: Some(target.replies.as_bytes()),
+        })
+        .insert(Header {
+            key: HEADER_CORRELATION_ID,
+            value: Some(&corr[..]),
+        });
+    let record = FutureRecord::to(&target.requests)
+        .key(key.as_bytes())
+        .payload(payload.as_bytes())
+        .headers(headers);
+    // The delivery report is not awaited: a request that is not delivered simply gets no
+    // reply and is counted as lost.
+    if let Err(e) = enqueue_blocking(producer, record) {
+        tracing::warn!(error = %e, "Bench request could not be produced.");
     }
 }
 

@@ -39,9 +39,8 @@ pub struct DemoArgs {
 const CLIENT_ID: &str = "demo-client";
 const API_KEY: &str = "demo-key";
 
-/// Runs the demo; returns the summary line's counts.
-pub async fn run(args: DemoArgs) -> anyhow::Result<view::Summary> {
-    let shutdown = CancellationToken::new();
+/// Runs the demo until `shutdown` (or `--duration`); returns the summary line's counts.
+pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<view::Summary> {
     let dir = tempfile::tempdir().context("creating the demo's working directory")?;
     let cluster = cluster::start().context("starting the in-process Kafka cluster")?;
 
@@ -89,7 +88,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<view::Summary> {
     ));
 
     let ticker = tokio::spawn(view.clone().run(shutdown.clone()));
-    trustgate::shutdown::cancel_on_signal(shutdown.clone());
     match args.duration {
         Some(secs) => tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(secs)) => {}

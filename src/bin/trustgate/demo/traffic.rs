@@ -154,12 +154,9 @@ async fn send(
             .key(&device.guid)
             .payload(&body)
             .headers(headers);
-        in_flight
-            .lock()
-            .expect("in-flight lock")
-            .insert(n, (Instant::now(), device.hostname.clone()));
+        trustgate::locks::lock(&in_flight).insert(n, (Instant::now(), device.hostname.clone()));
         if producer.send_result(record).is_err() {
-            in_flight.lock().expect("in-flight lock").remove(&n);
+            trustgate::locks::lock(&in_flight).remove(&n);
         }
         n += 1;
     }
@@ -180,7 +177,7 @@ fn receive(consumer: BaseConsumer, in_flight: InFlight, view: View, shutdown: Ca
             .and_then(|v| <[u8; 8]>::try_from(v).ok())
             .map(u64::from_be_bytes);
         let Some((sent, host)) =
-            correlation.and_then(|c| in_flight.lock().expect("in-flight lock").remove(&c))
+            correlation.and_then(|c| trustgate::locks::lock(&in_flight).remove(&c))
         else {
             continue;
         };

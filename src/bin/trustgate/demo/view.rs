@@ -69,7 +69,7 @@ impl View {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        trustgate::locks::lock(&self.state)
     }
 
     fn stamp(&self) -> String {

@@ -1,8 +1,11 @@
-//! Feed liveness: when a source last wrote to the events topic.
+//! Liveness: when a source last wrote to the events topic.
 //!
-//! The feed's age is the time since the newest record or heartbeat from any source (by Kafka
-//! record timestamp). Sources write a heartbeat every cycle, so a quiet feed stays fresh and a
-//! dead one ages: decisions then carry `stale: true` and, under `on_stale = "deny"`, deny.
+//! The liveness age is the time since the newest record or heartbeat from any source (by Kafka
+//! record timestamp); it is exported as `feed_age_seconds` (decision responses, `/readyz`) and
+//! `trustgate_feed_age_seconds`. Sources write a heartbeat every cycle, so a quiet source stays
+//! fresh and a dead one ages: decisions then carry `stale: true` and, under
+//! `on_stale = "deny"`, deny with `state_stale`. The store keeps the newest time per source
+//! (`Store::liveness`), from which the clock starts.
 
 use crate::time::{now_millis, Millis};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -11,27 +14,28 @@ use std::time::Duration;
 
 const NEVER: i64 = i64::MIN;
 
-/// A shared, lock-free "newest feed record" clock. Ingest advances it; deciders read it.
+/// A shared, lock-free "newest record from any source" clock. Ingest advances it; deciders
+/// and the admin listener read it.
 #[derive(Clone, Debug)]
-pub struct FeedClock(Arc<AtomicI64>);
+pub struct LivenessClock(Arc<AtomicI64>);
 
-impl Default for FeedClock {
+impl Default for LivenessClock {
     fn default() -> Self {
-        FeedClock(Arc::new(AtomicI64::new(NEVER)))
+        LivenessClock(Arc::new(AtomicI64::new(NEVER)))
     }
 }
 
-impl FeedClock {
+impl LivenessClock {
     /// Starts from what the store remembers (the newest time over every source).
     pub fn starting_at(newest: Option<Millis>) -> Self {
-        let clock = FeedClock::default();
+        let clock = LivenessClock::default();
         if let Some(at) = newest {
             clock.observe(at);
         }
         clock
     }
 
-    /// Records a feed record's time; the clock only moves forward.
+    /// Records a record's time; the clock only moves forward.
     pub fn observe(&self, at: Millis) {
         self.0.fetch_max(at, Ordering::Relaxed);
     }
@@ -40,7 +44,7 @@ impl FeedClock {
         Some(self.0.load(Ordering::Relaxed)).filter(|t| *t != NEVER)
     }
 
-    /// The feed's age now; `None` when no source has ever written.
+    /// The liveness age now; `None` when no source has ever written.
     pub fn age(&self) -> Option<Duration> {
         self.age_at(now_millis())
     }
@@ -57,13 +61,13 @@ mod tests {
 
     #[test]
     fn only_moves_forward_and_knows_never() {
-        let clock = FeedClock::default();
+        let clock = LivenessClock::default();
         assert_eq!(clock.age_at(10), None);
         clock.observe(5);
         clock.observe(3);
         assert_eq!(clock.age_at(10), Some(Duration::from_millis(5)));
         assert_eq!(
-            FeedClock::starting_at(Some(9)).age_at(10),
+            LivenessClock::starting_at(Some(9)).age_at(10),
             Some(Duration::from_millis(1))
         );
     }

@@ -199,7 +199,7 @@ fn op() -> impl Strategy<Value = Op> {
 struct Model {
     devices: MemoryDirectory,
     offsets: BTreeMap<(String, i32), i64>,
-    feeds: BTreeMap<String, Millis>,
+    liveness: BTreeMap<String, Millis>,
 }
 
 impl Model {
@@ -212,8 +212,11 @@ impl Model {
                     .or_insert_with(|| DeviceState::new(&fact.connector_guid))
                     .apply(&fact);
             }
-            let feed = self.feeds.entry(rec.source.to_owned()).or_insert(i64::MIN);
-            *feed = (*feed).max(rec.timestamp);
+            let seen = self
+                .liveness
+                .entry(rec.source.to_owned())
+                .or_insert(i64::MIN);
+            *seen = (*seen).max(rec.timestamp);
             self.offsets
                 .insert((rec.topic.to_owned(), rec.partition), rec.offset + 1);
         }
@@ -244,11 +247,11 @@ fn chunk_update(store: &Store, chunk: &[Rec]) -> ChunkUpdate {
                 });
             after.apply(&fact);
         }
-        let feed = update
-            .feeds
+        let seen = update
+            .liveness
             .entry(rec.source.to_owned())
             .or_insert(rec.timestamp);
-        *feed = (*feed).max(rec.timestamp);
+        *seen = (*seen).max(rec.timestamp);
         update
             .offsets
             .insert((rec.topic.to_owned(), rec.partition), rec.offset + 1);
@@ -372,7 +375,7 @@ impl Run {
             let got: BTreeMap<i32, i64> = store.offsets(topic).unwrap().into_iter().collect();
             prop_assert_eq!(got, self.model.offsets(topic), "offsets of {}", topic);
         }
-        prop_assert_eq!(store.feeds().unwrap(), self.model.feeds.clone());
+        prop_assert_eq!(store.liveness().unwrap(), self.model.liveness.clone());
         Ok(())
     }
 }
@@ -490,13 +493,13 @@ fn store_bug_01_a_nul_in_an_identifier_leaks_into_index_lookups() {
 /// What keeps `store_bug_01` away from decisions: the stray GUID has no device.
 #[test]
 fn a_nul_in_an_identifier_does_not_change_a_match() {
-    use crate::policy::{match_device, Identifiers};
+    use crate::policy::{match_device, RequestIdentifiers};
     let mut run = Run::new();
     run.step(&computer_chunk(NUL_COMPUTER, 0));
-    let ids = Identifiers {
+    let ids = RequestIdentifiers {
         windows_processor_id: Some("ab".into()),
         hostname: Some("fin-lt-1".into()),
-        ..Identifiers::default()
+        ..RequestIdentifiers::default()
     };
     let from_store = match_device(run.store(), &ids).unwrap();
     let from_model = match_device(&run.model.devices, &ids).unwrap();
