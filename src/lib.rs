@@ -39,6 +39,10 @@
 //! `trustgate` binary's (`src/bin/trustgate/`); the SE API simulator is its own crate
 //! (`crates/se-simulator`).
 
+// Every public item is part of the library's contract with the binary, the tests and the
+// benches, so each says what it is for; everything else is `pub(crate)` or private.
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod app;
 pub mod config;
