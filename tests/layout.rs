@@ -32,6 +32,69 @@ fn no_file_imports_another_that_imports_it_back() {
     assert!(found.is_empty(), "import cycles:\n{}", found.join("\n"));
 }
 
+/// The README's module map names every module of the library and the binary, and only paths
+/// that exist, so a newcomer finds any component in one hop.
+#[test]
+fn the_readme_module_map_matches_the_tree() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let listed = module_map(&readme);
+    assert!(!listed.is_empty(), "README has no \"### Module map\" table");
+    for path in &listed {
+        assert!(
+            repo().join(path).exists(),
+            "README's module map names {path}, which does not exist"
+        );
+    }
+    let mut missing = Vec::new();
+    for dir in ["src", "src/bin/trustgate"] {
+        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let path = format!("{dir}/{name}");
+            let is_module = name.ends_with(".rs") || repo().join(&path).join("mod.rs").exists();
+            if is_module
+                && name != "lib.rs"
+                && !listed.iter().any(|l| l.trim_end_matches('/') == path)
+            {
+                missing.push(path);
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README's module map leaves out {missing:?}"
+    );
+}
+
+/// The paths in the first column of the README's "Module map" table. A cell may list several
+/// files; names without a `/` are in the directory of the cell's first path.
+fn module_map(readme: &str) -> Vec<String> {
+    let Some(start) = readme.find("### Module map") else {
+        return Vec::new();
+    };
+    let table = readme[start..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2);
+    let mut paths = Vec::new();
+    for row in table {
+        let cell = row.split('|').nth(1).unwrap_or("");
+        let names: Vec<&str> = cell.split('`').skip(1).step_by(2).collect();
+        let dir = names
+            .first()
+            .and_then(|n| n.rfind('/').map(|i| &n[..=i]))
+            .unwrap_or("");
+        for name in names {
+            paths.push(if name.contains('/') {
+                name.to_owned()
+            } else {
+                format!("{dir}{name}")
+            });
+        }
+    }
+    paths
+}
+
 #[test]
 fn the_checker_sees_a_cycle() {
     let dir = tempfile::tempdir().unwrap();
