@@ -6,7 +6,10 @@ mod env;
 mod raw;
 mod settings;
 
-pub use settings::*;
+pub use settings::{
+    AdminSettings, KafkaSettings, LogFormat, LogSettings, PollerSettings, Settings, StoreSettings,
+    TopicSettings, WebhookSettings,
+};
 
 use raw::RawConfig;
 use std::path::Path;

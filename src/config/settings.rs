@@ -29,27 +29,27 @@ pub struct KafkaSettings {
     pub brokers: String,
     pub group_id: String,
     pub group_instance_id: Option<String>,
-    pub client_id: String,
-    pub security_protocol: String,
-    pub sasl_mechanism: Option<String>,
-    pub sasl_username: Option<String>,
-    pub sasl_password: Option<SecretString>,
-    pub ssl_ca_location: Option<String>,
-    pub ssl_certificate_location: Option<String>,
-    pub ssl_key_location: Option<String>,
-    pub ssl_key_password: Option<SecretString>,
-    pub session_timeout: Duration,
-    pub linger_ms: u32,
-    pub fetch_wait_max_ms: u32,
-    pub properties: BTreeMap<String, KafkaProperty>,
+    pub(crate) client_id: String,
+    pub(crate) security_protocol: String,
+    pub(crate) sasl_mechanism: Option<String>,
+    pub(crate) sasl_username: Option<String>,
+    pub(crate) sasl_password: Option<SecretString>,
+    pub(crate) ssl_ca_location: Option<String>,
+    pub(crate) ssl_certificate_location: Option<String>,
+    pub(crate) ssl_key_location: Option<String>,
+    pub(crate) ssl_key_password: Option<SecretString>,
+    pub(crate) session_timeout: Duration,
+    pub(crate) linger_ms: u32,
+    pub(crate) fetch_wait_max_ms: u32,
+    pub(crate) properties: BTreeMap<String, KafkaProperty>,
 }
 
 /// A `[kafka.properties]` entry: a librdkafka property passed through as given. Its value
 /// prints `[REDACTED]` when the name looks secret (`password`, `secret`).
 #[derive(Clone)]
-pub struct KafkaProperty {
-    pub key: String,
-    pub value: String,
+pub(crate) struct KafkaProperty {
+    pub(crate) key: String,
+    pub(crate) value: String,
 }
 
 impl std::fmt::Debug for KafkaProperty {
@@ -70,12 +70,12 @@ pub struct TopicSettings {
     pub dlq: String,
     pub partitions: i32,
     pub replication_factor: i32,
-    pub create: bool,
+    pub(crate) create: bool,
 }
 
 impl TopicSettings {
     /// trustgate's own topics: never a valid reply destination.
-    pub fn is_own(&self, topic: &str) -> bool {
+    pub(crate) fn is_own(&self, topic: &str) -> bool {
         topic == self.events || topic == self.requests || topic == self.dlq
     }
 }
@@ -94,32 +94,32 @@ pub struct AdminSettings {
 #[derive(Debug, Clone)]
 pub struct PollerSettings {
     pub enabled: bool,
-    pub base_url: String,
-    pub client_id: Option<String>,
-    pub api_key: Option<SecretString>,
-    pub events_interval: Duration,
-    pub events_overlap: Duration,
-    pub inventory_interval: Duration,
-    pub initial_lookback: Duration,
-    pub requests_per_hour: u32,
-    pub burst: u32,
-    pub reserve: u32,
-    pub state_path: PathBuf,
-    pub event_types: Vec<u64>,
-    pub page_size: u32,
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
+    pub(crate) base_url: String,
+    pub(crate) client_id: Option<String>,
+    pub(crate) api_key: Option<SecretString>,
+    pub(crate) events_interval: Duration,
+    pub(crate) events_overlap: Duration,
+    pub(crate) inventory_interval: Duration,
+    pub(crate) initial_lookback: Duration,
+    pub(crate) requests_per_hour: u32,
+    pub(crate) burst: u32,
+    pub(crate) reserve: u32,
+    pub(crate) state_path: PathBuf,
+    pub(crate) event_types: Vec<u64>,
+    pub(crate) page_size: u32,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
     pub enabled: bool,
-    pub listen: SocketAddr,
-    pub secrets: Vec<SecretString>,
-    pub bearer_token: Option<SecretString>,
-    pub tolerance: Duration,
-    pub max_body_bytes: usize,
-    pub publish_timeout: Duration,
+    pub(crate) listen: SocketAddr,
+    pub(crate) secrets: Vec<SecretString>,
+    pub(crate) bearer_token: Option<SecretString>,
+    pub(crate) tolerance: Duration,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) publish_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +139,7 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
 }
 
 /// Parses `"30s"`, `"10m"`, `"1h"`, `"1h 30m"`.
-pub fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text.trim()).map_err(|e| {
         invalid(format!(
             "{key} = {text:?}: {e} (use e.g. \"30s\", \"10m\", \"1h\")"
