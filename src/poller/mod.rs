@@ -11,15 +11,15 @@
 //! Failure policy: transient errors (5xx, timeouts, 429, Kafka) fail a cycle, which the next
 //! cycle retries from the checkpoint; 401/403 stop the poller with an error naming the cause.
 
-pub mod client;
-pub mod cursor;
+mod client;
+mod cursor;
 mod cycle;
-pub mod events;
-pub mod inventory;
+mod events;
+mod inventory;
 pub mod plan;
-pub mod rate_limit;
+mod rate_limit;
 
-pub use cycle::{CycleError, PollContext};
+use cycle::PollContext;
 
 use crate::config::Settings;
 use crate::publish::EventsPublisher;
