@@ -15,15 +15,13 @@
 //! [`EventsPublisher::publish_all`], source `webhook`); otherwise 503 with `Retry-After`.
 //! Records go to the topic as the sender's bytes, never re-serialised.
 
-pub mod records;
-pub mod replay;
+mod records;
+mod replay;
 mod server;
-pub mod signature;
+mod signature;
 mod stats;
 
-pub use server::{router, RETRY_AFTER_SECS};
 pub use signature::{sign, KeyError};
-pub use stats::Reject;
 
 use crate::config::WebhookSettings;
 use crate::publish::EventsPublisher;
@@ -31,6 +29,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use replay::ReplayCache;
+use server::router;
 use signature::Verifier;
 use stats::Counters;
 use std::sync::Arc;
@@ -51,11 +50,11 @@ pub struct Limits {
     /// ... and its body within this.
     pub body_timeout: Duration,
     /// Deliveries handled at once; more are answered 503.
-    pub max_in_flight: usize,
+    max_in_flight: usize,
     /// How long a delivery's id is remembered once accepted.
-    pub replay_window: Duration,
+    replay_window: Duration,
     /// How many accepted ids are remembered at most.
-    pub replay_capacity: usize,
+    replay_capacity: usize,
 }
 
 impl Limits {

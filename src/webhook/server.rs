@@ -21,9 +21,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
 /// What a 503 asks the sender to wait before retrying, in seconds.
-pub const RETRY_AFTER_SECS: u64 = 5;
+const RETRY_AFTER_SECS: u64 = 5;
 
-pub fn router(state: WebhookState) -> Router {
+pub(super) fn router(state: WebhookState) -> Router {
     Router::new()
         .route("/v1/events", post(events))
         .route("/v1/computers", post(computers))
