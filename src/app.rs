@@ -23,15 +23,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The longest a clean shutdown may take before the process gives up waiting.
-pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(20);
+const SHUTDOWN_BUDGET: Duration = Duration::from_secs(20);
 
 /// A running instance's handles, for the binary and for tests that run it in-process.
 pub struct Running {
     pub store: Store,
     pub ingest: IngestStatus,
     pub admin_addr: std::net::SocketAddr,
-    /// Bound when `[webhook] enabled`.
-    pub webhook_addr: Option<std::net::SocketAddr>,
     tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>,
     producer: FutureProducer,
 }
@@ -120,17 +118,14 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             ("poller", Ok(()))
         });
     }
-    let webhook_addr = if settings.webhook.enabled {
-        Some(spawn_webhook(&settings, &producer, &shutdown, &mut tasks).await?)
-    } else {
-        None
-    };
+    if settings.webhook.enabled {
+        spawn_webhook(&settings, &producer, &shutdown, &mut tasks).await?;
+    }
 
     Ok(Running {
         store,
         ingest: status,
         admin_addr,
-        webhook_addr,
         tasks,
         producer,
     })
@@ -143,7 +138,7 @@ async fn spawn_webhook(
     producer: &FutureProducer,
     shutdown: &CancellationToken,
     tasks: &mut tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>,
-) -> anyhow::Result<std::net::SocketAddr> {
+) -> anyhow::Result<()> {
     let publisher = EventsPublisher::new(
         producer.clone(),
         settings.topics.events.clone(),
@@ -155,7 +150,6 @@ async fn spawn_webhook(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the webhook listener on {listen}"))?;
-    let addr = listener.local_addr()?;
     let shutdown = shutdown.clone();
     tasks.spawn(async move {
         (
@@ -163,7 +157,7 @@ async fn spawn_webhook(
             webhook::serve(listener, state, shutdown).await,
         )
     });
-    Ok(addr)
+    Ok(())
 }
 
 impl Running {
