@@ -11,23 +11,43 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The whole configuration, validated: built once by [`load`](super::load) or
+/// [`load_str`](super::load_str) and handed down from `main`, so no component reads the file
+/// or the environment itself.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// How every Kafka client connects (`[kafka]`).
     pub kafka: KafkaSettings,
+    /// The topics trustgate reads and writes (`[topics]`).
     pub topics: TopicSettings,
+    /// Where device state is kept (`[store]`).
     pub store: StoreSettings,
+    /// The admin HTTP listener (`[admin]`).
     pub admin: AdminSettings,
+    /// The compromise rule: which event types compromise a device, and how long a resolution
+    /// must hold (`[compromise]`).
     pub fold: FoldConfig,
+    /// The global policy and the custom policies by application (`[policy]`).
     pub policies: Policies,
+    /// The Secure Endpoint API poller (`[poller]`).
     pub poller: PollerSettings,
+    /// The webhook listener (`[webhook]`).
     pub webhook: WebhookSettings,
+    /// Log format and level (`[log]`).
     pub log: LogSettings,
 }
 
+/// Connection, security and client settings shared by every Kafka client;
+/// [`client_config`](crate::kafka::client_config) turns them into librdkafka properties.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
+    /// `bootstrap.servers`: comma-separated `host:port` pairs.
     pub brokers: String,
+    /// The decision workers' consumer group. Ingest joins no group; it only derives a
+    /// `<group_id>-ingest` id from it because librdkafka requires one.
     pub group_id: String,
+    /// Static membership (`group.instance.id`): a worker restarted within the session timeout
+    /// gets its partitions back without a rebalance.
     pub group_instance_id: Option<String>,
     pub(crate) client_id: String,
     pub(crate) security_protocol: String,
@@ -62,13 +82,20 @@ impl std::fmt::Debug for KafkaProperty {
     }
 }
 
+/// The four topics, and how trustgate creates them when they are missing.
 #[derive(Debug, Clone)]
 pub struct TopicSettings {
+    /// Secure Endpoint records from every source; ingest folds them into the store.
     pub events: String,
+    /// Decision requests, read by the decision workers.
     pub requests: String,
+    /// Replies to requests that name no `kafka_replyTopic`, or name one that is refused.
     pub responses: String,
+    /// Dead letters: events records and requests that could not be used, with the reason.
     pub dlq: String,
+    /// Partitions of the topics trustgate creates.
     pub partitions: i32,
+    /// Replication factor of the topics trustgate creates.
     pub replication_factor: i32,
     pub(crate) create: bool,
 }
@@ -80,19 +107,27 @@ impl TopicSettings {
     }
 }
 
+/// The sled store that holds device state.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
+    /// The store's directory.
     pub path: PathBuf,
+    /// sled's page cache, in bytes (at least 1 MiB).
     pub cache_bytes: u64,
 }
 
+/// The admin HTTP listener.
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
+    /// Where it binds.
     pub listen: SocketAddr,
 }
 
+/// The Secure Endpoint API poller: where and as whom it asks, how often, and within which
+/// request budget.
 #[derive(Debug, Clone)]
 pub struct PollerSettings {
+    /// Whether `trustgate run` starts the poller (`trustgate poll` runs it regardless).
     pub enabled: bool,
     pub(crate) base_url: String,
     pub(crate) client_id: Option<String>,
@@ -111,8 +146,10 @@ pub struct PollerSettings {
     pub(crate) request_timeout: Duration,
 }
 
+/// The webhook listener: where it binds, the secrets it verifies against, and its limits.
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
+    /// Whether `trustgate run` starts the webhook listener.
     pub enabled: bool,
     pub(crate) listen: SocketAddr,
     pub(crate) secrets: Vec<SecretString>,
@@ -122,15 +159,22 @@ pub struct WebhookSettings {
     pub(crate) publish_timeout: Duration,
 }
 
+/// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Human-readable lines (the default).
     Text,
+    /// One JSON object per line, for log collectors.
     Json,
 }
 
+/// Log output.
 #[derive(Debug, Clone)]
 pub struct LogSettings {
+    /// Text or JSON; the command line's `--log-format` overrides it.
     pub format: LogFormat,
+    /// A tracing filter such as `info` or `trustgate=debug,rdkafka=warn`; `RUST_LOG` overrides
+    /// it.
     pub level: String,
 }
 
