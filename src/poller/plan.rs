@@ -13,7 +13,10 @@ const SE_HOURLY_LIMIT: u32 = 3000;
 /// A tenant's size.
 #[derive(Debug, Clone, Copy)]
 pub struct Tenant {
+    /// Computers in the tenant: every inventory sweep reads all of them.
     pub computers: u64,
+    /// Events the tenant produces per hour: every event poll reads those of its interval plus
+    /// the overlap window.
     pub events_per_hour: u64,
 }
 
@@ -43,6 +46,7 @@ fn per_hour(interval: Duration) -> f64 {
 }
 
 impl Plan {
+    /// What the intervals and quota in `s` cost for `tenant`, and the freshness they buy.
     pub fn new(s: &PollerSettings, tenant: Tenant) -> Plan {
         let window = (s.events_interval + s.events_overlap).as_secs_f64();
         let per_poll = tenant.events_per_hour as f64 * window / 3600.0;
