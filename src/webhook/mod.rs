@@ -6,13 +6,13 @@
 //! `[webhook] listen`: `POST /v1/events`, `POST /v1/computers` (one object, an array, or a
 //! `{"data": [...]}` envelope) and `GET /healthz` (with delivery counts).
 //!
-//! - [`signature`]: Standard Webhooks verification and the optional bearer token.
-//! - [`records`]: what makes a body's records publishable.
-//! - [`replay`]: remembering accepted `webhook-id`s.
+//! - `signature`: Standard Webhooks verification and the optional bearer token.
+//! - `records`: what makes a body's records publishable.
+//! - `replay`: remembering accepted `webhook-id`s.
 //! - `server`: the listener, the router and the check order; `stats`: counters.
 //!
-//! A delivery is answered 202 only once Kafka acknowledged every record (through
-//! [`EventsPublisher::publish_all`], source `webhook`); otherwise 503 with `Retry-After`.
+//! A delivery is answered 202 only once Kafka acknowledged every record (through the
+//! [`EventsPublisher`], source `webhook`); otherwise 503 with `Retry-After`.
 //! Records go to the topic as the sender's bytes, never re-serialised.
 
 mod records;
@@ -36,10 +36,14 @@ use tokio::sync::Semaphore;
 /// The `trustgate-source` of every record the webhook writes.
 pub const SOURCE: &str = "webhook";
 
-/// Bounds that are not configuration keys; tests shorten them.
+/// The listener's bounds: two from `[webhook]`, the rest fixed. Tests shorten them.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// The largest body accepted (`max_body_bytes`); a larger one is answered 413, unread when
+    /// its length is declared.
     pub max_body_bytes: usize,
+    /// How long a delivery waits for Kafka's acknowledgement before it is answered 503
+    /// (`publish_timeout`); also bounds the drain at shutdown.
     pub publish_timeout: Duration,
     /// A client must send the request head within this (also the keep-alive idle limit).
     pub header_timeout: Duration,
@@ -54,6 +58,7 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The configured bounds, with the fixed ones at their production values.
     pub fn from_settings(settings: &WebhookSettings) -> Limits {
         Limits {
             max_body_bytes: settings.max_body_bytes,

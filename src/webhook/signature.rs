@@ -42,10 +42,17 @@ type HmacSha256 = Hmac<Sha256>;
 /// A configured secret that cannot be used. Names its position, never its value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
+    /// The secret at this position does not start with `whsec_`, or the rest is not base64.
     #[error("webhook.secrets[{0}] is not whsec_<base64>")]
     NotBase64(usize),
+    /// The key is shorter than the 24 random bytes Standard Webhooks asks for.
     #[error("webhook.secrets[{index}] decodes to {len} bytes; use at least {MIN_KEY_BYTES} random bytes")]
-    TooShort { index: usize, len: usize },
+    TooShort {
+        /// The secret's position in `webhook.secrets`.
+        index: usize,
+        /// How many bytes it decodes to.
+        len: usize,
+    },
 }
 
 /// Why a delivery was not authenticated. Never sent to the client.
