@@ -5,7 +5,7 @@
 //! taking new work and finish what is in flight (the worker waits for every reply it produced
 //! to be acknowledged and commits its offsets, then leaves the group); ingest stores the chunk
 //! in flight; the producer is flushed and the store is synced. Nothing is awaited forever:
-//! the whole sequence is bounded by [`SHUTDOWN_BUDGET`].
+//! the whole sequence is bounded by `SHUTDOWN_BUDGET` (20 s).
 
 use crate::admin::{self, AdminState, ComponentHealth};
 use crate::config::Settings;
@@ -27,8 +27,12 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_secs(20);
 
 /// A running instance's handles, for the binary and for tests that run it in-process.
 pub struct Running {
+    /// The store the components share, for reading device state beside them.
     pub store: Store,
+    /// Ingest's progress (caught up, lag per partition), for waiting until the store is current.
     pub ingest: IngestStatus,
+    /// Where the admin listener is bound; the port is known here when `[admin] listen` asks
+    /// for port 0.
     pub admin_addr: std::net::SocketAddr,
     tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>,
     producer: FutureProducer,
@@ -185,7 +189,7 @@ impl Running {
 }
 
 /// Runs until `shutdown` (the binary cancels it on SIGTERM/SIGINT) or until a core component
-/// fails, then shuts down within [`SHUTDOWN_BUDGET`].
+/// fails, then shuts down within `SHUTDOWN_BUDGET` (20 s).
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let running = start(settings, shutdown.clone()).await?;
     let join = running.join(shutdown.clone());

@@ -2,8 +2,8 @@
 //! webhook, simulator-driven demo).
 //!
 //! A record's value is SE's JSON bytes exactly as received, its key the connector GUID, and its
-//! headers the [`crate::topic`] contract. [`EventsPublisher::publish_all`] returns only once the
-//! broker acknowledged every record (`acks=all`, idempotent producer), which is what lets a
+//! headers the [`crate::topic`] contract. [`EventsPublisher`]'s `publish_all` returns only once
+//! the broker acknowledged every record (`acks=all`, idempotent producer), which is what lets a
 //! source advance its cursor or answer 202: nothing is acknowledged upstream before it is durable.
 
 use crate::time::now_millis;
@@ -44,6 +44,8 @@ pub struct EventsPublisher {
 }
 
 impl EventsPublisher {
+    /// Writes to `topic` as `source` (its `trustgate-source` header) through `producer`, a
+    /// shared handle: every source of one process uses the same producer.
     pub fn new(
         producer: FutureProducer,
         topic: impl Into<String>,

@@ -26,6 +26,7 @@ pub enum Role {
     Ingest,
     /// Reads decision requests in the consumer group `[kafka] group_id`.
     Decider,
+    /// Creates topics; its guarantees need no role-specific keys.
     Admin,
 }
 

@@ -159,7 +159,7 @@ pub(crate) fn webhook_duplicate() {
     counter!("trustgate_webhook_duplicates_total").increment(1);
 }
 
-/// A delivery not accepted, by `reason` (see `webhook::Reject`).
+/// A delivery not accepted, by `reason` (the webhook's `Reject`, in snake case).
 pub(crate) fn webhook_rejected(reason: &'static str) {
     counter!("trustgate_webhook_rejected_total", "reason" => reason).increment(1);
 }
