@@ -68,7 +68,7 @@ pub struct KafkaSettings {
 /// prints `[REDACTED]` when the name looks secret (`password`, `secret`).
 #[derive(Clone)]
 pub(crate) struct KafkaProperty {
-    pub(crate) key: String,
+    key: String,
     pub(crate) value: String,
 }
 
