@@ -110,7 +110,11 @@ impl Client {
 
     /// GETs `url` (absolute, e.g. a `next` link) until it yields a page, a fatal error, or
     /// [`MAX_ATTEMPTS`] transient failures.
-    pub(super) async fn get(&self, url: &str, cancel: &CancellationToken) -> Result<Page, FetchError> {
+    pub(super) async fn get(
+        &self,
+        url: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Page, FetchError> {
         let path = loggable_path(url);
         let mut last = String::new();
         for attempt in 0..MAX_ATTEMPTS {

@@ -64,7 +64,12 @@ impl Cursor {
     /// later, from a skewed clock, must not push the start of the next poll beyond events SE has
     /// not returned yet) and never backwards; then forgets identities that fell out of the
     /// overlap window.
-    pub(super) fn advance(&mut self, newest_date: Option<Millis>, polled_at: Millis, overlap_ms: Millis) {
+    pub(super) fn advance(
+        &mut self,
+        newest_date: Option<Millis>,
+        polled_at: Millis,
+        overlap_ms: Millis,
+    ) {
         if let Some(newest) = newest_date {
             let candidate = newest.min(polled_at);
             self.watermark = Some(self.watermark.map_or(candidate, |w| w.max(candidate)));

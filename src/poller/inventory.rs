@@ -26,10 +26,7 @@ struct SweepStats {
 }
 
 /// Reads every page of `/v1/computers` and publishes each computer.
-async fn sweep(
-    ctx: &PollContext,
-    cancel: &CancellationToken,
-) -> Result<SweepStats, CycleError> {
+async fn sweep(ctx: &PollContext, cancel: &CancellationToken) -> Result<SweepStats, CycleError> {
     let mut url = ctx.client.url(&format!(
         "/v1/computers?limit={}&offset=0",
         ctx.settings.page_size
