@@ -1,9 +1,8 @@
 //! A device's state as JSON, found by GUID, MAC or hostname.
 
 use crate::fold::{DeviceState, EventKey};
-use crate::policy::{DeviceDirectory, MatchedBy};
+use crate::policy::{DeviceDirectory, DirectoryError, MatchedBy};
 use crate::se;
-use crate::store::StoreError;
 use crate::time::format_millis;
 use serde::{Deserialize, Serialize};
 
@@ -99,7 +98,7 @@ pub fn lookup(
     dir: &impl DeviceDirectory,
     id: &str,
     grace_millis: i64,
-) -> Result<Option<DeviceLookup>, StoreError> {
+) -> Result<Option<DeviceLookup>, DirectoryError> {
     let view = |states: Vec<DeviceState>| {
         states
             .iter()

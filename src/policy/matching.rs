@@ -1,16 +1,29 @@
 //! Matching a request's identifiers to known devices.
 
 use crate::fold::DeviceState;
-use crate::store::StoreError;
 
 /// Read access to device state, as the decision procedure needs it. Identifier arguments are
 /// already normalised (see [`crate::se::normalize_mac`] and friends). The sled store's impl is
 /// in `decision` (`decision/directory.rs`); [`super::MemoryDirectory`] is the in-memory one.
 pub trait DeviceDirectory {
-    fn device(&self, guid: &str) -> Result<Option<DeviceState>, StoreError>;
-    fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError>;
-    fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, StoreError>;
-    fn guids_by_hostname(&self, hostname: &str) -> Result<Vec<String>, StoreError>;
+    fn device(&self, guid: &str) -> Result<Option<DeviceState>, DirectoryError>;
+    fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, DirectoryError>;
+    fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, DirectoryError>;
+    fn guids_by_hostname(&self, hostname: &str) -> Result<Vec<String>, DirectoryError>;
+}
+
+/// A directory that could not be read, e.g. a sled I/O error or a corrupt value. Policy's own
+/// type, so that it never depends on the store: an implementation wraps its error here, and
+/// a decision that meets one denies with `store_unavailable`, carrying its text unchanged.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct DirectoryError(Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl DirectoryError {
+    /// Wraps an implementation's error; its text (`Display`) and source chain are kept.
+    pub fn new(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        DirectoryError(Box::new(source))
+    }
 }
 
 /// Which identifier matched. Ordered from strongest to weakest.
@@ -56,7 +69,7 @@ impl RequestIdentifiers {
 pub fn match_device(
     dir: &impl DeviceDirectory,
     ids: &RequestIdentifiers,
-) -> Result<Matched, StoreError> {
+) -> Result<Matched, DirectoryError> {
     if let Some(guid) = &ids.connector_guid {
         if let Some(state) = dir.device(guid)? {
             return Ok(Matched {

@@ -5,7 +5,7 @@
 //! read-only view of device state in; a decision out. It does no I/O of its own: device state
 //! comes through the [`DeviceDirectory`] trait: the sled store implements it on the decision
 //! side (`decision/directory.rs`), [`MemoryDirectory`] in memory for tests and benchmarks.
-//! Policy names only the store's error type, never the store.
+//! Policy never names the store: a directory's failure is policy's own [`DirectoryError`].
 
 mod evaluate;
 mod matching;
@@ -15,7 +15,9 @@ mod tests;
 
 pub use evaluate::Subject;
 pub use evaluate::{evaluate, Decision, DeviceVerdict, EvalContext, Outcome, Reason};
-pub use matching::{match_device, DeviceDirectory, Matched, MatchedBy, RequestIdentifiers};
+pub use matching::{
+    match_device, DeviceDirectory, DirectoryError, Matched, MatchedBy, RequestIdentifiers,
+};
 pub use memory::MemoryDirectory;
 
 use std::collections::HashMap;
