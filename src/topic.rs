@@ -33,7 +33,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             Kind::Event => "event",
             Kind::Computer => "computer",
@@ -41,7 +41,7 @@ impl Kind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Kind> {
+    pub(crate) fn parse(s: &str) -> Option<Kind> {
         match s {
             "event" => Some(Kind::Event),
             "computer" => Some(Kind::Computer),
@@ -78,7 +78,7 @@ pub fn record_headers(
 
 /// Builds the dead-letter record for `msg`, which could not be used because of `error`. The
 /// caller sends it to the dead-letter topic `dlq_topic`.
-pub fn dead_letter_record<'a>(
+pub(crate) fn dead_letter_record<'a>(
     dlq_topic: &'a str,
     msg: &'a BorrowedMessage<'a>,
     error: &str,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// What `GET /v1/devices/{id}` and `trustgate inspect` print.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeviceLookup {
-    pub matched_by: MatchedBy,
+    matched_by: MatchedBy,
     pub devices: Vec<DeviceView>,
 }
 
@@ -18,34 +18,34 @@ pub struct DeviceView {
     pub connector_guid: String,
     pub hostname: Option<String>,
     pub mac_addresses: Vec<String>,
-    pub windows_processor_id: Option<String>,
+    windows_processor_id: Option<String>,
     pub operating_system: Option<String>,
-    pub last_seen: Option<String>,
+    last_seen: Option<String>,
     /// The compromise rule's verdict now.
     pub compromised: bool,
     /// SE's latest `is_compromised` observation and its time.
-    pub observation: Option<ObservationView>,
+    observation: Option<ObservationView>,
     /// Compromise-class events that observation has not cleared.
     pub open_events: Vec<EventView>,
     /// All compromise-class events remembered (cleared ones included).
-    pub events_remembered: usize,
+    events_remembered: usize,
     pub state_as_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ObservationView {
-    pub is_compromised: bool,
-    pub observed_at: String,
+struct ObservationView {
+    is_compromised: bool,
+    observed_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventView {
     /// SE's id as a string: it exceeds 2^53, which JSON readers in many languages round.
-    pub id: Option<String>,
-    pub event_type_id: u64,
-    pub detection_id: Option<String>,
-    pub date: Option<String>,
-    pub first_seen: String,
+    id: Option<String>,
+    event_type_id: u64,
+    detection_id: Option<String>,
+    date: Option<String>,
+    first_seen: String,
 }
 
 impl DeviceView {

@@ -7,7 +7,7 @@
 mod devices;
 mod health;
 
-pub use devices::{lookup, DeviceLookup, DeviceView};
+pub use devices::{lookup, DeviceLookup, DeviceView, EventView};
 pub use health::ComponentHealth;
 
 use crate::decision::{Answer, Decider};
@@ -40,7 +40,7 @@ pub struct AdminState {
     pub health: ComponentHealth,
 }
 
-pub fn router(state: AdminState) -> Router {
+fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/decide", post(decide))
         .route("/v1/devices/{id}", get(device))

@@ -10,8 +10,8 @@ mod directory;
 pub mod pipeline;
 pub mod reply;
 pub mod request;
-pub mod response;
-pub mod worker;
+mod response;
+pub(crate) mod worker;
 
 pub use request::{InvalidRequest, ValidRequest};
 pub use response::DecisionResponse;
@@ -70,7 +70,7 @@ impl<D: DeviceDirectory> Decider<D> {
         }
     }
 
-    pub fn decide_valid(&self, req: &ValidRequest) -> DecisionResponse {
+    fn decide_valid(&self, req: &ValidRequest) -> DecisionResponse {
         let policy = self.policies.for_application(&req.application);
         let ctx = EvalContext {
             grace_millis: self.grace_millis,
@@ -86,7 +86,7 @@ impl<D: DeviceDirectory> Decider<D> {
     }
 
     /// An `invalid_request` answer (rule 1), e.g. for a refused reply topic.
-    pub fn invalid(&self, request_id: String, error: String) -> DecisionResponse {
+    fn invalid(&self, request_id: String, error: String) -> DecisionResponse {
         DecisionResponse::new(
             request_id,
             self.policies.global.name.clone(),

@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone)]
 pub struct ValidRequest {
     pub request_id: String,
-    pub application: String,
-    pub user: Option<String>,
+    pub(crate) application: String,
+    pub(crate) user: Option<String>,
     pub subject: Subject,
 }
 
@@ -17,8 +17,8 @@ pub struct ValidRequest {
 /// dead-letters such a request instead of replying.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidRequest {
-    pub request_id: Option<String>,
-    pub error: String,
+    pub(crate) request_id: Option<String>,
+    pub(crate) error: String,
 }
 
 /// Reads and validates a request body.

@@ -7,7 +7,7 @@ use std::time::Duration;
 /// The default compromise-class event types (ids from `/v1/event_types`). Threat Quarantined
 /// (553648143) is deliberately absent: SE keeps a quarantined device compromised until the
 /// compromise is resolved, so a quarantine alone never clears anything.
-pub const DEFAULT_COMPROMISE_EVENT_TYPES: &[u64] = &[
+pub(crate) const DEFAULT_COMPROMISE_EVENT_TYPES: &[u64] = &[
     1090519054, // Threat Detected
     1107296272, // Executed malware
     1107296274, // Cloud IOC
@@ -42,10 +42,10 @@ pub const DEFAULT_COMPROMISE_EVENT_TYPES: &[u64] = &[
 /// What the fold needs to know from configuration.
 #[derive(Debug, Clone)]
 pub struct FoldConfig {
-    pub compromise_event_types: HashSet<u64>,
+    pub(crate) compromise_event_types: HashSet<u64>,
     /// How long SE's `is_compromised` flag may lag behind a detection. A clean observation clears
     /// only the detections that are older than this at the time of the observation.
-    pub resolution_grace: Duration,
+    pub(crate) resolution_grace: Duration,
 }
 
 impl Default for FoldConfig {

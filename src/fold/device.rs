@@ -52,7 +52,7 @@ impl CompromiseEvent {
     /// When SE could first have known: the later of its `date` and its first sighting (an
     /// offline laptop uploads a detection hours after its `date`; SE's flag could not reflect
     /// it before the upload).
-    pub fn time(&self) -> Millis {
+    pub(crate) fn time(&self) -> Millis {
         self.date
             .map_or(self.first_seen, |d| d.max(self.first_seen))
     }
@@ -67,23 +67,23 @@ impl CompromiseEvent {
 /// Identifiers a record states about its device, each stamped with the record's time. (What a
 /// decision request gives to match a device by is `policy::RequestIdentifiers`.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecordIdentifiers {
-    pub hostname: Option<Stamped<String>>,
+pub(crate) struct RecordIdentifiers {
+    pub(crate) hostname: Option<Stamped<String>>,
     /// Normalised MACs, sorted and deduplicated: a record states the device's whole set.
-    pub macs: Option<Stamped<Vec<String>>>,
-    pub windows_processor_id: Option<Stamped<String>>,
-    pub operating_system: Option<Stamped<String>>,
+    pub(crate) macs: Option<Stamped<Vec<String>>>,
+    pub(crate) windows_processor_id: Option<Stamped<String>>,
+    pub(crate) operating_system: Option<Stamped<String>>,
 }
 
 /// What one record says about one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fact {
     pub connector_guid: String,
-    pub record_timestamp: Millis,
-    pub identifiers: RecordIdentifiers,
-    pub last_seen: Option<Millis>,
-    pub observation: Option<Observation>,
-    pub compromise_event: Option<(EventKey, CompromiseEvent)>,
+    pub(crate) record_timestamp: Millis,
+    pub(crate) identifiers: RecordIdentifiers,
+    pub(crate) last_seen: Option<Millis>,
+    pub(crate) observation: Option<Observation>,
+    pub(crate) compromise_event: Option<(EventKey, CompromiseEvent)>,
 }
 
 /// Everything trustgate knows about one connector GUID.
@@ -151,7 +151,7 @@ impl DeviceState {
     }
 
     /// The compromise-class events the latest observation has not cleared.
-    pub fn open_events(
+    pub(crate) fn open_events(
         &self,
         grace_millis: i64,
     ) -> impl Iterator<Item = (&EventKey, &CompromiseEvent)> {

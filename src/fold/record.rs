@@ -23,8 +23,8 @@ pub struct RecordInput<'a> {
 /// A source's liveness record: the source is alive even when no device changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heartbeat {
-    pub source: String,
-    pub at: Millis,
+    source: String,
+    at: Millis,
 }
 
 /// What a usable record is.

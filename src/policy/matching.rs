@@ -21,7 +21,7 @@ pub struct DirectoryError(Box<dyn std::error::Error + Send + Sync + 'static>);
 
 impl DirectoryError {
     /// Wraps an implementation's error; its text (`Display`) and source chain are kept.
-    pub fn new(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn new(source: impl std::error::Error + Send + Sync + 'static) -> Self {
         DirectoryError(Box::new(source))
     }
 }
@@ -29,7 +29,7 @@ impl DirectoryError {
 /// Which identifier matched. Ordered from strongest to weakest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum MatchedBy {
+pub(crate) enum MatchedBy {
     ConnectorGuid,
     WindowsProcessorId,
     Mac,
@@ -39,24 +39,24 @@ pub enum MatchedBy {
 
 /// The devices found at the strongest identifier level that matched anything.
 #[derive(Debug, Clone)]
-pub struct Matched {
-    pub by: MatchedBy,
+pub(crate) struct Matched {
+    pub(crate) by: MatchedBy,
     /// Sorted by GUID; more than one means the match is ambiguous.
-    pub devices: Vec<DeviceState>,
+    pub(crate) devices: Vec<DeviceState>,
 }
 
 /// The identifiers a decision request gives for its device, normalised: what a device is
 /// matched by. (What a record states about a device is `fold::RecordIdentifiers`.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestIdentifiers {
-    pub connector_guid: Option<String>,
-    pub windows_processor_id: Option<String>,
+    pub(crate) connector_guid: Option<String>,
+    pub(crate) windows_processor_id: Option<String>,
     pub macs: Vec<String>,
     pub hostname: Option<String>,
 }
 
 impl RequestIdentifiers {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.connector_guid.is_none()
             && self.windows_processor_id.is_none()
             && self.macs.is_empty()
@@ -66,7 +66,7 @@ impl RequestIdentifiers {
 
 /// Looks the identifiers up strongest first: connector_guid > windows_processor_id > MAC >
 /// hostname. The first level that finds any device decides.
-pub fn match_device(
+pub(crate) fn match_device(
     dir: &impl DeviceDirectory,
     ids: &RequestIdentifiers,
 ) -> Result<Matched, DirectoryError> {

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 /// Device states by (normalised) connector GUID; nothing else is stored, every index is a scan.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryDirectory {
-    pub devices: BTreeMap<String, DeviceState>,
+    pub(crate) devices: BTreeMap<String, DeviceState>,
 }
 
 impl MemoryDirectory {

@@ -13,12 +13,15 @@ mod memory;
 #[cfg(test)]
 mod tests;
 
-pub use evaluate::Subject;
-pub use evaluate::{evaluate, Decision, DeviceVerdict, EvalContext, Outcome, Reason};
-pub use matching::{
-    match_device, DeviceDirectory, DirectoryError, Matched, MatchedBy, RequestIdentifiers,
-};
+pub use evaluate::{evaluate, Decision, EvalContext, Subject};
+pub use matching::{DeviceDirectory, DirectoryError, RequestIdentifiers};
 pub use memory::MemoryDirectory;
+
+pub(crate) use evaluate::{Outcome, Reason};
+pub(crate) use matching::MatchedBy;
+// The store's tests check that the sled store and the in-memory model match alike.
+#[cfg(test)]
+pub(crate) use matching::match_device;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -64,7 +67,7 @@ pub struct Policies {
 
 impl Policies {
     /// The policy for an application: its custom policy, else the global one.
-    pub fn for_application(&self, application: &str) -> &Policy {
+    pub(crate) fn for_application(&self, application: &str) -> &Policy {
         self.by_application.get(application).unwrap_or(&self.global)
     }
 }

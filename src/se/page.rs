@@ -20,7 +20,7 @@ pub enum PageError {
 #[derive(Debug)]
 pub struct RawRecords<'a> {
     pub records: Vec<&'a RawValue>,
-    pub next: Option<String>,
+    pub(crate) next: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -17,7 +17,7 @@ pub enum Platform {
 
 impl Platform {
     /// Parses a request's `os` case-insensitively; `None` for a value outside the contract.
-    pub fn from_request(os: &str) -> Option<Platform> {
+    pub(crate) fn from_request(os: &str) -> Option<Platform> {
         Some(match os.trim().to_ascii_lowercase().as_str() {
             "windows" => Platform::Windows,
             "macos" => Platform::Macos,
@@ -62,7 +62,7 @@ impl Platform {
     }
 
     /// Whether Duo's "block compromised endpoints" check covers this platform.
-    pub fn se_checked(self) -> bool {
+    pub(crate) fn se_checked(self) -> bool {
         matches!(self, Platform::Windows | Platform::Macos)
     }
 }

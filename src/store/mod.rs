@@ -8,7 +8,7 @@
 //! The store is a cheap-to-clone handle; sled is already `Arc`-backed and thread-safe.
 
 mod codec;
-pub mod keys;
+mod keys;
 #[cfg(test)]
 mod tests;
 
@@ -81,7 +81,7 @@ impl Store {
     }
 
     /// GUIDs of devices with this normalised `windows_processor_id`.
-    pub fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError> {
+    pub(crate) fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError> {
         self.exact_index(keys::PROCESSOR, id)
     }
 
@@ -117,7 +117,7 @@ impl Store {
     }
 
     /// Stored next-offsets for every partition of `topic`.
-    pub fn offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, StoreError> {
+    pub(crate) fn offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, StoreError> {
         let prefix = keys::offset_prefix(topic);
         let mut out = HashMap::new();
         for entry in self.db.scan_prefix(&prefix) {
@@ -133,7 +133,7 @@ impl Store {
     }
 
     /// Newest record time per source (heartbeats included).
-    pub fn liveness(&self) -> Result<BTreeMap<String, Millis>, StoreError> {
+    fn liveness(&self) -> Result<BTreeMap<String, Millis>, StoreError> {
         let mut out = BTreeMap::new();
         for entry in self.db.scan_prefix([keys::LIVENESS]) {
             let (key, value) = entry?;
@@ -152,7 +152,7 @@ impl Store {
     }
 
     /// Number of devices (a scan: for inspection and metrics, not the hot path).
-    pub fn device_count(&self) -> usize {
+    pub(crate) fn device_count(&self) -> usize {
         self.db.scan_prefix([keys::DEVICE]).count()
     }
 
@@ -193,7 +193,7 @@ impl Store {
     }
 
     /// Makes everything written so far durable (sled otherwise syncs every 500 ms).
-    pub async fn flush(&self) -> Result<(), StoreError> {
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())
     }
