@@ -9,7 +9,6 @@ use serde_json::{Map, Value};
 pub struct ValidRequest {
     pub request_id: String,
     pub(crate) application: String,
-    pub(crate) user: Option<String>,
     pub subject: Subject,
 }
 
@@ -43,7 +42,8 @@ fn validate(obj: &Map<String, Value>, request_id: &str) -> Result<ValidRequest, 
         Some(_) => return Err("application must be a non-empty string".into()),
         None => return Err("application is required".into()),
     };
-    let user = optional_string(obj, "user")?;
+    // `user` is part of the contract and must be a string when present, but no rule reads it.
+    optional_string(obj, "user")?;
     let device = match obj.get("device") {
         Some(Value::Object(device)) => device,
         Some(_) => return Err("device must be an object".into()),
@@ -64,7 +64,6 @@ fn validate(obj: &Map<String, Value>, request_id: &str) -> Result<ValidRequest, 
     Ok(ValidRequest {
         request_id: request_id.to_owned(),
         application,
-        user,
         subject: Subject { trusted, os, ids },
     })
 }

@@ -151,8 +151,9 @@ impl Store {
         })
     }
 
-    /// Number of devices (a scan: for inspection and metrics, not the hot path).
-    pub(crate) fn device_count(&self) -> usize {
+    /// Number of devices (a full scan), which the store's tests compare with the model's.
+    #[cfg(test)]
+    fn device_count(&self) -> usize {
         self.db.scan_prefix([keys::DEVICE]).count()
     }
 
