@@ -24,6 +24,7 @@ pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The current time, in the representation every stored time uses.
 pub fn now_millis() -> Millis {
     Utc::now().timestamp_millis()
 }

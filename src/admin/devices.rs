@@ -10,15 +10,23 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeviceLookup {
     matched_by: MatchedBy,
+    /// The devices found at the first level that matched; more than one when the identifier names
+    /// several.
     pub devices: Vec<DeviceView>,
 }
 
+/// One device as an operator reads it: identifiers as text (MACs with colons, times in RFC 3339)
+/// and the compromise verdict with the observation and events behind it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeviceView {
+    /// SE's connector GUID, lower case.
     pub connector_guid: String,
+    /// The newest hostname any record stated.
     pub hostname: Option<String>,
+    /// The newest set of MACs, as `aa:bb:cc:dd:ee:ff`.
     pub mac_addresses: Vec<String>,
     windows_processor_id: Option<String>,
+    /// SE's free-text `operating_system`, as the newest computer record gave it.
     pub operating_system: Option<String>,
     last_seen: Option<String>,
     /// The compromise rule's verdict now.
@@ -29,6 +37,7 @@ pub struct DeviceView {
     pub open_events: Vec<EventView>,
     /// All compromise-class events remembered (cleared ones included).
     events_remembered: usize,
+    /// Kafka time of the newest record applied to this device.
     pub state_as_of: Option<String>,
 }
 
@@ -38,6 +47,7 @@ struct ObservationView {
     observed_at: String,
 }
 
+/// A compromise-class event of [`DeviceView::open_events`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventView {
     /// SE's id as a string: it exceeds 2^53, which JSON readers in many languages round.
@@ -49,6 +59,8 @@ pub struct EventView {
 }
 
 impl DeviceView {
+    /// The view of `state`, with the compromise rule applied under `grace_millis` (the fold's
+    /// `resolution_grace`).
     pub fn new(state: &DeviceState, grace_millis: i64) -> DeviceView {
         DeviceView {
             connector_guid: state.connector_guid.clone(),

@@ -8,6 +8,8 @@ use crate::locks;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+/// Shared record of components that stopped for good and why, keyed by component name; what
+/// `/healthz` reports. Cheap to clone.
 #[derive(Clone, Default, Debug)]
 pub struct ComponentHealth(Arc<Mutex<BTreeMap<&'static str, String>>>);
 

@@ -1,7 +1,7 @@
 //! Decisions: request/response contract, the shared decide path and the Kafka decision worker.
 //!
 //! [`Decider`] is the one code path from request bytes to a response; the Kafka worker
-//! ([`worker`]), the admin HTTP endpoint and `trustgate decide` all call it, so they cannot
+//! (`worker`), the admin HTTP endpoint and `trustgate decide` all call it, so they cannot
 //! disagree. Reply routing (Spring Kafka's request/reply headers) lives in [`reply`]; the
 //! pipelined reply loop the worker runs (and the bench's echo floor with it) in [`pipeline`].
 //! `directory.rs` makes the sled store the [`DeviceDirectory`] that decisions read.
@@ -41,6 +41,8 @@ pub struct Decider<D> {
 }
 
 impl<D: DeviceDirectory> Decider<D> {
+    /// A decider over `directory`; `grace_millis` is the fold's `resolution_grace` (for the
+    /// compromise rule) and `liveness` gives the age that makes a decision `stale`.
     pub fn new(
         policies: Arc<Policies>,
         directory: D,

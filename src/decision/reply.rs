@@ -7,8 +7,11 @@
 
 use crate::config::TopicSettings;
 
+/// Request header naming the reply topic.
 pub const HEADER_REPLY_TOPIC: &str = "kafka_replyTopic";
+/// Request header pinning the reply partition.
 pub const HEADER_REPLY_PARTITION: &str = "kafka_replyPartition";
+/// Request header copied onto the reply, so the requester can pair them.
 pub const HEADER_CORRELATION_ID: &str = "kafka_correlationId";
 
 /// The destination of one reply.

@@ -7,8 +7,10 @@ use serde_json::{Map, Value};
 /// A request that passed validation.
 #[derive(Debug, Clone)]
 pub struct ValidRequest {
+    /// The caller's id, echoed in the response.
     pub request_id: String,
     pub(crate) application: String,
+    /// What the decision procedure reads: trust, platform and normalised identifiers.
     pub subject: Subject,
 }
 

@@ -4,6 +4,7 @@ use crate::policy::{Decision, MatchedBy, Outcome, Reason};
 use crate::time::{format_millis, Millis};
 use serde::Serialize;
 
+/// The answer to one request, as serialised on the wire (Kafka reply and HTTP body).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DecisionResponse {
     pub(crate) request_id: String,

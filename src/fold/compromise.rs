@@ -58,10 +58,12 @@ impl Default for FoldConfig {
 }
 
 impl FoldConfig {
+    /// Whether events of this type mark a device compromised.
     pub fn is_compromise_class(&self, event_type_id: u64) -> bool {
         self.compromise_event_types.contains(&event_type_id)
     }
 
+    /// `resolution_grace` in milliseconds, as the compromise rule takes it.
     pub fn grace_millis(&self) -> i64 {
         i64::try_from(self.resolution_grace.as_millis()).unwrap_or(i64::MAX)
     }

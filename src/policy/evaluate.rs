@@ -53,6 +53,8 @@ pub(crate) struct DeviceVerdict {
     pub(crate) state_as_of: Option<Millis>,
 }
 
+/// What [`evaluate`] decided: the outcome, the reason (the first rule that applied) and the
+/// device it matched. [`DecisionResponse`](crate::decision::DecisionResponse) puts it on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub(crate) outcome: Outcome,
@@ -88,6 +90,7 @@ impl Decision {
 /// What the procedure knows besides the request and the state.
 #[derive(Debug, Clone, Copy)]
 pub struct EvalContext {
+    /// The fold's `resolution_grace` in ms, for the compromise rule.
     pub grace_millis: i64,
     /// Time since the newest record or heartbeat from any source (the liveness age, exported
     /// as `feed_age_seconds`); `None` when there was none.
@@ -99,10 +102,11 @@ pub struct EvalContext {
 pub struct Subject {
     pub(crate) trusted: bool,
     pub(crate) os: Option<Platform>,
+    /// The identifiers the device is matched by, normalised.
     pub ids: RequestIdentifiers,
 }
 
-/// Decides one valid request (rules 2–8; rule 1 is the caller's, see [`Decision::invalid`]).
+/// Decides one valid request (rules 2–8; rule 1 is the caller's, see `Decision::invalid`).
 pub fn evaluate(
     policy: &Policy,
     subject: &Subject,

@@ -3,12 +3,16 @@
 use crate::fold::DeviceState;
 
 /// Read access to device state, as the decision procedure needs it. Identifier arguments are
-/// already normalised (see [`crate::se::normalize_mac`] and friends). The sled store's impl is
+/// already normalised (see `se::normalize_mac` and friends). The sled store's impl is
 /// in `decision` (`decision/directory.rs`); [`super::MemoryDirectory`] is the in-memory one.
 pub trait DeviceDirectory {
+    /// A device's state by connector GUID.
     fn device(&self, guid: &str) -> Result<Option<DeviceState>, DirectoryError>;
+    /// GUIDs of devices with this `windows_processor_id`.
     fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, DirectoryError>;
+    /// GUIDs of devices with this MAC (12 lower-case hex digits).
     fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, DirectoryError>;
+    /// GUIDs of devices named `hostname` or `hostname.<domain>`.
     fn guids_by_hostname(&self, hostname: &str) -> Result<Vec<String>, DirectoryError>;
 }
 
@@ -51,7 +55,9 @@ pub(crate) struct Matched {
 pub struct RequestIdentifiers {
     pub(crate) connector_guid: Option<String>,
     pub(crate) windows_processor_id: Option<String>,
+    /// MACs as 12 lower-case hex digits, sorted and deduplicated; any one may match.
     pub macs: Vec<String>,
+    /// Matches a device named exactly so, or so followed by `.` and a domain.
     pub hostname: Option<String>,
 }
 

@@ -30,7 +30,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UnknownDevice {
+    /// Allow it.
     Allow,
+    /// Deny it.
     Deny,
 }
 
@@ -52,16 +54,20 @@ pub struct Policy {
     pub require_trusted: bool,
     /// "Allow Cisco Secure Endpoint to block compromised endpoints".
     pub block_compromised: bool,
+    /// What to answer for a trusted device SE does not know (rule 7).
     pub unknown_device: UnknownDevice,
     /// How old the newest record or heartbeat from any source (the liveness age) may be.
     pub stale_after: Duration,
+    /// What to do when the liveness age is over `stale_after`.
     pub on_stale: OnStale,
 }
 
 /// The global policy and the custom policies by application.
 #[derive(Debug, Clone)]
 pub struct Policies {
+    /// Applies to every application without a custom policy.
     pub global: Policy,
+    /// Custom policies, by the application name a request gives.
     pub by_application: HashMap<String, Policy>,
 }
 

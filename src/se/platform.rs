@@ -6,12 +6,19 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
+    /// Windows, desktop or server.
     Windows,
+    /// macOS (and Mac OS X).
     Macos,
+    /// Any Linux distribution.
     Linux,
+    /// iOS and iPadOS.
     Ios,
+    /// Android.
     Android,
+    /// ChromeOS.
     Chromeos,
+    /// Anything else.
     Other,
 }
 

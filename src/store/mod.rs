@@ -1,7 +1,7 @@
 //! The sled store: device states, their identifier indexes, ingest offsets and each source's
 //! liveness (newest record time).
 //!
-//! One sled tree holds every keyspace (see [`keys`]), so a single `apply_batch` writes a chunk of
+//! One sled tree holds every keyspace (see `keys.rs`), so a single `apply_batch` writes a chunk of
 //! device states, the index entries they imply and the partition offsets that produced them
 //! atomically: after a crash the store holds either all of a chunk or none of it, and ingest
 //! resumes from the offsets stored with the state (at-least-once; the fold absorbs repeats).
@@ -23,12 +23,23 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Store failures. `Locked` is told apart because the CLI then asks the running instance.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another process has the store open.
     #[error("the store at {path} is in use by another trustgate process")]
-    Locked { path: String },
+    Locked {
+        /// The store's directory.
+        path: String,
+    },
+    /// sled failed (I/O, or its own files are damaged).
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    /// A stored value that cannot be decoded.
     #[error("corrupt value under key {key}: {reason}")]
-    Corrupt { key: String, reason: String },
+    Corrupt {
+        /// The key, as (lossy) text.
+        key: String,
+        /// What is wrong with the value.
+        reason: String,
+    },
 }
 
 /// A handle on the open store.
