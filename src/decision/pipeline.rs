@@ -11,7 +11,12 @@
 //!
 //! Guarantee: at-least-once. A second task awaits acknowledgements in the order the requests
 //! were consumed and only then stores each request's offset (the consumer's auto-commit commits
-//! stored offsets), so a crash may answer a request twice, never zero times.
+//! stored offsets). A reply (or dead letter) that is not delivered is produced again, with
+//! backoff, and the committer does not move past it: consuming stops once `IN_FLIGHT` replies
+//! wait behind it. A reply whose route does not exist (an unknown reply topic or partition) goes
+//! to the responses topic instead, as the caller's `unroutable` answer. A crash, or a shutdown
+//! while a delivery is failing, leaves that request's offset unstored, so the next owner of its
+//! partition answers it: a request may be answered twice, and is not silently dropped.
 
 use super::reply::{route, ReplyRoute, HEADER_CORRELATION_ID};
 use crate::config::TopicSettings;
@@ -19,16 +24,27 @@ use crate::kafka;
 use crate::topic::dead_letter_record;
 use anyhow::Context;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::Producer;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientConfig;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Replies handed to the producer but not yet acknowledged, at most. When the committer falls
 /// this far behind, consuming waits.
 const IN_FLIGHT: usize = 10_000;
+
+/// The first wait before a reply that was not delivered is produced again; it doubles on each
+/// failure up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait between two attempts at one reply.
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// What becomes of one request: the answer a caller of [`ReplyLoop::run`] gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +56,10 @@ pub enum Disposition {
         body: Vec<u8>,
         /// The request's id for logs, when it has one.
         request_id: Option<String>,
+        /// What to send on the responses topic instead when the request's own route (its
+        /// `kafka_replyTopic` or `kafka_replyPartition`) does not exist; the worker's is an
+        /// `invalid_request` answer. `None`: the reply is retried on its route like any other.
+        unroutable: Option<Vec<u8>>,
     },
     /// Nobody can be answered: the request goes to the dead-letter topic, saying `error`.
     DeadLetter {
@@ -48,10 +68,49 @@ pub enum Disposition {
     },
 }
 
+/// A record to produce, owned so that one that was not delivered can be produced again.
+struct Outgoing {
+    topic: String,
+    partition: Option<i32>,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: Option<OwnedHeaders>,
+}
+
+impl Outgoing {
+    fn from_record(record: &FutureRecord<'_, [u8], [u8]>) -> Outgoing {
+        Outgoing {
+            topic: record.topic.to_owned(),
+            partition: record.partition,
+            key: record.key.map(<[u8]>::to_vec),
+            payload: record.payload.map(<[u8]>::to_vec).unwrap_or_default(),
+            headers: record.headers.clone(),
+        }
+    }
+
+    fn record(&self) -> FutureRecord<'_, [u8], [u8]> {
+        let mut record = FutureRecord::to(&self.topic).payload(&self.payload[..]);
+        if let Some(key) = &self.key {
+            record = record.key(&key[..]);
+        }
+        if let Some(partition) = self.partition {
+            record = record.partition(partition);
+        }
+        if let Some(headers) = &self.headers {
+            record = record.headers(headers.clone());
+        }
+        record
+    }
+}
+
 /// One reply (or dead letter) awaiting its acknowledgement, and the request offset it settles.
 struct Pending {
-    /// `None` when the record could not even be queued (already logged).
-    delivery: Option<DeliveryFuture>,
+    /// The first attempt: a delivery to await, or the error that kept it from being queued.
+    attempt: Result<DeliveryFuture, KafkaError>,
+    /// The record, to produce again if that attempt fails.
+    record: Outgoing,
+    /// Sent instead when the record's route does not exist (see [`Disposition::Reply`]).
+    unroutable: Option<Outgoing>,
     partition: i32,
     offset: i64,
     request_id: Option<String>,
@@ -100,10 +159,13 @@ impl ReplyLoop {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let (tx, rx) = mpsc::channel::<Pending>(IN_FLIGHT);
+        let mut routes = RouteCache::default();
         let committer = tokio::spawn(commit_in_order(
             self.consumer.clone(),
+            self.producer.clone(),
             self.requests.clone(),
             rx,
+            shutdown.clone(),
         ));
         loop {
             let msg = tokio::select! {
@@ -112,7 +174,7 @@ impl ReplyLoop {
             };
             match msg {
                 Ok(msg) => {
-                    let pending = self.respond(&msg, &mut answer).await;
+                    let pending = self.respond(&msg, &mut answer, &mut routes).await;
                     if tx.send(pending).await.is_err() {
                         break;
                     }
@@ -135,6 +197,7 @@ impl ReplyLoop {
         &self,
         msg: &BorrowedMessage<'_>,
         answer: &mut impl FnMut(&BorrowedMessage<'_>, &ReplyRoute) -> Disposition,
+        routes: &mut RouteCache,
     ) -> Pending {
         let headers = msg.headers();
         let header_pairs = headers
@@ -142,24 +205,132 @@ impl ReplyLoop {
             .flat_map(|h| h.iter())
             .map(|h| (h.key, h.value));
         let route = route(header_pairs, &self.topics);
-        let (delivery, request_id) = match answer(msg, &route) {
-            Disposition::Reply { body, request_id } => (
-                enqueue(&self.producer, reply_record(&route, msg.key(), &body)).await,
+        let (record, unroutable, request_id) = match answer(msg, &route) {
+            Disposition::Reply {
+                body,
                 request_id,
-            ),
+                unroutable,
+            } => {
+                let record = Outgoing::from_record(&reply_record(&route, msg.key(), &body));
+                // Only a route of the requester's choosing can turn out not to exist; the
+                // responses topic itself is retried like any other failure.
+                let own_route = route.topic != self.topics.responses || route.partition.is_some();
+                let mut unroutable = unroutable.filter(|_| own_route).map(|body| {
+                    let fallback = ReplyRoute {
+                        topic: self.topics.responses.clone(),
+                        partition: None,
+                        correlation_id: route.correlation_id.clone(),
+                        refused: None,
+                    };
+                    Outgoing::from_record(&reply_record(&fallback, msg.key(), &body))
+                });
+                // Known not to exist: answered on the responses topic at once rather than after
+                // the producer gives up on the topic (`message.timeout.ms`).
+                if unroutable.is_some() && !routes.exists(&self.producer, &route).await {
+                    tracing::warn!(topic = %route.topic, partition = ?route.partition, ?request_id,
+                        "Reply route does not exist; answering on the responses topic.");
+                    let fallback = unroutable.take().expect("checked");
+                    (fallback, None, request_id)
+                } else {
+                    (record, unroutable, request_id)
+                }
+            }
             Disposition::DeadLetter { error } => {
-                let record = dead_letter_record(&self.topics.dlq, msg, &error);
-                (enqueue(&self.producer, record).await, None)
+                let record =
+                    Outgoing::from_record(&dead_letter_record(&self.topics.dlq, msg, &error));
+                (record, None, None)
             }
         };
         Pending {
-            delivery,
+            attempt: kafka::enqueue(&self.producer, record.record()).await,
+            record,
+            unroutable,
             partition: msg.partition(),
             offset: msg.offset(),
             request_id,
         }
     }
 }
+
+/// How long a reply topic's metadata is trusted before it is looked up again.
+const ROUTE_TTL: Duration = Duration::from_secs(30);
+/// Reply topics remembered at most; past this the cache starts over (requesters choose the
+/// names, so the cache must not grow with them).
+const ROUTE_CACHE_MAX: usize = 1024;
+
+/// Reply topics of the requesters' choosing, and their partition counts (`None`: no such topic),
+/// as the broker's metadata said within [`ROUTE_TTL`].
+#[derive(Default)]
+struct RouteCache {
+    topics: HashMap<String, (Option<usize>, Instant)>,
+}
+
+impl RouteCache {
+    /// Whether `route`'s topic (and pinned partition) exists. A lookup that fails (the broker is
+    /// unreachable) says yes: the reply is then produced and retried like any other, and its
+    /// delivery error still re-routes it if the topic turns out not to exist.
+    async fn exists(&mut self, producer: &FutureProducer, route: &ReplyRoute) -> bool {
+        let fresh = self
+            .topics
+            .get(&route.topic)
+            .filter(|(_, at)| at.elapsed() < ROUTE_TTL)
+            .map(|(partitions, _)| *partitions);
+        let partitions = match fresh {
+            Some(partitions) => partitions,
+            None => {
+                let Some(partitions) = lookup(producer, &route.topic).await else {
+                    return true;
+                };
+                if self.topics.len() >= ROUTE_CACHE_MAX {
+                    self.topics.clear();
+                }
+                self.topics
+                    .insert(route.topic.clone(), (partitions, Instant::now()));
+                partitions
+            }
+        };
+        match (partitions, route.partition) {
+            (None, _) => false,
+            (Some(count), Some(p)) => usize::try_from(p).is_ok_and(|p| p < count),
+            (Some(_), None) => true,
+        }
+    }
+}
+
+/// The number of partitions of `topic` per the broker (`Some(None)`: no such topic), or `None`
+/// when the broker could not be asked. librdkafka's metadata call blocks, so it runs off the
+/// async threads.
+async fn lookup(producer: &FutureProducer, topic: &str) -> Option<Option<usize>> {
+    let producer = producer.clone();
+    let name = topic.to_owned();
+    let metadata = tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(Some(&name), METADATA_TIMEOUT)
+    })
+    .await
+    .ok()?;
+    let metadata = match metadata {
+        Ok(metadata) => metadata,
+        Err(e) => {
+            tracing::debug!(error = %e, topic, "Reply topic lookup failed.");
+            return None;
+        }
+    };
+    let found = metadata.topics().iter().find(|t| t.name() == topic);
+    Some(match found {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Some(t.partitions().len()),
+        Some(t) if t.error() == Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {
+            None
+        }
+        // Another error (e.g. leader not available): not known to be missing.
+        Some(_) => return None,
+        None => None,
+    })
+}
+
+/// How long one reply topic lookup may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A reply body on its route: topic, partition when pinned, correlation id copied back, and
 /// the request's key.
@@ -187,47 +358,90 @@ fn reply_record<'a>(
     record
 }
 
-/// Hands a record to the producer without waiting for its acknowledgement; a record that
-/// cannot be queued is logged and yields no delivery (its offset is still stored).
-async fn enqueue(
-    producer: &FutureProducer,
-    record: FutureRecord<'_, [u8], [u8]>,
-) -> Option<DeliveryFuture> {
-    let topic = record.topic;
-    match kafka::enqueue(producer, record).await {
-        Ok(delivery) => Some(delivery),
-        Err(e) => {
-            tracing::error!(error = %e, topic, "Reply could not be produced.");
-            None
+/// The committer: awaits each reply's acknowledgement in the order the requests were consumed,
+/// then stores the request's offset. This is the one place that decides what a failed delivery
+/// means: it is produced again until it is acknowledged ([`deliver`]), and no later offset is
+/// stored meanwhile.
+///
+/// Returns once the loop is gone and every pending reply settled, or at the first reply that
+/// could not be delivered after `shutdown`: that offset and every later one stay unstored, so
+/// the partition's next owner answers those requests again.
+async fn commit_in_order(
+    consumer: Arc<StreamConsumer>,
+    producer: FutureProducer,
+    requests: String,
+    mut rx: mpsc::Receiver<Pending>,
+    shutdown: CancellationToken,
+) {
+    while let Some(p) = rx.recv().await {
+        let (partition, offset) = (p.partition, p.offset);
+        if !deliver(&producer, p, &shutdown).await {
+            tracing::warn!(
+                partition,
+                offset,
+                unsettled = rx.len() + 1,
+                "Stopping with a reply not delivered; its request and later ones stay uncommitted."
+            );
+            return;
+        }
+        if let Err(e) = consumer.store_offset(&requests, partition, offset + 1) {
+            tracing::warn!(error = %e, partition, "Cannot store request offset.");
         }
     }
 }
 
-/// The committer: awaits each reply's acknowledgement in the order the requests were consumed,
-/// then stores the request's offset.
-///
-/// On a failed or cancelled delivery the failure is logged and the offset is stored anyway, so
-/// that request is not answered again. This is the one place that decides what a failed
-/// delivery means.
-async fn commit_in_order(
-    consumer: Arc<StreamConsumer>,
-    requests: String,
-    mut rx: mpsc::Receiver<Pending>,
-) {
-    while let Some(p) = rx.recv().await {
-        if let Some(delivery) = p.delivery {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => {
-                    tracing::error!(error = %e, request_id = ?p.request_id, "Reply was not delivered.")
-                }
-                Err(_) => {
-                    tracing::error!(request_id = ?p.request_id, "Reply delivery was cancelled.")
-                }
+/// Awaits one reply's acknowledgement, producing it again with backoff while it fails, and
+/// re-routing it to the responses topic once its own route turns out not to exist. `false`
+/// when it gave up because of `shutdown`.
+async fn deliver(producer: &FutureProducer, p: Pending, shutdown: &CancellationToken) -> bool {
+    let Pending {
+        mut attempt,
+        mut record,
+        mut unroutable,
+        request_id,
+        ..
+    } = p;
+    let mut wait = RETRY_FIRST;
+    loop {
+        let error = match attempt {
+            Ok(delivery) => match delivery.await {
+                Ok(Ok(_)) => return true,
+                Ok(Err((e, _))) => e,
+                // The producer dropped the delivery without an outcome: treat it as failed.
+                Err(_) => KafkaError::Canceled,
+            },
+            Err(e) => e,
+        };
+        if route_missing(&error) {
+            if let Some(fallback) = unroutable.take() {
+                tracing::warn!(error = %error, ?request_id, topic = %record.topic,
+                    partition = ?record.partition,
+                    "Reply route does not exist; answering on the responses topic.");
+                record = fallback;
+                attempt = kafka::enqueue(producer, record.record()).await;
+                continue;
             }
         }
-        if let Err(e) = consumer.store_offset(&requests, p.partition, p.offset + 1) {
-            tracing::warn!(error = %e, partition = p.partition, "Cannot store request offset.");
+        tracing::error!(error = %error, ?request_id, topic = %record.topic,
+            retry_in = ?wait, "Reply was not delivered; producing it again.");
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(wait) => {}
         }
+        wait = (wait * 2).min(RETRY_MAX);
+        attempt = kafka::enqueue(producer, record.record()).await;
     }
+}
+
+/// Whether a delivery failed because its topic or partition does not exist (as opposed to the
+/// broker being unreachable or slow, which retrying cures).
+fn route_missing(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownPartition
+        )
+    )
 }

@@ -3,8 +3,10 @@
 //! Consumes the requests topic in the consumer group `[kafka] group_id`, so instances share the
 //! load, and answers each request through the pipelined reply loop ([`super::pipeline`]): its
 //! reply is handed to the producer without waiting for earlier replies to be acknowledged, and
-//! a request's offset is stored only after its reply was (at-least-once: a crash may answer a
-//! request twice, never zero times). Requests are taken only once ingest has caught up, so no
+//! a request's offset is stored only after its reply (or dead letter) was acknowledged. A reply
+//! that fails is produced again until it is, and the worker does not move past it. So the
+//! guarantee is at-least-once: a crash or a restart may answer a request twice; a request is not
+//! dropped on the worker's side (a requester may still give up waiting). Requests are taken only once ingest has caught up, so no
 //! answer comes from a state that is missing records already on the events topic.
 
 use super::pipeline::{Disposition, ReplyLoop};
@@ -12,7 +14,7 @@ use super::reply::ReplyRoute;
 use super::{Answer, Decider};
 use crate::config::Settings;
 use crate::ingest::IngestStatus;
-use crate::kafka::{client_config, Role};
+use crate::kafka::{client_config, group_instance_id, Role};
 use crate::store::Store;
 use crate::telemetry::metrics;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -34,23 +36,39 @@ pub(crate) async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyh
         return Ok(());
     }
     let topics = &ctx.settings.topics;
+    // Static membership by default: on a broker that never expires a vanished member (tansu
+    // 0.6), a restarted worker with a new identity would never get its partitions back.
+    let mut kafka = ctx.settings.kafka.clone();
+    let instance = group_instance_id(&kafka, &ctx.settings.store.path);
+    kafka.group_instance_id = Some(instance.clone());
     let replies = ReplyLoop::subscribe(
-        &client_config(&ctx.settings.kafka, Role::Decider),
+        &client_config(&kafka, Role::Decider),
         ctx.producer.clone(),
         topics.clone(),
         &topics.requests,
     )?;
-    tracing::info!(topic = %topics.requests, group = %ctx.settings.kafka.group_id, "Decision worker started.");
+    tracing::info!(topic = %topics.requests, group = %kafka.group_id,
+        group_instance_id = %instance, "Decision worker started.");
     replies
-        .run(|msg, route| answer(&ctx.decider, msg, route), shutdown)
+        .run(
+            |msg, route| answer(&ctx.decider, &topics.responses, msg, route),
+            shutdown,
+        )
         .await?;
     tracing::info!("Decision worker stopped.");
     Ok(())
 }
 
 /// Decides one request; a reply route that was refused turns the answer into
-/// `invalid_request`, and a request without a readable `request_id` is dead-lettered.
-fn answer(decider: &Decider<Store>, msg: &BorrowedMessage<'_>, route: &ReplyRoute) -> Disposition {
+/// `invalid_request`, and a request without a readable `request_id` is dead-lettered. A route
+/// of the requester's choosing comes with the `invalid_request` answer to send instead if it
+/// turns out not to exist.
+fn answer(
+    decider: &Decider<Store>,
+    responses: &str,
+    msg: &BorrowedMessage<'_>,
+    route: &ReplyRoute,
+) -> Disposition {
     let started = Instant::now();
     let body = msg.payload().unwrap_or_default();
     let answer = match (decider.decide(body), &route.refused) {
@@ -62,9 +80,20 @@ fn answer(decider: &Decider<Store>, msg: &BorrowedMessage<'_>, route: &ReplyRout
     match answer {
         Answer::Reply(resp) => {
             metrics::decision(&resp.policy, resp.decision, resp.reason, started.elapsed());
+            let unroutable = (route.topic != responses || route.partition.is_some()).then(|| {
+                let invalid = decider.invalid(
+                    resp.request_id.clone(),
+                    format!(
+                        "reply topic {:?} (partition {:?}) does not exist",
+                        route.topic, route.partition
+                    ),
+                );
+                serde_json::to_vec(&invalid).expect("responses serialise")
+            });
             Disposition::Reply {
                 body: serde_json::to_vec(&resp).expect("responses serialise"),
                 request_id: Some(resp.request_id),
+                unroutable,
             }
         }
         Answer::Unanswerable(error) => {

@@ -16,6 +16,8 @@ use crate::config::KafkaSettings;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::ClientConfig;
 use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use std::path::Path;
 
 /// What a client is for; each role gets the settings its guarantees depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +68,11 @@ pub fn client_config(settings: &KafkaSettings, role: Role) -> ClientConfig {
         Role::Producer => {
             cfg.set("enable.idempotence", "true")
                 .set("acks", "all")
+                // Topics are created at start (`ensure_topics`), never as a side effect of a
+                // produce: a requester's `kafka_replyTopic` must not create topics, and a reply
+                // topic that does not exist fails its delivery (then re-routed, see
+                // `decision::pipeline`).
+                .set("allow.auto.create.topics", "false")
                 .set("linger.ms", settings.linger_ms.to_string())
                 .set("message.timeout.ms", "30000");
         }
@@ -103,4 +110,84 @@ pub fn client_config(settings: &KafkaSettings, role: Role) -> ClientConfig {
         cfg.set(key, &value.value);
     }
     cfg
+}
+
+/// The decision worker's `group.instance.id`: `[kafka] group_instance_id` when set, else one
+/// derived from this host's name and a short hash of the store's canonical path.
+///
+/// Static membership is the default because a restarted member with a new identity may never
+/// get its partitions back (tansu 0.6 does not expire the vanished one) and costs a rebalance
+/// everywhere else. The derived id is stable across restarts of one instance and distinct
+/// between instances: sled locks its directory, so no two running processes share a store path.
+pub(crate) fn group_instance_id(settings: &KafkaSettings, store: &Path) -> String {
+    if let Some(id) = &settings.group_instance_id {
+        return id.clone();
+    }
+    let path = std::fs::canonicalize(store).unwrap_or_else(|_| store.to_path_buf());
+    derived_instance_id(&host_name(), &path)
+}
+
+fn derived_instance_id(host: &str, store: &Path) -> String {
+    let digest = Sha256::digest(store.as_os_str().as_encoded_bytes());
+    format!("trustgate-{host}-{}", hex::encode(&digest[..4]))
+}
+
+/// This host's name as the kernel knows it (`HOSTNAME` elsewhere); `localhost` if neither says.
+fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    // group.instance.id allows only [a-zA-Z0-9._-]; anything else becomes '_'.
+    let name: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "localhost".to_owned()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_derived_instance_id_is_stable_and_differs_by_store() {
+        let a = derived_instance_id("host-1", Path::new("/var/lib/trustgate/a"));
+        assert_eq!(
+            a,
+            derived_instance_id("host-1", Path::new("/var/lib/trustgate/a"))
+        );
+        assert!(a.starts_with("trustgate-host-1-"), "{a}");
+        assert_ne!(
+            a,
+            derived_instance_id("host-1", Path::new("/var/lib/trustgate/b"))
+        );
+        assert_ne!(
+            a,
+            derived_instance_id("host-2", Path::new("/var/lib/trustgate/a"))
+        );
+    }
+
+    #[test]
+    fn an_explicit_instance_id_wins() {
+        let mut settings = crate::config::load_str("", "t", std::iter::empty())
+            .unwrap()
+            .settings
+            .kafka;
+        settings.group_instance_id = Some("gate-7".into());
+        assert_eq!(group_instance_id(&settings, Path::new("/x")), "gate-7");
+        settings.group_instance_id = None;
+        assert!(group_instance_id(&settings, Path::new("/x")).starts_with("trustgate-"));
+    }
 }

@@ -53,5 +53,6 @@ fn echo(msg: &BorrowedMessage<'_>, _: &ReplyRoute) -> Disposition {
     Disposition::Reply {
         body: msg.payload().unwrap_or_default().to_vec(),
         request_id: None,
+        unroutable: None,
     }
 }
