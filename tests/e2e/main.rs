@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod dead_letter;
 mod late_detection;
+mod no_lost_replies;
 mod pipeline;
 mod poller;
 mod replies;

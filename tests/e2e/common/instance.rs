@@ -25,6 +25,8 @@ pub struct Instance {
     pub dlq: String,
     pub group: String,
     pub extra_config: String,
+    /// The broker this instance's runs use; the shared test broker when `None`.
+    pub brokers: Option<String>,
     /// The latest run's place in the shared log and the admin address it announced. A mutex
     /// because tests share the instance (`&Instance`) while it runs.
     run: Mutex<CurrentRun>,
@@ -50,6 +52,7 @@ impl Instance {
             dlq: format!("{id}.dlq"),
             group: format!("{id}-deciders"),
             extra_config: String::new(),
+            brokers: None,
             run: Mutex::new(CurrentRun::default()),
         }
     }
@@ -68,7 +71,7 @@ impl Instance {
             "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\nsession_timeout = \"6s\"\n\
              [topics]\nevents = \"{events}\"\nrequests = \"{requests}\"\nresponses = \"{responses}\"\ndlq = \"{dlq}\"\n\
              [store]\npath = \"{store}\"\ncache_bytes = 16777216\n[admin]\nlisten = \"{admin}\"\n{extra}",
-            brokers = super::brokers(),
+            brokers = self.brokers.as_deref().unwrap_or_else(|| super::brokers()),
             group = self.group,
             events = self.events,
             requests = self.requests,
