@@ -118,12 +118,15 @@ impl Default for RawStore {
 #[serde(deny_unknown_fields, default)]
 pub struct RawAdmin {
     pub listen: String,
+    /// When set, `/v1/*` and `/metrics` require `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         RawAdmin {
             listen: "127.0.0.1:9464".into(),
+            token: None,
         }
     }
 }

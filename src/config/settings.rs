@@ -45,7 +45,7 @@ pub struct KafkaSettings {
 }
 
 /// A `[kafka.properties]` entry: a librdkafka property passed through as given. Its value
-/// prints `[REDACTED]` when the name looks secret (`password`, `secret`).
+/// prints `[REDACTED]` when the property is secret-bearing (see `config::secrets`).
 #[derive(Clone)]
 pub struct KafkaProperty {
     pub key: String,
@@ -54,7 +54,7 @@ pub struct KafkaProperty {
 
 impl std::fmt::Debug for KafkaProperty {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.key.contains("password") || self.key.contains("secret") {
+        if super::secrets::is_secret_key(&self.key) {
             f.write_str("[REDACTED]")
         } else {
             write!(f, "{:?}", self.value)
@@ -89,6 +89,9 @@ pub struct StoreSettings {
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
+    /// The bearer token `/v1/*` and `/metrics` require; `None` leaves them open, which
+    /// [`admin`] allows only on a loopback address.
+    pub token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone)]
@@ -176,9 +179,7 @@ impl Settings {
                 path: PathBuf::from(raw.store.path),
                 cache_bytes: raw.store.cache_bytes.max(1024 * 1024),
             },
-            admin: AdminSettings {
-                listen: listen("admin.listen", &raw.admin.listen)?,
-            },
+            admin: admin(raw.admin)?,
             fold: FoldConfig {
                 compromise_event_types: raw.compromise.event_types.into_iter().collect(),
                 resolution_grace: grace,
@@ -200,6 +201,23 @@ impl Settings {
             },
         })
     }
+}
+
+/// The admin listener answers decisions and shows every device: reachable from other hosts, it
+/// must ask for a token, so a non-loopback `listen` without one is refused rather than served.
+fn admin(raw: RawAdmin) -> Result<AdminSettings, ConfigError> {
+    let addr = listen("admin.listen", &raw.listen)?;
+    let token = secret(raw.token);
+    if token.is_none() && !addr.ip().is_loopback() {
+        return Err(invalid(format!(
+            "admin.listen = \"{addr}\" is not a loopback address and admin.token is not set: \
+             set admin.token (or TRUSTGATE_ADMIN__TOKEN), or listen on 127.0.0.1"
+        )));
+    }
+    Ok(AdminSettings {
+        listen: addr,
+        token,
+    })
 }
 
 fn kafka(raw: RawKafka) -> Result<KafkaSettings, ConfigError> {

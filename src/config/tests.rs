@@ -81,3 +81,69 @@ fn bad_durations_say_how_to_write_them() {
     .unwrap();
     assert!(err.to_string().contains("resolution_grace"));
 }
+
+#[test]
+fn secret_bearing_kafka_properties_are_redacted_by_type() {
+    let loaded = load_str(
+        "[kafka.properties]\n\
+         \"ssl.key.pem\" = \"SENTINEL-pem\"\n\
+         \"sasl.oauthbearer.config\" = \"principal=SENTINEL-oauth\"\n\
+         \"ssl.keystore.password\" = \"SENTINEL-ks\"\n\
+         \"sasl.password\" = \"SENTINEL-sasl\"\n\
+         \"ssl.key.password\" = \"SENTINEL-key\"\n\
+         \"ssl_engine_callback_data\" = \"SENTINEL-engine\"\n\
+         \"sasl.oauthbearer.client.secret\" = \"SENTINEL-client\"\n\
+         \"client.id\" = \"visible\"\n",
+        "t",
+        env(&[]),
+    )
+    .unwrap();
+    let printed = format!("{:?}\n{}", loaded.settings, loaded.redacted_toml());
+    assert!(!printed.contains("SENTINEL"), "{printed}");
+    assert!(printed.contains("visible"), "{printed}");
+}
+
+#[test]
+fn type_errors_never_echo_a_secret() {
+    for text in [
+        "[webhook]\nsecrets = \"whsec_SENTINEL\"\n",
+        "[kafka]\nlinger_ms = \"SENTINEL\"\n",
+        "[kafka]\nsasl_password = [\"SENTINEL\"]\n",
+    ] {
+        let err = load_str(text, "t", env(&[])).err().unwrap().to_string();
+        assert!(!err.contains("SENTINEL"), "{err}");
+        assert!(err.contains("invalid type"), "still says what is wrong: {err}");
+    }
+    let err = load_str(
+        "",
+        "t",
+        env(&[("TRUSTGATE_KAFKA__LINGER_MS", "SENTINEL")]),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(!err.contains("SENTINEL"), "{err}");
+    assert!(err.contains("TRUSTGATE_KAFKA__LINGER_MS"), "{err}");
+}
+
+#[test]
+fn a_non_loopback_admin_listener_needs_a_token() {
+    let err = load_str("[admin]\nlisten = \"0.0.0.0:9464\"\n", "t", env(&[]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("admin.listen") && err.contains("admin.token"), "{err}");
+    let loaded = load_str(
+        "[admin]\nlisten = \"0.0.0.0:9464\"\n",
+        "t",
+        env(&[("TRUSTGATE_ADMIN__TOKEN", "SENTINEL-admin")]),
+    )
+    .unwrap();
+    assert!(loaded.settings.admin.token.is_some());
+    let printed = format!("{:?}\n{}", loaded.settings, loaded.redacted_toml());
+    assert!(!printed.contains("SENTINEL"), "{printed}");
+    for listen in ["127.0.0.1:0", "[::1]:9464"] {
+        let text = format!("[admin]\nlisten = \"{listen}\"\n");
+        assert!(load_str(&text, "t", env(&[])).is_ok(), "{listen}");
+    }
+}
