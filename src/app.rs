@@ -91,11 +91,15 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         metrics: crate::telemetry::metrics::install(),
         health: health.clone(),
     };
+    let admin_access = admin::AdminAccess::new(
+        settings.admin.token.as_ref(),
+        admin::AdminLimits::default(),
+    );
     let admin_shutdown = shutdown.clone();
     tasks.spawn(async move {
         (
             "admin listener",
-            admin::serve(listener, admin_state, admin_shutdown).await,
+            admin::serve(listener, admin_state, admin_access, admin_shutdown).await,
         )
     });
 

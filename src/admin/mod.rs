@@ -5,9 +5,11 @@
 //! Kafka and for `trustgate decide` while a `run` holds the store. Every error body is JSON.
 
 mod devices;
+mod guard;
 mod health;
 
 pub use devices::{lookup, DeviceLookup, DeviceView};
+pub use guard::{AdminAccess, AdminLimits};
 pub use health::ComponentHealth;
 
 use crate::decision::{Answer, Decider};
@@ -23,8 +25,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
@@ -50,17 +57,76 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown`, finishing requests in flight.
+/// Serves until `shutdown`, finishing requests in flight. `access` decides who may call
+/// `/v1/*` and `/metrics` and bounds connections, header reads and decisions in flight.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
+    access: AdminAccess,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    serve_router(listener, router(state), access, shutdown).await
+}
+
+/// The serve loop for any router, behind [`guard::guard`] (tests pass their own routes).
+///
+/// hyper directly rather than `axum::serve`, which has no header-read timeout: a client that
+/// opened connections and never finished a request head would hold them for ever.
+async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    access: AdminAccess,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
+    let limits = access.limits.clone();
+    let service = TowerToHyperService::new(guard::guard(router, Arc::new(access)));
+    // One permit per open connection. It is taken before `accept`, so past the cap new
+    // connections wait in the kernel's backlog instead of each costing a task and a buffer.
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
     tracing::info!(%addr, "Admin listener started.");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    loop {
+        let accepted = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => tokio::select! {
+                    accepted = listener.accept() => accepted.map(|(stream, _)| (stream, permit)),
+                    _ = shutdown.cancelled() => break,
+                },
+                Err(_) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, permit) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Usually fd exhaustion: back off instead of spinning.
+                tracing::warn!(error = %e, "Admin listener could not accept a connection.");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(TokioIo::new(stream), service.clone());
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "Admin connection ended with an error.");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // A decision is quick; a client that keeps a connection idle is not waited for long.
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("Admin connections still open at shutdown; closing them.");
+    }
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod admin_auth;
 mod bench;
 mod cli;
 mod crash;

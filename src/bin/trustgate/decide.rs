@@ -1,7 +1,7 @@
 //! `trustgate decide`: one decision request (JSON) on stdin, its response on stdout.
 
 use crate::args::EXIT_BAD_INPUT;
-use crate::local::{admin_url, open_store};
+use crate::local::{admin_client, admin_url, open_store};
 use anyhow::Context;
 use std::io::Read;
 use std::process::ExitCode;
@@ -34,7 +34,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
             }
         }
         None => {
-            let resp = reqwest::Client::new()
+            let resp = admin_client(&settings)?
                 .post(admin_url(&settings, "/v1/decide"))
                 .header("content-type", "application/json")
                 .body(body)

@@ -1,7 +1,7 @@
 //! `trustgate inspect`: a device's state, found by connector GUID, MAC address or hostname.
 
 use crate::args::{EXIT_BAD_INPUT, EXIT_NOT_FOUND};
-use crate::local::{admin_url, open_store};
+use crate::local::{admin_client, admin_url, open_store};
 use anyhow::Context;
 use std::process::ExitCode;
 use trustgate::admin::{lookup, DeviceLookup};
@@ -16,7 +16,7 @@ pub async fn run(settings: Settings, id: &str, json: bool) -> anyhow::Result<Exi
     let found: Option<DeviceLookup> = match open_store(&settings)? {
         Some(store) => lookup(&store, id, settings.fold.grace_millis())?,
         None => {
-            let resp = reqwest::Client::new()
+            let resp = admin_client(&settings)?
                 .get(admin_url(
                     &settings,
                     &format!("/v1/devices/{}", urlencode(id)),
