@@ -91,10 +91,8 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         metrics: crate::telemetry::metrics::install(),
         health: health.clone(),
     };
-    let admin_access = admin::AdminAccess::new(
-        settings.admin.token.as_ref(),
-        admin::AdminLimits::default(),
-    );
+    let admin_access =
+        admin::AdminAccess::new(settings.admin.token.as_ref(), admin::AdminLimits::default());
     let admin_shutdown = shutdown.clone();
     tasks.spawn(async move {
         (

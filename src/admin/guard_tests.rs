@@ -93,7 +93,11 @@ async fn with_a_token_v1_and_metrics_need_it_and_probes_stay_open() {
             "Basic YWRtaW46eA==",
             TOKEN,
         ] {
-            assert_eq!(get_status(s.addr, path, Some(wrong)).await.0, 401, "{wrong}");
+            assert_eq!(
+                get_status(s.addr, path, Some(wrong)).await.0,
+                401,
+                "{wrong}"
+            );
         }
     }
     for path in ["/v1/devices/x", "/metrics"] {
@@ -146,7 +150,11 @@ async fn decisions_beyond_the_bound_are_answered_503() {
     assert_eq!(second.status().as_u16(), 503);
     assert_eq!(second.headers()["retry-after"], "1");
     s.release.notify_one();
-    assert_eq!(rx.await.unwrap().unwrap(), 200, "the held decision is answered");
+    assert_eq!(
+        rx.await.unwrap().unwrap(),
+        200,
+        "the held decision is answered"
+    );
     let third = tokio::spawn(reqwest::Client::new().post(&url).send());
     s.entered.notified().await;
     s.release.notify_one();

@@ -111,7 +111,13 @@ mod tests {
         ] {
             assert!(is_secret_key(key), "{key}");
         }
-        for key in ["brokers", "client.id", "linger.ms", "listen", "enable.idempotence"] {
+        for key in [
+            "brokers",
+            "client.id",
+            "linger.ms",
+            "listen",
+            "enable.idempotence",
+        ] {
             assert!(!is_secret_key(key), "{key}");
         }
     }

@@ -112,16 +112,15 @@ fn type_errors_never_echo_a_secret() {
     ] {
         let err = load_str(text, "t", env(&[])).err().unwrap().to_string();
         assert!(!err.contains("SENTINEL"), "{err}");
-        assert!(err.contains("invalid type"), "still says what is wrong: {err}");
+        assert!(
+            err.contains("invalid type"),
+            "still says what is wrong: {err}"
+        );
     }
-    let err = load_str(
-        "",
-        "t",
-        env(&[("TRUSTGATE_KAFKA__LINGER_MS", "SENTINEL")]),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = load_str("", "t", env(&[("TRUSTGATE_KAFKA__LINGER_MS", "SENTINEL")]))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(!err.contains("SENTINEL"), "{err}");
     assert!(err.contains("TRUSTGATE_KAFKA__LINGER_MS"), "{err}");
 }
@@ -132,7 +131,10 @@ fn a_non_loopback_admin_listener_needs_a_token() {
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("admin.listen") && err.contains("admin.token"), "{err}");
+    assert!(
+        err.contains("admin.listen") && err.contains("admin.token"),
+        "{err}"
+    );
     let loaded = load_str(
         "[admin]\nlisten = \"0.0.0.0:9464\"\n",
         "t",

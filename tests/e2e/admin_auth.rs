@@ -37,7 +37,10 @@ async fn with_a_token_v1_and_metrics_need_it_and_the_cli_sends_it() {
     inst.wait_ready(&mut child).await;
     let get = reqwest::Method::GET;
     let post = reqwest::Method::POST;
-    assert_eq!(status(get.clone(), inst.admin("/healthz"), None).await.0, 200);
+    assert_eq!(
+        status(get.clone(), inst.admin("/healthz"), None).await.0,
+        200
+    );
 
     for (method, path) in [
         (post.clone(), "/v1/decide"),
@@ -86,8 +89,10 @@ async fn with_a_token_v1_and_metrics_need_it_and_the_cli_sends_it() {
     // header-read timeout is 10 s; the bound here only keeps a broken build from hanging).
     let addr = inst.admin("").trim_start_matches("http://").to_owned();
     let mut slow = std::net::TcpStream::connect(addr).unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let started = Instant::now();
     let mut rest = Vec::new();
     let read = slow.read_to_end(&mut rest);

@@ -15,3 +15,4 @@ mod replies;
 mod secrets;
 mod shutdown;
 mod webhook;
+mod webhook_trust;

@@ -159,12 +159,23 @@ impl Bridge {
         secrets: &[&str],
         limits: impl FnOnce(&mut Limits),
     ) -> Bridge {
+        Bridge::start_with(brokers, events, secrets, "", limits).await
+    }
+
+    /// [`Bridge::start`] with more `[webhook]` lines (e.g. a `bearer_token`).
+    pub async fn start_with(
+        brokers: &str,
+        events: &str,
+        secrets: &[&str],
+        more: &str,
+        limits: impl FnOnce(&mut Limits),
+    ) -> Bridge {
         let id = super::unique("bridge");
         let secrets: Vec<String> = secrets.iter().map(|s| format!("{s:?}")).collect();
         let text = format!(
             "[kafka]\nbrokers = \"{brokers}\"\n\
              [topics]\nevents = \"{events}\"\nrequests = \"{id}.requests\"\nresponses = \"{id}.responses\"\ndlq = \"{id}.dlq\"\n\
-             [webhook]\nenabled = true\nsecrets = [{}]\n",
+             [webhook]\nenabled = true\nsecrets = [{}]\n{more}\n",
             secrets.join(", ")
         );
         let settings = trustgate::config::load_str(&text, "test", std::iter::empty())
