@@ -110,13 +110,26 @@ fn a_non_loopback_listener_without_a_token_is_refused_at_start_and_by_check_conf
     // TEST-NET-1: not loopback, and not an address of this host, so even a build without the
     // check could not listen beyond loopback here.
     for command in ["run", "check-config"] {
-        let out = Command::new(binary())
+        let mut child = Command::new(binary())
             .args([command, "--config"])
             .arg(inst.config_path())
             .env("TRUSTGATE_ADMIN__LISTEN", "192.0.2.1:9464")
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
+        // Bounded: a build without the check goes on starting instead of exiting.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{command} did not refuse the configuration within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
         assert!(
