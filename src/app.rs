@@ -50,6 +50,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         store.clone(),
         grace,
         liveness.clone(),
+        status.clone(),
     );
     let mut tasks = tokio::task::JoinSet::new();
 

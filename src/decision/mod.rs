@@ -16,6 +16,7 @@ pub mod worker;
 pub use request::{InvalidRequest, ValidRequest};
 pub use response::DecisionResponse;
 
+use crate::ingest::IngestStatus;
 use crate::liveness::LivenessClock;
 use crate::policy::{evaluate, Decision, DeviceDirectory, EvalContext, Policies};
 use crate::time::now_millis;
@@ -38,6 +39,9 @@ pub struct Decider<D> {
     directory: D,
     grace_millis: i64,
     liveness: LivenessClock,
+    /// Whether ingest caught up since this start: half of readiness (the other half is a
+    /// store that was ever fed, which the liveness clock knows).
+    ingest: IngestStatus,
 }
 
 impl<D: DeviceDirectory> Decider<D> {
@@ -46,13 +50,22 @@ impl<D: DeviceDirectory> Decider<D> {
         directory: D,
         grace_millis: i64,
         liveness: LivenessClock,
+        ingest: IngestStatus,
     ) -> Self {
         Decider {
             policies,
             directory,
             grace_millis,
             liveness,
+            ingest,
         }
+    }
+
+    /// Ready: ingest caught up with every events partition since this start, and the store
+    /// holds at least one applied record or heartbeat (a never-fed store knows no device, so
+    /// every answer from it would be the `unknown_device` default).
+    pub fn is_ready(&self) -> bool {
+        self.ingest.is_caught_up() && self.liveness.newest().is_some()
     }
 
     /// Decides one request body.
@@ -75,6 +88,7 @@ impl<D: DeviceDirectory> Decider<D> {
         let ctx = EvalContext {
             grace_millis: self.grace_millis,
             liveness_age: self.liveness.age(),
+            ready: self.is_ready(),
         };
         let decision = evaluate(policy, &req.subject, &self.directory, &ctx);
         DecisionResponse::new(

@@ -9,6 +9,7 @@ const GRACE: i64 = 600_000;
 const FRESH: EvalContext = EvalContext {
     grace_millis: GRACE,
     liveness_age: Some(std::time::Duration::from_secs(1)),
+    ready: true,
 };
 
 fn device(guid: &str, os: &str, compromised: bool) -> DeviceState {
@@ -344,6 +345,7 @@ fn staleness(
     let ctx = EvalContext {
         grace_millis: GRACE,
         liveness_age: age_secs.map(std::time::Duration::from_secs),
+        ready: true,
     };
     let guid = if reason == Reason::StateStale {
         "win-clean-1"
@@ -364,6 +366,7 @@ fn stale_deny_comes_after_rules_1_to_4() {
     let ctx = EvalContext {
         grace_millis: GRACE,
         liveness_age: None,
+        ready: true,
     };
     let d = evaluate(
         &p,
@@ -386,4 +389,30 @@ fn stale_deny_comes_after_rules_1_to_4() {
         (d.reason, d.stale.is_some()),
         (Reason::AllowAllEndpoints, true)
     );
+}
+
+#[test]
+fn not_ready_denies_after_rules_1_to_4_whatever_the_policy() {
+    let lenient = policy(true, true, UnknownDevice::Allow);
+    let ctx = EvalContext {
+        ready: false,
+        ..FRESH
+    };
+    for guid in ["win-clean-1", "not-a-known-device"] {
+        let d = evaluate(&lenient, &subject(true, Some(guid), None), &directory(), &ctx);
+        assert_eq!((d.outcome, d.reason), (Outcome::Deny, Reason::NotReady), "{guid}");
+    }
+    let untrusted = evaluate(
+        &lenient,
+        &subject(false, Some("win-clean-1"), None),
+        &directory(),
+        &ctx,
+    );
+    assert_eq!(untrusted.reason, Reason::UntrustedEndpoint);
+    let off = Policy {
+        block_compromised: false,
+        ..lenient
+    };
+    let d = evaluate(&off, &subject(true, Some("win-clean-1"), None), &directory(), &ctx);
+    assert_eq!(d.reason, Reason::SeCheckOff);
 }

@@ -10,6 +10,7 @@ mod dead_letter;
 mod late_detection;
 mod pipeline;
 mod poller;
+mod readiness;
 mod replies;
 mod secrets;
 mod shutdown;
