@@ -40,6 +40,12 @@ impl LivenessClock {
         self.0.fetch_max(at, Ordering::Relaxed);
     }
 
+    /// Forgets every time: the store's state was cleared to be rebuilt from the events
+    /// topic's beginning, and times from the topic as it was must not keep it fresh.
+    pub(crate) fn reset(&self) {
+        self.0.store(NEVER, Ordering::Relaxed);
+    }
+
     pub fn newest(&self) -> Option<Millis> {
         Some(self.0.load(Ordering::Relaxed)).filter(|t| *t != NEVER)
     }

@@ -24,6 +24,43 @@ const MAX_CHUNK: usize = 2000;
 /// reachability) are refreshed.
 const PARTITION_REFRESH: Duration = Duration::from_secs(5);
 
+/// Stored offsets that do not belong to the events topic as it is now: the topic was
+/// recreated under the same name, truncated, or lost partitions. rdkafka 0.39 does not expose
+/// the broker's topic id, so these are the checks that offsets alone make sound: an offset
+/// ingest stored came from a record it read, so it can never be past the partition's end,
+/// and a partition's offsets never go backwards under one assignment.
+#[derive(Debug, thiserror::Error)]
+enum Mismatch {
+    #[error("partition {partition}: stored next offset {stored} is beyond the high watermark {high}")]
+    BeyondEnd {
+        partition: i32,
+        stored: i64,
+        high: i64,
+    },
+    #[error("offsets are stored for partition {partition}, which the topic no longer has")]
+    PartitionGone { partition: i32 },
+    #[error("the topic disappeared from the broker's metadata and came back")]
+    TopicRecreated,
+    #[error("partition {partition}: read offset {offset} where {expected} was next")]
+    OffsetWentBack {
+        partition: i32,
+        offset: i64,
+        expected: i64,
+    },
+}
+
+impl Mismatch {
+    /// The metric label.
+    fn cause(&self) -> &'static str {
+        match self {
+            Mismatch::BeyondEnd { .. } => "beyond_end",
+            Mismatch::PartitionGone { .. } => "partition_gone",
+            Mismatch::OffsetWentBack { .. } => "offset_went_back",
+            Mismatch::TopicRecreated => "topic_recreated",
+        }
+    }
+}
+
 /// What ingest needs.
 pub struct IngestContext {
     pub settings: Settings,
@@ -54,6 +91,13 @@ pub fn run(ctx: IngestContext, shutdown: CancellationToken) -> anyhow::Result<()
     while !ingest.shutdown.is_cancelled() {
         let chunk = poll_chunk(&consumer);
         let idle = chunk.is_empty();
+        if let Some(mismatch) = ingest.went_back(&chunk) {
+            // librdkafka reset an out-of-range position to the beginning of a recreated
+            // topic: these records are not the continuation of the stored state.
+            drop(chunk);
+            ingest.rebuild(&consumer, mismatch)?;
+            continue;
+        }
         if !idle {
             ingest.apply_chunk(&chunk)?;
         }
@@ -61,7 +105,9 @@ pub fn run(ctx: IngestContext, shutdown: CancellationToken) -> anyhow::Result<()
         ingest.check_caught_up(&consumer, idle);
         if last_refresh.elapsed() > PARTITION_REFRESH {
             ingest.assign_new_partitions(&consumer)?;
-            ingest.refresh_watermarks(&consumer);
+            if let Some(mismatch) = ingest.refresh_watermarks(&consumer) {
+                ingest.rebuild(&consumer, mismatch)?;
+            }
             last_refresh = Instant::now();
         }
     }
@@ -84,6 +130,10 @@ struct Ingest {
 
 impl Ingest {
     fn assign_new_partitions(&mut self, consumer: &BaseConsumer) -> anyhow::Result<()> {
+        // The topic missing after partitions were assigned: it was deleted, and whatever comes
+        // back under its name is another topic (offsets alone cannot tell when the new one
+        // already holds more records than were applied from the old one).
+        let mut vanished = false;
         let metadata = loop {
             let fetched = consumer.fetch_metadata(Some(&self.topic), Duration::from_secs(5));
             if fetched.is_ok() {
@@ -99,6 +149,7 @@ impl Ingest {
                 }
                 Ok(_) | Err(_) if self.shutdown.is_cancelled() => return Ok(()),
                 Ok(_) => {
+                    vanished |= !self.assigned.is_empty();
                     tracing::warn!(topic = %self.topic, "Events topic has no partitions yet; retrying.")
                 }
                 Err(e) => {
@@ -112,6 +163,20 @@ impl Ingest {
             .iter()
             .map(|p| p.id())
             .collect();
+        if vanished {
+            return self.rebuild(consumer, Mismatch::TopicRecreated);
+        }
+        let stored = self.ctx.store.offsets(&self.topic)?;
+        let gone = stored
+            .keys()
+            .chain(self.assigned.iter())
+            .find(|p| !partitions.contains(p));
+        if let Some(partition) = gone {
+            let mismatch = Mismatch::PartitionGone {
+                partition: *partition,
+            };
+            return self.rebuild(consumer, mismatch);
+        }
         let fresh: Vec<i32> = partitions
             .into_iter()
             .filter(|p| !self.assigned.contains(p))
@@ -119,7 +184,6 @@ impl Ingest {
         if fresh.is_empty() {
             return Ok(());
         }
-        let stored = self.ctx.store.offsets(&self.topic)?;
         let mut list = TopicPartitionList::new();
         for p in &fresh {
             let offset = stored
@@ -128,6 +192,14 @@ impl Ingest {
             list.add_partition_offset(&self.topic, *p, offset)?;
             let (low, high) =
                 consumer.fetch_watermarks(&self.topic, *p, Duration::from_secs(10))?;
+            if let Some(stored) = stored.get(p).copied().filter(|s| *s > high) {
+                let mismatch = Mismatch::BeyondEnd {
+                    partition: *p,
+                    stored,
+                    high,
+                };
+                return self.rebuild(consumer, mismatch);
+            }
             self.targets.insert(*p, high);
             self.next.insert(*p, stored.get(p).copied().unwrap_or(low));
             self.ctx.status.record_progress(*p, self.next[p], high);
@@ -226,14 +298,22 @@ impl Ingest {
         Ok(())
     }
 
-    /// Re-reads each partition's high watermark: keeps lag current after catch-up and proves
-    /// the broker still answers.
-    fn refresh_watermarks(&mut self, consumer: &BaseConsumer) {
+    /// Re-reads each partition's high watermark: keeps lag current after catch-up, proves
+    /// the broker still answers, and finds a partition that now ends before what was applied
+    /// (the topic was recreated or truncated under this instance).
+    fn refresh_watermarks(&mut self, consumer: &BaseConsumer) -> Option<Mismatch> {
         for p in self.assigned.clone() {
             match consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(2)) {
                 Ok((_, high)) => {
                     self.ctx.status.broker_answered();
                     let next = self.next.get(&p).copied().unwrap_or(0);
+                    if next > high {
+                        return Some(Mismatch::BeyondEnd {
+                            partition: p,
+                            stored: next,
+                            high,
+                        });
+                    }
                     self.ctx.status.record_progress(p, next, high);
                 }
                 Err(e) => {
@@ -241,6 +321,48 @@ impl Ingest {
                 }
             }
         }
+        None
+    }
+
+    /// A record before the partition's next offset: the consumer's position was reset (an
+    /// out-of-range offset after the topic was recreated), so the stored state is not this
+    /// topic's.
+    fn went_back(&self, chunk: &[BorrowedMessage<'_>]) -> Option<Mismatch> {
+        chunk.iter().find_map(|msg| {
+            let expected = self.next.get(&msg.partition()).copied()?;
+            (msg.offset() < expected).then(|| Mismatch::OffsetWentBack {
+                partition: msg.partition(),
+                offset: msg.offset(),
+                expected,
+            })
+        })
+    }
+
+    /// Clears the state folded from the topic as it was and reads the topic as it is now from
+    /// its beginning. Not ready from the first step: deciders deny `not_ready` rather than
+    /// answer from state that is about to go, until the rebuild caught up and fed the store.
+    fn rebuild(&mut self, consumer: &BaseConsumer, mismatch: Mismatch) -> anyhow::Result<()> {
+        tracing::warn!(topic = %self.topic, cause = mismatch.cause(), detail = %mismatch,
+            "Stored offsets do not belong to the events topic as it is now; rebuilding the state from its beginning.");
+        metrics::ingest_rebuild(mismatch.cause());
+        self.ctx.status.restart_catch_up();
+        consumer
+            .unassign()
+            .context("unassigning events partitions before a rebuild")?;
+        let removed = self
+            .ctx
+            .store
+            .clear_state()
+            .context("clearing the store before a rebuild")?;
+        self.ctx.liveness.reset();
+        self.ctx.status.clear_progress();
+        self.assigned.clear();
+        self.targets.clear();
+        self.next.clear();
+        tracing::info!(keys = removed, "Store cleared for the rebuild.");
+        // The store now holds no offsets, so this assigns every partition from its beginning
+        // and cannot find another mismatch.
+        self.assign_new_partitions(consumer)
     }
 
     fn check_caught_up(&mut self, consumer: &BaseConsumer, idle: bool) {

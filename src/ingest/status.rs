@@ -54,6 +54,16 @@ impl IngestStatus {
             .send_if_modified(|v| !std::mem::replace(v, true));
     }
 
+    /// Not caught up any more: the state is being rebuilt from the topic's beginning.
+    pub(super) fn restart_catch_up(&self) {
+        self.caught_up.send_if_modified(|v| std::mem::take(v));
+    }
+
+    /// Forgets every partition's progress (before a rebuild reassigns them).
+    pub(super) fn clear_progress(&self) {
+        locks::lock(&self.progress).clear();
+    }
+
     /// Why ingest is held (for `/readyz`), or `None`.
     pub fn stuck(&self) -> Option<String> {
         locks::lock(&self.stuck).clone()

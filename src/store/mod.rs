@@ -192,6 +192,31 @@ impl Store {
         Ok(())
     }
 
+    /// Clears everything folded from the events topic (device states, indexes, ingest
+    /// offsets, liveness) in one atomic batch, so that ingest rebuilds from the topic's
+    /// beginning: after a crash the store holds either the old state with its offsets or
+    /// nothing, never old state with no offsets (which would fold the topic over it again).
+    pub fn clear_state(&self) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for space in [
+            keys::DEVICE,
+            keys::HOSTNAME,
+            keys::MAC,
+            keys::PROCESSOR,
+            keys::OFFSET,
+            keys::LIVENESS,
+        ] {
+            for entry in self.db.scan_prefix([space]) {
+                let (key, _) = entry?;
+                batch.remove(key);
+                removed += 1;
+            }
+        }
+        self.db.apply_batch(batch)?;
+        Ok(removed)
+    }
+
     /// Makes everything written so far durable (sled otherwise syncs every 500 ms).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;

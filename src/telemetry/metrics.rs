@@ -68,6 +68,12 @@ pub fn ingest_dead_lettered(count: u64) {
     counter!("trustgate_ingest_dead_lettered_total").increment(count);
 }
 
+/// Ingest cleared its state to rebuild it from the events topic's beginning, by `cause`
+/// (`beyond_end`, `partition_gone`, `offset_went_back`, `topic_recreated`: see `ingest::consumer::Mismatch`).
+pub fn ingest_rebuild(cause: &'static str) {
+    counter!("trustgate_ingest_rebuilds_total", "cause" => cause).increment(1);
+}
+
 /// Records behind the high watermark, per events partition.
 pub fn ingest_lag(partition: i32, lag: i64) {
     gauge!("trustgate_ingest_lag_records", "partition" => partition.to_string()).set(lag as f64);

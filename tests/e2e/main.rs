@@ -11,6 +11,7 @@ mod late_detection;
 mod pipeline;
 mod poller;
 mod readiness;
+mod recreated_topic;
 mod replies;
 mod secrets;
 mod shutdown;
