@@ -90,8 +90,20 @@ fn our_responses_validate() {
     // A fresh feed, and one that never wrote (every response then carries `stale`).
     let fresh = LivenessClock::starting_at(Some(trustgate::time::now_millis()));
     for decider in [
-        Decider::new(policies(), dir.clone(), 600_000, fresh, IngestStatus::offline()),
-        Decider::new(policies(), dir, 600_000, LivenessClock::default(), IngestStatus::offline()),
+        Decider::new(
+            policies(),
+            dir.clone(),
+            600_000,
+            fresh,
+            IngestStatus::offline(),
+        ),
+        Decider::new(
+            policies(),
+            dir,
+            600_000,
+            LivenessClock::default(),
+            IngestStatus::offline(),
+        ),
     ] {
         for body in [
             r#"{"request_id":"a","application":"vpn","device":{"trusted":true,"connector_guid":"g1"}}"#,

@@ -11,9 +11,9 @@ pub use devices::{lookup, DeviceLookup, DeviceView};
 pub use health::ComponentHealth;
 
 use crate::decision::{Answer, Decider};
-use crate::policy::Reason;
 use crate::ingest::IngestStatus;
 use crate::liveness::LivenessClock;
+use crate::policy::Reason;
 use crate::store::Store;
 use crate::telemetry::metrics;
 use axum::body::Bytes;

@@ -399,8 +399,17 @@ fn not_ready_denies_after_rules_1_to_4_whatever_the_policy() {
         ..FRESH
     };
     for guid in ["win-clean-1", "not-a-known-device"] {
-        let d = evaluate(&lenient, &subject(true, Some(guid), None), &directory(), &ctx);
-        assert_eq!((d.outcome, d.reason), (Outcome::Deny, Reason::NotReady), "{guid}");
+        let d = evaluate(
+            &lenient,
+            &subject(true, Some(guid), None),
+            &directory(),
+            &ctx,
+        );
+        assert_eq!(
+            (d.outcome, d.reason),
+            (Outcome::Deny, Reason::NotReady),
+            "{guid}"
+        );
     }
     let untrusted = evaluate(
         &lenient,
@@ -413,6 +422,11 @@ fn not_ready_denies_after_rules_1_to_4_whatever_the_policy() {
         block_compromised: false,
         ..lenient
     };
-    let d = evaluate(&off, &subject(true, Some("win-clean-1"), None), &directory(), &ctx);
+    let d = evaluate(
+        &off,
+        &subject(true, Some("win-clean-1"), None),
+        &directory(),
+        &ctx,
+    );
     assert_eq!(d.reason, Reason::SeCheckOff);
 }

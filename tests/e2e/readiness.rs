@@ -58,7 +58,9 @@ async fn a_never_fed_store_denies_not_ready_until_the_first_record() {
     publish(
         &producer,
         &inst.events,
-        &Out::new("{}").key("poller").header("trustgate-kind", "heartbeat"),
+        &Out::new("{}")
+            .key("poller")
+            .header("trustgate-kind", "heartbeat"),
     )
     .await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
