@@ -31,7 +31,9 @@ const PARTITION_REFRESH: Duration = Duration::from_secs(5);
 /// and a partition's offsets never go backwards under one assignment.
 #[derive(Debug, thiserror::Error)]
 enum Mismatch {
-    #[error("partition {partition}: stored next offset {stored} is beyond the high watermark {high}")]
+    #[error(
+        "partition {partition}: stored next offset {stored} is beyond the high watermark {high}"
+    )]
     BeyondEnd {
         partition: i32,
         stored: i64,
@@ -59,6 +61,12 @@ impl Mismatch {
             Mismatch::TopicRecreated => "topic_recreated",
         }
     }
+}
+
+/// The wait before the `attempt`th retry of a dead-letter write: doubling from 200 ms, capped
+/// at 30 s, so that a long outage is not hammered and a short one costs little.
+fn dead_letter_backoff(attempt: u32) -> Duration {
+    Duration::from_millis((200u64 << attempt.saturating_sub(1).min(8)).min(30_000))
 }
 
 /// What ingest needs.
@@ -270,24 +278,44 @@ impl Ingest {
     }
 
     /// Sends every unusable record of a chunk to the DLQ and waits for the broker to acknowledge
-    /// them all, so that their offsets are stored only once they are safe elsewhere.
+    /// them all, so that their offsets are stored only once they are safe elsewhere. A write
+    /// that keeps failing is retried with backoff; meanwhile ingest is held, and `/readyz` and
+    /// `trustgate_ingest_stuck{cause="dead_letter"}` say so (a held ingest looks like a quiet
+    /// feed otherwise).
     fn dead_letter(&self, dead: &[(&BorrowedMessage<'_>, String)]) -> anyhow::Result<()> {
         let dlq = &self.ctx.settings.topics.dlq;
-        let mut attempt = 0u32;
         for (msg, error) in dead {
             tracing::warn!(topic = %msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %error,
                 "Dead-lettering an unusable events record.");
+            let mut attempt = 0u32;
             loop {
                 let record = dead_letter_record(dlq, msg, error);
                 let sent = futures::executor::block_on(
                     self.ctx.producer.send(record, Duration::from_secs(30)),
                 );
                 match sent {
-                    Ok(_) => break,
+                    Ok(_) => {
+                        if attempt > 0 {
+                            tracing::info!(
+                                attempt,
+                                "Dead-letter write succeeded; ingest moves on."
+                            );
+                            self.ctx.status.set_stuck(None);
+                            metrics::ingest_stuck("dead_letter", false);
+                        }
+                        break;
+                    }
                     Err((e, _)) if !self.shutdown.is_cancelled() => {
                         attempt += 1;
-                        tracing::warn!(error = %e, attempt, "Dead-letter write failed; retrying before moving on.");
-                        std::thread::sleep(Duration::from_millis(200 * u64::from(attempt.min(25))));
+                        let wait = dead_letter_backoff(attempt);
+                        tracing::warn!(error = %e, attempt, retry_in_ms = wait.as_millis() as u64,
+                            "Dead-letter write failed; retrying before moving on.");
+                        metrics::ingest_dead_letter_failed();
+                        metrics::ingest_stuck("dead_letter", true);
+                        self.ctx.status.set_stuck(Some(format!(
+                            "dead_letter: writing to {dlq} failed {attempt} time(s): {e}"
+                        )));
+                        self.sleep_unless_shutdown(wait);
                     }
                     Err((e, _)) => {
                         anyhow::bail!("stopping with an unacknowledged dead-letter record: {e}")
@@ -296,6 +324,16 @@ impl Ingest {
             }
         }
         Ok(())
+    }
+
+    /// Sleeps `wait`, cut short by shutdown (a backoff may be longer than the shutdown budget).
+    fn sleep_unless_shutdown(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        while !self.shutdown.is_cancelled() && Instant::now() < until {
+            std::thread::sleep(
+                Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())),
+            );
+        }
     }
 
     /// Re-reads each partition's high watermark: keeps lag current after catch-up, proves
@@ -426,5 +464,20 @@ fn record_input<'a>(msg: &'a BorrowedMessage<'_>) -> RecordInput<'a> {
         observed_at: header(msg, HEADER_OBSERVED_AT),
         // Brokers stamp every record; a missing timestamp is treated as "now" so it still counts.
         timestamp: msg.timestamp().to_millis().unwrap_or_else(now_millis),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_backoff_doubles_and_is_capped() {
+        let waits: Vec<u64> = (1..=12)
+            .map(|a| dead_letter_backoff(a).as_millis() as u64)
+            .collect();
+        assert_eq!(&waits[..4], &[200, 400, 800, 1600]);
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(*waits.last().unwrap(), 30_000);
     }
 }

@@ -56,7 +56,7 @@ impl IngestStatus {
 
     /// Not caught up any more: the state is being rebuilt from the topic's beginning.
     pub(super) fn restart_catch_up(&self) {
-        self.caught_up.send_if_modified(|v| std::mem::take(v));
+        self.caught_up.send_if_modified(std::mem::take);
     }
 
     /// Forgets every partition's progress (before a rebuild reassigns them).
@@ -69,6 +69,9 @@ impl IngestStatus {
         locks::lock(&self.stuck).clone()
     }
 
+    pub(super) fn set_stuck(&self, cause: Option<String>) {
+        *locks::lock(&self.stuck) = cause;
+    }
 
     /// Waits until caught up; returns false if `cancelled` fired first.
     pub async fn wait_caught_up(&self, cancelled: &tokio_util::sync::CancellationToken) -> bool {

@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod crash;
 mod dead_letter;
+mod dead_letter_retry;
 mod late_detection;
 mod pipeline;
 mod poller;
