@@ -7,7 +7,7 @@ use crate::kafka::{client_config, Role};
 use crate::liveness::LivenessClock;
 use crate::store::{ChunkUpdate, Store};
 use crate::telemetry::metrics;
-use crate::time::now_millis;
+use crate::time::{now_millis, Millis};
 use crate::topic::{dead_letter_record, HEADER_KIND, HEADER_OBSERVED_AT, HEADER_SOURCE};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -41,6 +41,13 @@ enum Mismatch {
     },
     #[error("offsets are stored for partition {partition}, which the topic no longer has")]
     PartitionGone { partition: i32 },
+    #[error("partition {partition}: the record before stored offset {stored} is stamped {found}, not {expected}")]
+    RecordChanged {
+        partition: i32,
+        stored: i64,
+        expected: i64,
+        found: i64,
+    },
     #[error("the topic disappeared from the broker's metadata and came back")]
     TopicRecreated,
     #[error("partition {partition}: read offset {offset} where {expected} was next")]
@@ -59,6 +66,7 @@ impl Mismatch {
             Mismatch::PartitionGone { .. } => "partition_gone",
             Mismatch::OffsetWentBack { .. } => "offset_went_back",
             Mismatch::TopicRecreated => "topic_recreated",
+            Mismatch::RecordChanged { .. } => "record_changed",
         }
     }
 }
@@ -192,6 +200,7 @@ impl Ingest {
         if fresh.is_empty() {
             return Ok(());
         }
+        let last_records = self.ctx.store.last_records(&self.topic)?;
         let mut list = TopicPartitionList::new();
         for p in &fresh {
             let offset = stored
@@ -206,6 +215,12 @@ impl Ingest {
                     stored,
                     high,
                 };
+                return self.rebuild(consumer, mismatch);
+            }
+            if let Some(mismatch) = stored
+                .get(p)
+                .and_then(|s| self.record_changed(*p, *s, low, last_records.get(p).copied()))
+            {
                 return self.rebuild(consumer, mismatch);
             }
             self.targets.insert(*p, high);
@@ -252,6 +267,11 @@ impl Ingest {
             update
                 .offsets
                 .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
+            if let Some(at) = msg.timestamp().to_millis() {
+                update
+                    .last_records
+                    .insert((msg.topic().to_owned(), msg.partition()), at);
+            }
         }
         self.dead_letter(&dead)?;
         self.ctx.status.broker_answered();
@@ -324,6 +344,57 @@ impl Ingest {
             }
         }
         Ok(())
+    }
+
+    /// Whether the record before `stored` (the last one applied) is another record than the
+    /// one applied: a topic recreated with at least as many records as were applied passes
+    /// every offset check. Read with a short-lived consumer of its own, so the main one's
+    /// assignment is untouched; when the record cannot be read (retention deleted it, or the
+    /// broker does not answer in time) nothing is concluded.
+    fn record_changed(
+        &self,
+        partition: i32,
+        stored: i64,
+        low: i64,
+        expected: Option<Millis>,
+    ) -> Option<Mismatch> {
+        let expected = expected?;
+        let before = stored - 1;
+        if before < low {
+            return None;
+        }
+        let probe: BaseConsumer = client_config(&self.ctx.settings.kafka, Role::Ingest)
+            .create()
+            .map_err(|e| tracing::warn!(error = %e, "Cannot create the consumer that checks the last applied record."))
+            .ok()?;
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&self.topic, partition, Offset::Offset(before))
+            .ok()?;
+        probe.assign(&list).ok()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !self.shutdown.is_cancelled() {
+            match probe.poll(Duration::from_millis(200)) {
+                Some(Ok(msg)) if msg.partition() == partition && msg.offset() == before => {
+                    let found = msg.timestamp().to_millis()?;
+                    return (found != expected).then_some(Mismatch::RecordChanged {
+                        partition,
+                        stored,
+                        expected,
+                        found,
+                    });
+                }
+                Some(Ok(_)) | None => {}
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "Reading the last applied record.")
+                }
+            }
+        }
+        tracing::warn!(
+            partition,
+            offset = before,
+            "Could not read the last applied record back; resuming from the stored offset."
+        );
+        None
     }
 
     /// Sleeps `wait`, cut short by shutdown (a backoff may be longer than the shutdown budget).

@@ -8,6 +8,7 @@
 //! | processor-id index | `P` id `\0` guid | empty |
 //! | ingest offset | `O` topic `\0` partition (i32 BE) | next offset (i64 BE) |
 //! | source liveness | `F` source | newest record time, unix ms (i64 BE) |
+//! | last applied record | `R` topic `\0` partition (i32 BE) | its Kafka timestamp, unix ms (i64 BE) |
 //!
 //! Index values are normalised (lower case; MACs as 12 hex digits) and never contain `\0`.
 //! The hostname index is scanned by prefix: a stored `fin-lt-0042.corp.example.com` is found
@@ -23,6 +24,9 @@ pub const PROCESSOR: u8 = b'P';
 pub const OFFSET: u8 = b'O';
 /// Liveness keys keep the `F` (for "feed") they were first written with.
 pub const LIVENESS: u8 = b'F';
+/// The Kafka timestamp of the record just before each stored offset: on start, the record
+/// found there must be the same one, or the topic was recreated under the same name.
+pub const LAST_RECORD: u8 = b'R';
 
 pub fn device(guid: &str) -> Vec<u8> {
     prefixed(DEVICE, guid.as_bytes())
@@ -86,6 +90,19 @@ pub fn offset_prefix(topic: &str) -> Vec<u8> {
 
 pub fn offset(topic: &str, partition: i32) -> Vec<u8> {
     let mut key = offset_prefix(topic);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+/// `R topic \0`: the prefix of every last-record key of `topic`.
+pub fn last_record_prefix(topic: &str) -> Vec<u8> {
+    let mut key = prefixed(LAST_RECORD, topic.as_bytes());
+    key.push(0);
+    key
+}
+
+pub fn last_record(topic: &str, partition: i32) -> Vec<u8> {
+    let mut key = last_record_prefix(topic);
     key.extend_from_slice(&partition.to_be_bytes());
     key
 }

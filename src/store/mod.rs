@@ -46,6 +46,9 @@ pub struct ChunkUpdate {
     pub offsets: BTreeMap<(String, i32), i64>,
     /// Newest record time per source on the events topic (liveness).
     pub liveness: BTreeMap<String, Millis>,
+    /// Kafka timestamp of the chunk's last record per (topic, partition): the record just
+    /// before the stored next offset.
+    pub last_records: BTreeMap<(String, i32), Millis>,
 }
 
 impl Store {
@@ -132,6 +135,25 @@ impl Store {
         Ok(out)
     }
 
+    /// The Kafka timestamp of the record before each stored offset of `topic`, per partition
+    /// (absent for offsets stored before this was kept).
+    pub fn last_records(&self, topic: &str) -> Result<HashMap<i32, Millis>, StoreError> {
+        let prefix = keys::last_record_prefix(topic);
+        let mut out = HashMap::new();
+        for entry in self.db.scan_prefix(&prefix) {
+            let (key, value) = entry?;
+            let (partition, at) =
+                codec::decode_offset(&key[prefix.len()..], &value).ok_or_else(|| {
+                    StoreError::Corrupt {
+                        key: format!("{key:?}"),
+                        reason: "last record time".into(),
+                    }
+                })?;
+            out.insert(partition, at);
+        }
+        Ok(out)
+    }
+
     /// Newest record time per source (heartbeats included).
     pub fn liveness(&self) -> Result<BTreeMap<String, Millis>, StoreError> {
         let mut out = BTreeMap::new();
@@ -178,6 +200,9 @@ impl Store {
         for ((topic, partition), offset) in &update.offsets {
             batch.insert(keys::offset(topic, *partition), &offset.to_be_bytes());
         }
+        for ((topic, partition), at) in &update.last_records {
+            batch.insert(keys::last_record(topic, *partition), &at.to_be_bytes());
+        }
         for (source, at) in &update.liveness {
             let key = keys::liveness(source);
             let newer = match self.db.get(&key)? {
@@ -206,6 +231,7 @@ impl Store {
             keys::PROCESSOR,
             keys::OFFSET,
             keys::LIVENESS,
+            keys::LAST_RECORD,
         ] {
             for entry in self.db.scan_prefix([space]) {
                 let (key, _) = entry?;

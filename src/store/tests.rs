@@ -507,3 +507,31 @@ fn a_nul_in_an_identifier_does_not_change_a_match() {
     assert_eq!(from_store.devices, from_model.devices);
     assert!(from_store.devices.is_empty());
 }
+
+/// A rebuild starts from nothing: `clear_state` leaves no device, index entry, offset, last
+/// record time or liveness behind (else the fold would run over the old state, or resume from
+/// old offsets, or keep a recreated topic's instance fresh on the old topic's times).
+#[test]
+fn clear_state_leaves_nothing_folded_from_the_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+    let mut device = DeviceState::new("g1");
+    device.hostname = Some(crate::fold::Stamped {
+        at: 1,
+        value: "host-1".into(),
+    });
+    let update = ChunkUpdate {
+        devices: BTreeMap::from([("g1".to_owned(), (None, device))]),
+        offsets: BTreeMap::from([(("events".to_owned(), 0), 7)]),
+        liveness: BTreeMap::from([("poll".to_owned(), 5)]),
+        last_records: BTreeMap::from([(("events".to_owned(), 0), 5)]),
+    };
+    store.apply(&update).unwrap();
+    assert_eq!(store.last_records("events").unwrap().get(&0), Some(&5));
+    assert!(store.clear_state().unwrap() > 0);
+    assert!(store.device("g1").unwrap().is_none());
+    assert!(store.guids_by_hostname("host-1").unwrap().is_empty());
+    assert!(store.offsets("events").unwrap().is_empty());
+    assert!(store.last_records("events").unwrap().is_empty());
+    assert!(store.liveness().unwrap().is_empty());
+}

@@ -69,7 +69,7 @@ pub fn ingest_dead_lettered(count: u64) {
 }
 
 /// Ingest cleared its state to rebuild it from the events topic's beginning, by `cause`
-/// (`beyond_end`, `partition_gone`, `offset_went_back`, `topic_recreated`: see `ingest::consumer::Mismatch`).
+/// (`beyond_end`, `partition_gone`, `offset_went_back`, `topic_recreated`, `record_changed`: see `ingest::consumer::Mismatch`).
 pub fn ingest_rebuild(cause: &'static str) {
     counter!("trustgate_ingest_rebuilds_total", "cause" => cause).increment(1);
 }
