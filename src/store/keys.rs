@@ -101,6 +101,7 @@ pub fn last_record_prefix(topic: &str) -> Vec<u8> {
     key
 }
 
+/// `R topic \0 partition`: where the last applied record's time is kept.
 pub fn last_record(topic: &str, partition: i32) -> Vec<u8> {
     let mut key = last_record_prefix(topic);
     key.extend_from_slice(&partition.to_be_bytes());
