@@ -36,7 +36,7 @@ impl LivenessClock {
     }
 
     /// Records a record's time; the clock only moves forward.
-    pub fn observe(&self, at: Millis) {
+    pub(crate) fn observe(&self, at: Millis) {
         self.0.fetch_max(at, Ordering::Relaxed);
     }
 
@@ -46,16 +46,18 @@ impl LivenessClock {
         self.0.store(NEVER, Ordering::Relaxed);
     }
 
-    pub fn newest(&self) -> Option<Millis> {
+    /// The newest record time over every source; `None` when no source has ever written
+    /// (the store was never fed).
+    pub(crate) fn newest(&self) -> Option<Millis> {
         Some(self.0.load(Ordering::Relaxed)).filter(|t| *t != NEVER)
     }
 
     /// The liveness age now; `None` when no source has ever written.
-    pub fn age(&self) -> Option<Duration> {
+    pub(crate) fn age(&self) -> Option<Duration> {
         self.age_at(now_millis())
     }
 
-    pub fn age_at(&self, now: Millis) -> Option<Duration> {
+    fn age_at(&self, now: Millis) -> Option<Duration> {
         self.newest()
             .map(|t| Duration::from_millis(now.saturating_sub(t).max(0) as u64))
     }

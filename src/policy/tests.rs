@@ -430,3 +430,35 @@ fn not_ready_denies_after_rules_1_to_4_whatever_the_policy() {
     );
     assert_eq!(d.reason, Reason::SeCheckOff);
 }
+
+/// A directory that cannot be read: every lookup fails.
+struct Unreadable;
+
+impl DeviceDirectory for Unreadable {
+    fn device(&self, _: &str) -> Result<Option<DeviceState>, DirectoryError> {
+        Err(DirectoryError::new(std::io::Error::other("disk gone")))
+    }
+    fn guids_by_processor_id(&self, _: &str) -> Result<Vec<String>, DirectoryError> {
+        Err(DirectoryError::new(std::io::Error::other("disk gone")))
+    }
+    fn guids_by_mac(&self, _: &str) -> Result<Vec<String>, DirectoryError> {
+        Err(DirectoryError::new(std::io::Error::other("disk gone")))
+    }
+    fn guids_by_hostname(&self, _: &str) -> Result<Vec<String>, DirectoryError> {
+        Err(DirectoryError::new(std::io::Error::other("disk gone")))
+    }
+}
+
+#[test]
+fn an_unreadable_directory_denies_with_its_error_text() {
+    let d = evaluate(
+        &policy(true, true, UnknownDevice::Allow),
+        &subject(true, Some("win-clean-1"), None),
+        &Unreadable,
+        &FRESH,
+    );
+    assert_eq!(
+        (d.outcome, d.reason, d.error.as_deref()),
+        (Outcome::Deny, Reason::StoreUnavailable, Some("disk gone"))
+    );
+}
