@@ -26,7 +26,8 @@ impl Default for LivenessClock {
 }
 
 impl LivenessClock {
-    /// Starts from what the store remembers (the newest time over every source).
+    /// Starts from what the store remembers (the newest time over every source), never later
+    /// than now: a time ahead persisted by an older build must not keep `stale` off.
     pub fn starting_at(newest: Option<Millis>) -> Self {
         let clock = LivenessClock::default();
         if let Some(at) = newest {
@@ -35,9 +36,14 @@ impl LivenessClock {
         clock
     }
 
-    /// Records a record's time; the clock only moves forward.
+    /// Records a record's time; the clock only moves forward, and never past now.
     pub fn observe(&self, at: Millis) {
-        self.0.fetch_max(at, Ordering::Relaxed);
+        self.observe_at(at, now_millis());
+    }
+
+    /// [`Self::observe`] with the clock reading given.
+    pub fn observe_at(&self, at: Millis, now: Millis) {
+        self.0.fetch_max(at.min(now), Ordering::Relaxed);
     }
 
     pub fn newest(&self) -> Option<Millis> {
@@ -70,5 +76,15 @@ mod tests {
             LivenessClock::starting_at(Some(9)).age_at(10),
             Some(Duration::from_millis(1))
         );
+    }
+
+    #[test]
+    fn a_time_ahead_is_taken_as_now() {
+        let clock = LivenessClock::default();
+        clock.observe_at(10 + 365 * 86_400_000, 10);
+        assert_eq!(clock.newest(), Some(10));
+        assert_eq!(clock.age_at(70), Some(Duration::from_millis(60)));
+        let year_ahead = now_millis() + 365 * 86_400_000;
+        assert!(LivenessClock::starting_at(Some(year_ahead)).newest() <= Some(now_millis()));
     }
 }

@@ -145,9 +145,12 @@ impl Ingest {
         let mut update = ChunkUpdate::default();
         let mut dead = Vec::new();
         let (mut applied_devices, mut applied_heartbeats) = (0u64, 0u64);
+        // One clock reading for the chunk: no time a record carries may be later than this
+        // (see `fold::classify`), liveness included.
+        let now = now_millis();
         for msg in chunk {
             let input = record_input(msg);
-            match classify(&input, fold) {
+            match classify(&input, fold, now) {
                 Ok(Classified::Device(fact)) => {
                     applied_devices += 1;
                     let guid = fact.connector_guid.clone();
@@ -167,8 +170,9 @@ impl Ingest {
             let source = header(msg, HEADER_SOURCE)
                 .map(|s| String::from_utf8_lossy(s).into_owned())
                 .unwrap_or_else(|| "unknown".to_owned());
-            let newest = update.liveness.entry(source).or_insert(input.timestamp);
-            *newest = (*newest).max(input.timestamp);
+            let at = input.timestamp.min(now);
+            let newest = update.liveness.entry(source).or_insert(at);
+            *newest = (*newest).max(at);
             update
                 .offsets
                 .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);

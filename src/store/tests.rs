@@ -74,7 +74,7 @@ impl Rec {
 
     /// The fact this record states about a device, if it is a usable device record.
     fn fact(&self) -> Option<crate::fold::Fact> {
-        match classify(&self.input(), &FoldConfig::default()) {
+        match classify(&self.input(), &FoldConfig::default(), Millis::MAX) {
             Ok(Classified::Device(fact)) => Some(fact),
             _ => None,
         }
