@@ -363,7 +363,9 @@ mod time_from_the_future {
         );
         apply(
             &mut state,
-            &format!(r#"{{"connector_guid":"G1","operating_system":"Windows 10","last_seen":"{ahead}"}}"#),
+            &format!(
+                r#"{{"connector_guid":"G1","operating_system":"Windows 10","last_seen":"{ahead}"}}"#
+            ),
             NOW,
             None,
             NOW,

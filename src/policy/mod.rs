@@ -15,7 +15,9 @@ mod tests;
 
 pub use evaluate::Subject;
 pub use evaluate::{evaluate, Decision, DeviceVerdict, EvalContext, Outcome, Reason};
-pub use matching::{match_device, DeviceDirectory, Matched, MatchedBy, RequestIdentifiers};
+pub use matching::{
+    hostnames_match, match_device, DeviceDirectory, Matched, MatchedBy, RequestIdentifiers,
+};
 pub use memory::MemoryDirectory;
 
 use std::collections::HashMap;

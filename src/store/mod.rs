@@ -90,7 +90,9 @@ impl Store {
         self.exact_index(keys::MAC, mac)
     }
 
-    /// GUIDs of devices named `host` or `host.<domain>` (normalised, lower case).
+    /// GUIDs of devices whose name matches `host` (normalised, lower case) both ways: named
+    /// `host`, `host.<more labels>`, or a name that `host` is followed by `.` and more labels
+    /// (the rule is `policy::hostnames_match`).
     pub fn guids_by_hostname(&self, host: &str) -> Result<Vec<String>, StoreError> {
         let prefix = keys::index_value_prefix(keys::HOSTNAME, host);
         let mut guids = Vec::new();
@@ -100,6 +102,11 @@ impl Store {
             if let Some(guid) = keys::hostname_match(rest) {
                 guids.push(guid);
             }
+        }
+        // The other way: a request's FQDN finds a device SE knows by a shorter name. Each
+        // shorter name is `host` cut before one of its dots, looked up exactly.
+        for (dot, _) in host.match_indices('.').filter(|(dot, _)| *dot > 0) {
+            guids.extend(self.exact_index(keys::HOSTNAME, &host[..dot])?);
         }
         guids.sort();
         guids.dedup();

@@ -34,6 +34,8 @@ const HOSTS: &[&str] = &[
     "fin-lt",
     " ",
     "fin-lt-1\0g2",
+    "WS-Q-0200",
+    "ws-q-0200.other.example.org",
 ];
 const MACS: &[&str] = &[
     "22:88:fe:2c:89:5c",
@@ -280,9 +282,15 @@ impl Queries {
         processors.insert("a".to_owned());
         let mut macs = norm(MACS, crate::se::normalize_mac);
         macs.insert("2288fe2c895".to_owned());
+        // And every name followed by more labels: a request's FQDN must find a device SE knows
+        // by its short name, and not one known under another domain.
         let hostnames = norm(HOSTS, crate::se::normalize_hostname)
             .iter()
-            .flat_map(|h| (1..=h.len()).map(move |n| h[..n].to_owned()))
+            .flat_map(|h| {
+                (1..=h.len()).map(move |n| h[..n].to_owned()).chain(
+                    [".corp.example.com", ".corp", ".other.example.org"].map(|d| h.clone() + d),
+                )
+            })
             .chain(["corp".to_owned(), "example.com".to_owned()])
             .collect::<BTreeSet<_>>();
         Queries {
@@ -506,4 +514,28 @@ fn a_nul_in_an_identifier_does_not_change_a_match() {
     assert_eq!(from_store.by, from_model.by);
     assert_eq!(from_store.devices, from_model.devices);
     assert!(from_store.devices.is_empty());
+}
+
+/// Issue #10 item 3: a request's FQDN finds a device SE knows by its short name, and two FQDNs
+/// with different domains do not match.
+#[test]
+fn hostnames_match_both_ways() {
+    let run = run(&[
+        computer_at("g1", "WS-Q-0200", &[], 1),
+        computer_at("g2", "fin-lt-7.corp.example.com", &[], 2),
+    ])
+    .unwrap();
+    let (store, model) = (run.store(), &run.model.devices);
+    for (host, expected) in [
+        ("ws-q-0200.corp.example.com", &["g1"][..]),
+        ("ws-q-0200", &["g1"]),
+        ("fin-lt-7", &["g2"]),
+        ("fin-lt-7.corp", &["g2"]),
+        ("fin-lt-7.corp.example.com", &["g2"]),
+        ("fin-lt-7.other.example.org", &[]),
+        ("ws-q-02001.corp.example.com", &[]),
+    ] {
+        assert_eq!(store.guids_by_hostname(host).unwrap(), expected, "{host}");
+        assert_eq!(model.guids_by_hostname(host).unwrap(), expected, "{host}");
+    }
 }
