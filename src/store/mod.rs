@@ -199,6 +199,12 @@ impl Store {
         Ok(())
     }
 
+    /// Writes raw bytes under a raw key: lets tests corrupt a stored value.
+    #[cfg(test)]
+    pub(crate) fn write_raw_for_test(&self, key: &[u8], value: &[u8]) {
+        self.db.insert(key, value).unwrap();
+    }
+
     /// Makes everything written so far durable (sled otherwise syncs every 500 ms).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
