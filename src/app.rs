@@ -173,7 +173,13 @@ impl Running {
     pub async fn join(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut first_error = None;
         while let Some(joined) = self.tasks.join_next().await {
-            let (name, result) = joined.context("component panicked")?;
+            // A panicked component is a failed one: the others are stopped and waited for, and
+            // the producer and store are still flushed below (returning here would drop the
+            // remaining tasks mid-chunk and skip both flushes).
+            let (name, result) = match joined {
+                Ok(done) => done,
+                Err(e) => ("a component", Err(anyhow::anyhow!("panicked: {e}"))),
+            };
             if let Err(e) = result {
                 tracing::error!(
                     component = name,
@@ -201,5 +207,59 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         _ = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_BUDGET).await } => {
             anyhow::bail!("shutdown did not finish within {SHUTDOWN_BUDGET:?}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Issue #10 item 6: a component that panics does not skip the ordered shutdown: the others
+    /// are cancelled and waited for, then the producer and the store are flushed.
+    #[tokio::test]
+    async fn a_panicking_component_still_gets_the_ordered_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), crate::store::DEFAULT_CACHE_BYTES).unwrap();
+        // Creating a producer does not connect; flushing one with nothing queued returns.
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .create()
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let finished = Arc::new(AtomicBool::new(false));
+        let mut tasks = tokio::task::JoinSet::new();
+        let (token, flag) = (shutdown.clone(), finished.clone());
+        tasks.spawn(async move {
+            token.cancelled().await;
+            // Stands for ingest storing its chunk in flight.
+            tokio::task::yield_now().await;
+            flag.store(true, Ordering::SeqCst);
+            ("ingest", Ok(()))
+        });
+        tasks.spawn(async {
+            if true {
+                panic!("component bug");
+            }
+            ("decision worker", Ok(()))
+        });
+        let running = Running {
+            store,
+            ingest: IngestStatus::default(),
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
+            webhook_addr: None,
+            tasks,
+            producer,
+        };
+        let outcome = tokio::time::timeout(SHUTDOWN_BUDGET, running.join(shutdown.clone()))
+            .await
+            .expect("join ends once every component stopped");
+        let error = format!("{:#}", outcome.unwrap_err());
+        assert!(error.contains("panicked"), "{error}");
+        assert!(shutdown.is_cancelled(), "the others were told to stop");
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "the others were waited for"
+        );
     }
 }
