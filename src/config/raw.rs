@@ -207,7 +207,8 @@ pub struct RawPoller {
     pub requests_per_hour: u32,
     pub burst: u32,
     pub reserve: u32,
-    pub state_path: String,
+    /// Unset: a directory beside the store (`settings::default_poller_state_path`).
+    pub state_path: Option<String>,
     /// Optional `event_type[]` filter; empty means every type.
     pub event_types: Vec<u64>,
     pub page_size: u32,
@@ -230,7 +231,7 @@ impl Default for RawPoller {
             requests_per_hour: 2400,
             burst: 10,
             reserve: 100,
-            state_path: "./trustgate-poller".into(),
+            state_path: None,
             event_types: Vec::new(),
             page_size: 500,
             connect_timeout: "10s".into(),
