@@ -175,10 +175,12 @@ impl Checkpoint {
             .write(true)
             .open(&path)
             .map_err(self.io(&path))?;
-        match file.try_lock() {
+        match fs2::FileExt::try_lock_exclusive(&file) {
             Ok(()) => Ok(StateLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(CheckpointError::Locked { path }),
-            Err(std::fs::TryLockError::Error(e)) => Err(self.io(&path)(e)),
+            Err(e) if e.kind() == fs2::lock_contended_error().kind() => {
+                Err(CheckpointError::Locked { path })
+            }
+            Err(e) => Err(self.io(&path)(e)),
         }
     }
 
