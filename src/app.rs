@@ -5,7 +5,7 @@
 //! taking new work and finish what is in flight (the worker waits for every reply it produced
 //! to be acknowledged and commits its offsets, then leaves the group); ingest stores the chunk
 //! in flight; the producer is flushed and the store is synced. Nothing is awaited forever:
-//! the whole sequence is bounded by [`SHUTDOWN_BUDGET`].
+//! the whole sequence is bounded by `SHUTDOWN_BUDGET` (20 s).
 
 use crate::admin::{self, AdminState, ComponentHealth};
 use crate::config::Settings;
@@ -23,15 +23,17 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The longest a clean shutdown may take before the process gives up waiting.
-pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(20);
+const SHUTDOWN_BUDGET: Duration = Duration::from_secs(20);
 
 /// A running instance's handles, for the binary and for tests that run it in-process.
 pub struct Running {
+    /// The store the components share, for reading device state beside them.
     pub store: Store,
+    /// Ingest's progress (caught up, lag per partition), for waiting until the store is current.
     pub ingest: IngestStatus,
+    /// Where the admin listener is bound; the port is known here when `[admin] listen` asks
+    /// for port 0.
     pub admin_addr: std::net::SocketAddr,
-    /// Bound when `[webhook] enabled`.
-    pub webhook_addr: Option<std::net::SocketAddr>,
     tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>,
     producer: FutureProducer,
 }
@@ -120,17 +122,14 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             ("poller", Ok(()))
         });
     }
-    let webhook_addr = if settings.webhook.enabled {
-        Some(spawn_webhook(&settings, &producer, &shutdown, &mut tasks).await?)
-    } else {
-        None
-    };
+    if settings.webhook.enabled {
+        spawn_webhook(&settings, &producer, &shutdown, &mut tasks).await?;
+    }
 
     Ok(Running {
         store,
         ingest: status,
         admin_addr,
-        webhook_addr,
         tasks,
         producer,
     })
@@ -143,7 +142,7 @@ async fn spawn_webhook(
     producer: &FutureProducer,
     shutdown: &CancellationToken,
     tasks: &mut tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>,
-) -> anyhow::Result<std::net::SocketAddr> {
+) -> anyhow::Result<()> {
     let publisher = EventsPublisher::new(
         producer.clone(),
         settings.topics.events.clone(),
@@ -155,7 +154,6 @@ async fn spawn_webhook(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the webhook listener on {listen}"))?;
-    let addr = listener.local_addr()?;
     let shutdown = shutdown.clone();
     tasks.spawn(async move {
         (
@@ -163,7 +161,7 @@ async fn spawn_webhook(
             webhook::serve(listener, state, shutdown).await,
         )
     });
-    Ok(addr)
+    Ok(())
 }
 
 impl Running {
@@ -197,7 +195,7 @@ impl Running {
 }
 
 /// Runs until `shutdown` (the binary cancels it on SIGTERM/SIGINT) or until a core component
-/// fails, then shuts down within [`SHUTDOWN_BUDGET`].
+/// fails, then shuts down within `SHUTDOWN_BUDGET` (20 s).
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let running = start(settings, shutdown.clone()).await?;
     let join = running.join(shutdown.clone());
@@ -247,7 +245,6 @@ mod tests {
             store,
             ingest: IngestStatus::default(),
             admin_addr: "127.0.0.1:0".parse().unwrap(),
-            webhook_addr: None,
             tasks,
             producer,
         };

@@ -37,25 +37,25 @@ impl LivenessClock {
     }
 
     /// Records a record's time; the clock only moves forward, and never past now.
-    pub fn observe(&self, at: Millis) {
+    pub(crate) fn observe(&self, at: Millis) {
         self.observe_at(at, now_millis());
     }
 
     /// [`Self::observe`] with the clock reading given.
-    pub fn observe_at(&self, at: Millis, now: Millis) {
+    fn observe_at(&self, at: Millis, now: Millis) {
         self.0.fetch_max(at.min(now), Ordering::Relaxed);
     }
 
-    pub fn newest(&self) -> Option<Millis> {
+    fn newest(&self) -> Option<Millis> {
         Some(self.0.load(Ordering::Relaxed)).filter(|t| *t != NEVER)
     }
 
     /// The liveness age now; `None` when no source has ever written.
-    pub fn age(&self) -> Option<Duration> {
+    pub(crate) fn age(&self) -> Option<Duration> {
         self.age_at(now_millis())
     }
 
-    pub fn age_at(&self, now: Millis) -> Option<Duration> {
+    fn age_at(&self, now: Millis) -> Option<Duration> {
         self.newest()
             .map(|t| Duration::from_millis(now.saturating_sub(t).max(0) as u64))
     }

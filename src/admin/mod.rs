@@ -7,7 +7,7 @@
 mod devices;
 mod health;
 
-pub use devices::{lookup, DeviceLookup, DeviceView};
+pub use devices::{lookup, DeviceLookup, DeviceView, EventView};
 pub use health::ComponentHealth;
 
 use crate::decision::{Answer, Decider};
@@ -27,20 +27,28 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// What the admin handlers share; cloned into each request.
 #[derive(Clone)]
 pub struct AdminState {
+    /// Answers `POST /v1/decide`: the same decide path as the Kafka worker.
     pub decider: Decider<Store>,
+    /// Read by `GET /v1/devices/{id}`.
     pub store: Store,
+    /// Catch-up, lag and broker reachability, for `/readyz` and `/metrics`.
     pub ingest: IngestStatus,
+    /// The fold's `resolution_grace` in ms: device views apply the compromise rule with it.
     pub grace_millis: i64,
+    /// The liveness age behind `/readyz`'s `stale` and `feed_age_seconds`.
     pub liveness: LivenessClock,
     /// How old the liveness age may be before readiness fails (the global policy's `stale_after`).
     pub stale_after: Duration,
+    /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Components that stopped for good: `/healthz` fails while any has.
     pub health: ComponentHealth,
 }
 
-pub fn router(state: AdminState) -> Router {
+fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/decide", post(decide))
         .route("/v1/devices/{id}", get(device))

@@ -1,34 +1,59 @@
 //! The sled store as the device directory decisions read: the one [`DeviceDirectory`] that does
 //! I/O. It lives here, not in `policy` (which stays pure and never names the store's handle)
-//! nor in `store` (which would then depend on `policy`, and `policy` names the store's error).
+//! nor in `store` (which would then depend on `policy`). A [`StoreError`] becomes policy's
+//! [`DirectoryError`] with its text unchanged, so a `store_unavailable` decision still says what
+//! sled said.
 
 use crate::fold::DeviceState;
-use crate::policy::DeviceDirectory;
+use crate::policy::{DeviceDirectory, DirectoryError};
 use crate::store::{Store, StoreError};
 
+impl From<StoreError> for DirectoryError {
+    fn from(e: StoreError) -> Self {
+        DirectoryError::new(e)
+    }
+}
+
 impl DeviceDirectory for Store {
-    fn device(&self, guid: &str) -> Result<Option<DeviceState>, StoreError> {
+    fn device(&self, guid: &str) -> Result<Option<DeviceState>, DirectoryError> {
         // A corrupt value fails only the decisions that reach this device (deny
         // `store_unavailable`); the key is logged so an operator can find it.
-        Store::device(self, guid).inspect_err(|e| {
+        Ok(Store::device(self, guid).inspect_err(|e| {
             if let StoreError::Corrupt { key, reason } = e {
                 tracing::error!(key = %key, reason = %reason, "Stored device value is corrupt; deciding store_unavailable.");
             }
-        })
+        })?)
     }
-    fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError> {
-        Store::guids_by_processor_id(self, id)
+    fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, DirectoryError> {
+        Ok(Store::guids_by_processor_id(self, id)?)
     }
-    fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, StoreError> {
-        Store::guids_by_mac(self, mac)
+    fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, DirectoryError> {
+        Ok(Store::guids_by_mac(self, mac)?)
     }
-    fn guids_by_hostname(&self, hostname: &str) -> Result<Vec<String>, StoreError> {
-        Store::guids_by_hostname(self, hostname)
+    fn guids_by_hostname(&self, hostname: &str) -> Result<Vec<String>, DirectoryError> {
+        Ok(Store::guids_by_hostname(self, hostname)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_error_keeps_its_text_and_source() {
+        let e = StoreError::Corrupt {
+            key: "Dg1".into(),
+            reason: "empty value".into(),
+        };
+        let text = e.to_string();
+        let wrapped = DirectoryError::from(e);
+        assert_eq!(wrapped.to_string(), text);
+        assert!(std::error::Error::source(&wrapped).is_none());
+    }
+}
+
+#[cfg(test)]
+mod corrupt_tests {
     use crate::fold::{DeviceState, Observation};
     use crate::policy::{
         evaluate, EvalContext, OnStale, Outcome, Policy, Reason, RequestIdentifiers, Subject,

@@ -1,7 +1,7 @@
 //! Decisions: request/response contract, the shared decide path and the Kafka decision worker.
 //!
 //! [`Decider`] is the one code path from request bytes to a response; the Kafka worker
-//! ([`worker`]), the admin HTTP endpoint and `trustgate decide` all call it, so they cannot
+//! (`worker`), the admin HTTP endpoint and `trustgate decide` all call it, so they cannot
 //! disagree. Reply routing (Spring Kafka's request/reply headers) lives in [`reply`]; the
 //! pipelined reply loop the worker runs (and the bench's echo floor with it) in [`pipeline`].
 //! `directory.rs` makes the sled store the [`DeviceDirectory`] that decisions read.
@@ -10,8 +10,8 @@ mod directory;
 pub mod pipeline;
 pub mod reply;
 pub mod request;
-pub mod response;
-pub mod worker;
+mod response;
+pub(crate) mod worker;
 
 pub use request::{InvalidRequest, ValidRequest};
 pub use response::DecisionResponse;
@@ -41,6 +41,8 @@ pub struct Decider<D> {
 }
 
 impl<D: DeviceDirectory> Decider<D> {
+    /// A decider over `directory`; `grace_millis` is the fold's `resolution_grace` (for the
+    /// compromise rule) and `liveness` gives the age that makes a decision `stale`.
     pub fn new(
         policies: Arc<Policies>,
         directory: D,
@@ -70,7 +72,7 @@ impl<D: DeviceDirectory> Decider<D> {
         }
     }
 
-    pub fn decide_valid(&self, req: &ValidRequest) -> DecisionResponse {
+    fn decide_valid(&self, req: &ValidRequest) -> DecisionResponse {
         let policy = self.policies.for_application(&req.application);
         let ctx = EvalContext {
             grace_millis: self.grace_millis,
@@ -86,7 +88,7 @@ impl<D: DeviceDirectory> Decider<D> {
     }
 
     /// An `invalid_request` answer (rule 1), e.g. for a refused reply topic.
-    pub fn invalid(&self, request_id: String, error: String) -> DecisionResponse {
+    fn invalid(&self, request_id: String, error: String) -> DecisionResponse {
         DecisionResponse::new(
             request_id,
             self.policies.global.name.clone(),

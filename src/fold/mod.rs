@@ -13,8 +13,8 @@ mod record;
 #[cfg(test)]
 mod tests;
 
-pub use compromise::{FoldConfig, DEFAULT_COMPROMISE_EVENT_TYPES};
-pub use device::{
-    CompromiseEvent, DeviceState, EventKey, Fact, Observation, RecordIdentifiers, Stamped,
-};
+pub use compromise::FoldConfig;
+pub use device::{CompromiseEvent, DeviceState, EventKey, Fact, Observation, Stamped};
 pub use record::{classify, Classified, Heartbeat, RecordError, RecordInput};
+
+pub(crate) use compromise::DEFAULT_COMPROMISE_EVENT_TYPES;

@@ -12,9 +12,13 @@ use sha2::{Digest, Sha256};
 /// The parts of a Kafka record the fold reads. Header values are raw bytes as on the wire.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RecordInput<'a> {
+    /// The record value: SE's JSON object (`None` for a tombstone, which is unusable).
     pub value: Option<&'a [u8]>,
+    /// The `trustgate-kind` header; without it the kind is inferred from the value.
     pub kind: Option<&'a [u8]>,
+    /// The `trustgate-source` header: which source wrote the record.
     pub source: Option<&'a [u8]>,
+    /// The `trustgate-observed-at` header: when a computer record's inventory was read.
     pub observed_at: Option<&'a [u8]>,
     /// The Kafka record timestamp, as the producer (or broker) stamped it: [`classify`] clamps
     /// it to the applying instance's clock.
@@ -24,8 +28,8 @@ pub struct RecordInput<'a> {
 /// A source's liveness record: the source is alive even when no device changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heartbeat {
-    pub source: String,
-    pub at: Millis,
+    source: String,
+    at: Millis,
 }
 
 /// What a usable record is.
@@ -34,25 +38,34 @@ pub struct Heartbeat {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Classified {
+    /// A fact about one device.
     Device(Fact),
+    /// A source's liveness record.
     Heartbeat(Heartbeat),
 }
 
 /// Why a record cannot be used. The text goes into the dead-letter header, so it names the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
+    /// The record has no value (a tombstone).
     #[error("record has no value")]
     NoValue,
+    /// Without a kind header, the value had to be read to infer one and is not a JSON object.
     #[error("value is not a JSON object: {0}")]
     NotJsonObject(serde_json::Error),
+    /// The `trustgate-kind` header names no kind trustgate knows.
     #[error("unknown trustgate-kind header {0:?} (expected event, computer or heartbeat)")]
     UnknownKind(String),
+    /// No kind header, and no field of the value tells an event from a computer.
     #[error("cannot tell the record's kind: no trustgate-kind header and the value has no event_type_id, is_compromised or operating_system")]
     UndeterminedKind,
+    /// An event whose value does not have the shape of an SE event.
     #[error("invalid Secure Endpoint event: {0}")]
     InvalidEvent(serde_json::Error),
+    /// A computer whose value does not have the shape of an SE computer.
     #[error("invalid Secure Endpoint computer: {0}")]
     InvalidComputer(serde_json::Error),
+    /// The record is about no device trustgate could key.
     #[error("record names no device: connector_guid is missing or empty")]
     NoConnectorGuid,
 }
@@ -396,5 +409,22 @@ mod tests {
             classify_now(&rec, &cfg),
             Err(RecordError::UnknownKind(_))
         ));
+    }
+
+    #[test]
+    /// Issue #10 item 2: a heartbeat stamped a year ahead is as of the applying instance's now.
+    fn a_heartbeat_stamped_a_year_ahead_is_as_of_now() {
+        let input = RecordInput {
+            value: Some(br#"{"source":"poll"}"#),
+            kind: Some(b"heartbeat"),
+            timestamp: 1_790_000_000_000 + 365 * 86_400_000,
+            ..Default::default()
+        };
+        let Classified::Heartbeat(beat) =
+            classify(&input, &FoldConfig::default(), 1_790_000_000_000).unwrap()
+        else {
+            panic!("heartbeat expected")
+        };
+        assert_eq!(beat.at, 1_790_000_000_000);
     }
 }

@@ -308,21 +308,6 @@ mod time_from_the_future {
     }
 
     #[test]
-    fn a_heartbeat_stamped_a_year_ahead_is_as_of_now() {
-        let input = RecordInput {
-            value: Some(br#"{"source":"poll"}"#),
-            kind: Some(b"heartbeat"),
-            timestamp: NOW + 365 * DAY,
-            ..Default::default()
-        };
-        let Classified::Heartbeat(beat) = classify(&input, &FoldConfig::default(), NOW).unwrap()
-        else {
-            panic!("heartbeat expected")
-        };
-        assert_eq!(beat.at, NOW);
-    }
-
-    #[test]
     fn a_producer_clock_ahead_cannot_clear_a_detection_seen_by_others() {
         let mut state = DeviceState::new("g1");
         // Another source saw a detection, now.

@@ -25,18 +25,18 @@ const MAX_CHUNK: usize = 2000;
 const PARTITION_REFRESH: Duration = Duration::from_secs(5);
 
 /// What ingest needs.
-pub struct IngestContext {
-    pub settings: Settings,
-    pub store: Store,
-    pub producer: FutureProducer,
-    pub status: IngestStatus,
+pub(crate) struct IngestContext {
+    pub(crate) settings: Settings,
+    pub(crate) store: Store,
+    pub(crate) producer: FutureProducer,
+    pub(crate) status: IngestStatus,
     /// Advanced with every chunk's newest record time.
-    pub liveness: LivenessClock,
+    pub(crate) liveness: LivenessClock,
 }
 
 /// Runs ingest until `shutdown`; blocking, so call it from a dedicated thread. Returns after the
 /// chunk in flight is stored.
-pub fn run(ctx: IngestContext, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub(crate) fn run(ctx: IngestContext, shutdown: CancellationToken) -> anyhow::Result<()> {
     let topic = ctx.settings.topics.events.clone();
     let consumer: BaseConsumer = client_config(&ctx.settings.kafka, Role::Ingest)
         .create()

@@ -43,7 +43,10 @@ impl IngestStatus {
     }
 
     /// Waits until caught up; returns false if `cancelled` fired first.
-    pub async fn wait_caught_up(&self, cancelled: &tokio_util::sync::CancellationToken) -> bool {
+    pub(crate) async fn wait_caught_up(
+        &self,
+        cancelled: &tokio_util::sync::CancellationToken,
+    ) -> bool {
         let mut rx = self.caught_up.subscribe();
         tokio::select! {
             r = rx.wait_for(|v| *v) => r.is_ok(),
@@ -56,7 +59,7 @@ impl IngestStatus {
     }
 
     /// Whether the broker answered ingest within the last 30 seconds.
-    pub fn broker_reachable(&self) -> bool {
+    pub(crate) fn broker_reachable(&self) -> bool {
         now_millis().saturating_sub(self.broker_ok_at.load(Ordering::Relaxed)) < BROKER_SILENCE_MS
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Allow,
     Deny,
 }
@@ -18,7 +18,7 @@ pub enum Outcome {
 /// Why a decision came out as it did. The names are the wire contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Reason {
+pub(crate) enum Reason {
     /// Rule 1, and rule 7 for a request with no identifier at all.
     InvalidRequest,
     /// Rule 2: the policy allows all endpoints.
@@ -44,25 +44,27 @@ pub enum Reason {
 
 /// What the decision says about the device it matched.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DeviceVerdict {
-    pub connector_guid: Option<String>,
-    pub matched_by: Option<MatchedBy>,
-    pub ambiguous: bool,
+pub(crate) struct DeviceVerdict {
+    pub(crate) connector_guid: Option<String>,
+    pub(crate) matched_by: Option<MatchedBy>,
+    pub(crate) ambiguous: bool,
     /// `None` when SE state was not consulted.
-    pub compromised: Option<bool>,
-    pub state_as_of: Option<Millis>,
+    pub(crate) compromised: Option<bool>,
+    pub(crate) state_as_of: Option<Millis>,
 }
 
+/// What [`evaluate`] decided: the outcome, the reason (the first rule that applied) and the
+/// device it matched. [`DecisionResponse`](crate::decision::DecisionResponse) puts it on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    pub outcome: Outcome,
-    pub reason: Reason,
-    pub device: DeviceVerdict,
+    pub(crate) outcome: Outcome,
+    pub(crate) reason: Reason,
+    pub(crate) device: DeviceVerdict,
     /// Set with `invalid_request` and `store_unavailable`: what was wrong.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// Set when the liveness age is over the policy's `stale_after`: that age, or `None` inside
     /// when no source has ever written.
-    pub stale: Option<Option<Duration>>,
+    pub(crate) stale: Option<Option<Duration>>,
 }
 
 impl Decision {
@@ -77,7 +79,7 @@ impl Decision {
     }
 
     /// Rule 1: the request could not be read or is invalid.
-    pub fn invalid(error: impl Into<String>) -> Decision {
+    pub(crate) fn invalid(error: impl Into<String>) -> Decision {
         Decision {
             error: Some(error.into()),
             ..Decision::new(Outcome::Deny, Reason::InvalidRequest)
@@ -88,6 +90,7 @@ impl Decision {
 /// What the procedure knows besides the request and the state.
 #[derive(Debug, Clone, Copy)]
 pub struct EvalContext {
+    /// The fold's `resolution_grace` in ms, for the compromise rule.
     pub grace_millis: i64,
     /// Time since the newest record or heartbeat from any source (the liveness age, exported
     /// as `feed_age_seconds`); `None` when there was none.
@@ -97,12 +100,13 @@ pub struct EvalContext {
 /// The parts of a valid request the procedure reads.
 #[derive(Debug, Clone, Default)]
 pub struct Subject {
-    pub trusted: bool,
-    pub os: Option<Platform>,
+    pub(crate) trusted: bool,
+    pub(crate) os: Option<Platform>,
+    /// The identifiers the device is matched by, normalised.
     pub ids: RequestIdentifiers,
 }
 
-/// Decides one valid request (rules 2–8; rule 1 is the caller's, see [`Decision::invalid`]).
+/// Decides one valid request (rules 2–8; rule 1 is the caller's, see `Decision::invalid`).
 pub fn evaluate(
     policy: &Policy,
     subject: &Subject,

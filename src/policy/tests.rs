@@ -440,3 +440,35 @@ fn a_request_fqdn_finds_a_device_known_by_its_short_name() {
     );
     assert_eq!(other_domain.device.matched_by, Some(MatchedBy::None));
 }
+
+/// A directory that cannot be read: every lookup fails.
+struct Unreadable;
+
+impl DeviceDirectory for Unreadable {
+    fn device(&self, _: &str) -> Result<Option<DeviceState>, DirectoryError> {
+        Err(DirectoryError::new(std::io::Error::other("disk gone")))
+    }
+    fn guids_by_processor_id(&self, _: &str) -> Result<Vec<String>, DirectoryError> {
+        Err(DirectoryError::new(std::io::Error::other("disk gone")))
+    }
+    fn guids_by_mac(&self, _: &str) -> Result<Vec<String>, DirectoryError> {
+        Err(DirectoryError::new(std::io::Error::other("disk gone")))
+    }
+    fn guids_by_hostname(&self, _: &str) -> Result<Vec<String>, DirectoryError> {
+        Err(DirectoryError::new(std::io::Error::other("disk gone")))
+    }
+}
+
+#[test]
+fn an_unreadable_directory_denies_with_its_error_text() {
+    let d = evaluate(
+        &policy(true, true, UnknownDevice::Allow),
+        &subject(true, Some("win-clean-1"), None),
+        &Unreadable,
+        &FRESH,
+    );
+    assert_eq!(
+        (d.outcome, d.reason, d.error.as_deref()),
+        (Outcome::Deny, Reason::StoreUnavailable, Some("disk gone"))
+    );
+}

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 /// An event's identity: `id:event_type_id`, or `sha256:<hex>` of its bytes when it has no id
 /// (the same rule as the fold's).
-pub fn event_key(id: Option<u64>, event_type_id: u64, bytes: &[u8]) -> String {
+pub(super) fn event_key(id: Option<u64>, event_type_id: u64, bytes: &[u8]) -> String {
     match id {
         Some(id) => format!("{id}:{event_type_id}"),
         None => {
@@ -33,16 +33,16 @@ pub fn event_key(id: Option<u64>, event_type_id: u64, bytes: &[u8]) -> String {
 
 /// The checkpointed state of the event poll.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursor {
+pub(super) struct Cursor {
     /// The newest event date published (unix ms); `None` before the first successful poll.
-    pub watermark: Option<Millis>,
+    pub(super) watermark: Option<Millis>,
     /// Identities published whose date is inside the overlap window, with that date.
-    pub seen: HashMap<String, Millis>,
+    pub(super) seen: HashMap<String, Millis>,
 }
 
 impl Cursor {
     /// The inclusive `start_date` of the next poll.
-    pub fn start_date(
+    pub(super) fn start_date(
         &self,
         now: Millis,
         overlap_ms: Millis,
@@ -55,12 +55,12 @@ impl Cursor {
     }
 
     /// True when this identity was already published.
-    pub fn seen(&self, key: &str) -> bool {
+    pub(super) fn seen(&self, key: &str) -> bool {
         self.seen.contains_key(key)
     }
 
     /// Records a published event.
-    pub fn mark(&mut self, key: String, date: Millis) {
+    pub(super) fn mark(&mut self, key: String, date: Millis) {
         let entry = self.seen.entry(key).or_insert(date);
         *entry = (*entry).max(date);
     }
@@ -70,7 +70,12 @@ impl Cursor {
     /// later, from a skewed clock, must not push the start of the next poll beyond events SE has
     /// not returned yet) and never backwards; then forgets identities that fell out of the
     /// overlap window.
-    pub fn advance(&mut self, newest_date: Option<Millis>, polled_at: Millis, overlap_ms: Millis) {
+    pub(super) fn advance(
+        &mut self,
+        newest_date: Option<Millis>,
+        polled_at: Millis,
+        overlap_ms: Millis,
+    ) {
         if let Some(newest) = newest_date {
             let candidate = newest.min(polled_at);
             self.watermark = Some(self.watermark.map_or(candidate, |w| w.max(candidate)));
@@ -86,7 +91,7 @@ impl Cursor {
         self.seen.retain(|_, date| *date >= floor);
     }
 
-    pub fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         self.watermark
             .map_or_else(|| "none".to_owned(), format_millis)
     }
@@ -94,11 +99,11 @@ impl Cursor {
 
 /// Whom a cursor was made for: the SE API and the API client it polled with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tenant {
+pub(super) struct Tenant {
     /// `[poller] base_url` (normalised, no trailing `/`).
-    pub base_url: String,
+    pub(super) base_url: String,
     /// `[poller] client_id`.
-    pub client_id: Option<String>,
+    pub(super) client_id: Option<String>,
 }
 
 /// The checkpoint file: the cursor with the tenant it belongs to.
@@ -121,7 +126,7 @@ struct StoredRef<'a> {
 
 /// Why the checkpoint could not be read or written.
 #[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
+pub(super) enum CheckpointError {
     #[error("poller state {path}: {source}")]
     Io {
         path: PathBuf,
@@ -141,13 +146,13 @@ pub enum CheckpointError {
 /// The poller's hold on its `state_path`: an exclusive lock on a file in it, released when
 /// dropped (or when the process dies, so a crash leaves no stale lock).
 #[derive(Debug)]
-pub struct StateLock {
+pub(super) struct StateLock {
     _file: std::fs::File,
 }
 
 /// The cursor file inside `[poller] state_path` (a directory), for one tenant.
 #[derive(Debug, Clone)]
-pub struct Checkpoint {
+pub(super) struct Checkpoint {
     dir: PathBuf,
     tenant: Tenant,
 }
@@ -157,7 +162,7 @@ const LOCK_FILE: &str = "poller.lock";
 
 impl Checkpoint {
     /// The checkpoint in `dir` for `tenant`.
-    pub fn new(dir: impl Into<PathBuf>, tenant: Tenant) -> Checkpoint {
+    pub(super) fn new(dir: impl Into<PathBuf>, tenant: Tenant) -> Checkpoint {
         Checkpoint {
             dir: dir.into(),
             tenant,
@@ -166,7 +171,7 @@ impl Checkpoint {
 
     /// Takes the exclusive lock on the state directory (creating it), or fails with
     /// [`CheckpointError::Locked`] when another poller holds it.
-    pub fn lock(&self) -> Result<StateLock, CheckpointError> {
+    pub(super) fn lock(&self) -> Result<StateLock, CheckpointError> {
         std::fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
         let path = self.dir.join(LOCK_FILE);
         let file = std::fs::OpenOptions::new()
@@ -195,7 +200,7 @@ impl Checkpoint {
 
     /// The last checkpoint, or an empty cursor when there is none yet or the one there was
     /// made for another tenant (logged).
-    pub fn load(&self) -> Result<Cursor, CheckpointError> {
+    pub(super) fn load(&self) -> Result<Cursor, CheckpointError> {
         let path = self.path();
         let stored: Stored = match std::fs::read(&path) {
             Ok(bytes) => {
@@ -223,7 +228,7 @@ impl Checkpoint {
 
     /// Replaces the checkpoint atomically: a crash leaves either the old or the new one.
     /// Write a temporary file, fsync it, rename it over the old one, fsync the directory.
-    pub fn store(&self, cursor: &Cursor) -> Result<(), CheckpointError> {
+    pub(super) fn store(&self, cursor: &Cursor) -> Result<(), CheckpointError> {
         std::fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
         let path = self.path();
         let tmp = self.dir.join(format!("{FILE}.tmp"));

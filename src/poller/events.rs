@@ -21,15 +21,15 @@ use tokio_util::sync::CancellationToken;
 
 /// What one cycle did, for the log.
 #[derive(Debug, Default)]
-pub struct CycleStats {
-    pub pages: u32,
-    pub published: usize,
-    pub duplicates: usize,
-    pub skipped: usize,
+struct CycleStats {
+    pages: u32,
+    published: usize,
+    duplicates: usize,
+    skipped: usize,
 }
 
 /// The event poll with its cursor.
-pub struct EventPoll {
+pub(super) struct EventPoll {
     ctx: PollContext,
     checkpoint: Checkpoint,
     cursor: Cursor,
@@ -46,7 +46,7 @@ struct Fresh<'a> {
 impl EventPoll {
     /// Locks the state directory and loads this tenant's checkpoint; a corrupt one, or a
     /// directory another poller holds, stops start-up rather than re-reading silently.
-    pub fn open(ctx: PollContext) -> Result<EventPoll, CycleError> {
+    pub(super) fn open(ctx: PollContext) -> Result<EventPoll, CycleError> {
         let tenant = Tenant {
             base_url: ctx.settings.base_url.clone(),
             client_id: ctx.settings.client_id.clone(),
@@ -67,12 +67,12 @@ impl EventPoll {
         })
     }
 
-    pub fn cursor(&self) -> &Cursor {
+    fn cursor(&self) -> &Cursor {
         &self.cursor
     }
 
     /// One poll: read every page, publish what is new, checkpoint, heartbeat.
-    pub async fn cycle(&mut self, cancel: &CancellationToken) -> Result<CycleStats, CycleError> {
+    async fn cycle(&mut self, cancel: &CancellationToken) -> Result<CycleStats, CycleError> {
         let polled_at = Utc::now();
         let polled_ms = polled_at.timestamp_millis();
         let s = &self.ctx.settings;
@@ -187,7 +187,7 @@ impl EventPoll {
 
 /// Runs the event poll every `interval` until `shutdown`. Failures are logged and retried at
 /// the next poll; authentication failures stop it.
-pub async fn run(
+pub(super) async fn run(
     mut poll: EventPoll,
     interval: Duration,
     shutdown: CancellationToken,
@@ -216,7 +216,7 @@ pub async fn run(
 
 /// The first URL of a poll starting at `start` (unix ms, inclusive; SE takes whole seconds, so
 /// it is rounded down, which only widens the window).
-pub fn events_url(endpoint: &str, start: Millis, page_size: u32, event_types: &[u64]) -> String {
+fn events_url(endpoint: &str, start: Millis, page_size: u32, event_types: &[u64]) -> String {
     let start = Utc
         .timestamp_opt(start.div_euclid(1000), 0)
         .single()
@@ -234,7 +234,7 @@ pub fn events_url(endpoint: &str, start: Millis, page_size: u32, event_types: &[
     url.into()
 }
 
-pub fn millis(d: Duration) -> Millis {
+fn millis(d: Duration) -> Millis {
     Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
 }
 

@@ -18,15 +18,15 @@
 use crate::fold::DeviceState;
 use std::collections::BTreeSet;
 
-pub const DEVICE: u8 = b'D';
-pub const HOSTNAME: u8 = b'H';
-pub const MAC: u8 = b'M';
-pub const PROCESSOR: u8 = b'P';
-pub const OFFSET: u8 = b'O';
+pub(crate) const DEVICE: u8 = b'D';
+pub(crate) const HOSTNAME: u8 = b'H';
+pub(crate) const MAC: u8 = b'M';
+pub(crate) const PROCESSOR: u8 = b'P';
+const OFFSET: u8 = b'O';
 /// Liveness keys keep the `F` (for "feed") they were first written with.
-pub const LIVENESS: u8 = b'F';
+pub(crate) const LIVENESS: u8 = b'F';
 
-pub fn device(guid: &str) -> Vec<u8> {
+pub(crate) fn device(guid: &str) -> Vec<u8> {
     prefixed(DEVICE, guid.as_bytes())
 }
 
@@ -38,12 +38,12 @@ fn prefixed(space: u8, rest: &[u8]) -> Vec<u8> {
 }
 
 /// `space value` with no terminator: the prefix for a hostname scan.
-pub fn index_value_prefix(space: u8, value: &str) -> Vec<u8> {
+pub(crate) fn index_value_prefix(space: u8, value: &str) -> Vec<u8> {
     prefixed(space, value.as_bytes())
 }
 
 /// `space value \0`: the prefix of every entry for exactly `value`.
-pub fn index_entry_prefix(space: u8, value: &str) -> Vec<u8> {
+pub(crate) fn index_entry_prefix(space: u8, value: &str) -> Vec<u8> {
     let mut key = index_value_prefix(space, value);
     key.push(0);
     key
@@ -57,7 +57,7 @@ fn index_entry(space: u8, value: &str, guid: &str) -> Vec<u8> {
 
 /// Given what follows a hostname-scan prefix, the GUID if the stored name is the requested
 /// name exactly (`\0guid`) or that name followed by a domain (`.domain\0guid`).
-pub fn hostname_match(rest: &[u8]) -> Option<String> {
+pub(crate) fn hostname_match(rest: &[u8]) -> Option<String> {
     let nul = rest.iter().position(|b| *b == 0)?;
     let suffix = &rest[..nul];
     (suffix.is_empty() || suffix.first() == Some(&b'.'))
@@ -65,7 +65,7 @@ pub fn hostname_match(rest: &[u8]) -> Option<String> {
 }
 
 /// Every index entry a device state implies.
-pub fn index_keys(state: &DeviceState) -> BTreeSet<Vec<u8>> {
+pub(crate) fn index_keys(state: &DeviceState) -> BTreeSet<Vec<u8>> {
     let guid = &state.connector_guid;
     let mut keys = BTreeSet::new();
     if let Some(h) = &state.hostname {
@@ -80,19 +80,19 @@ pub fn index_keys(state: &DeviceState) -> BTreeSet<Vec<u8>> {
     keys
 }
 
-pub fn offset_prefix(topic: &str) -> Vec<u8> {
+pub(crate) fn offset_prefix(topic: &str) -> Vec<u8> {
     let mut key = prefixed(OFFSET, topic.as_bytes());
     key.push(0);
     key
 }
 
-pub fn offset(topic: &str, partition: i32) -> Vec<u8> {
+pub(crate) fn offset(topic: &str, partition: i32) -> Vec<u8> {
     let mut key = offset_prefix(topic);
     key.extend_from_slice(&partition.to_be_bytes());
     key
 }
 
-pub fn liveness(source: &str) -> Vec<u8> {
+pub(crate) fn liveness(source: &str) -> Vec<u8> {
     prefixed(LIVENESS, source.as_bytes())
 }
 

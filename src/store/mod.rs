@@ -1,14 +1,14 @@
 //! The sled store: device states, their identifier indexes, ingest offsets and each source's
 //! liveness (newest record time).
 //!
-//! One sled tree holds every keyspace (see [`keys`]), so a single `apply_batch` writes a chunk of
+//! One sled tree holds every keyspace (see `keys.rs`), so a single `apply_batch` writes a chunk of
 //! device states, the index entries they imply and the partition offsets that produced them
 //! atomically: after a crash the store holds either all of a chunk or none of it, and ingest
 //! resumes from the offsets stored with the state (at-least-once; the fold absorbs repeats).
 //! The store is a cheap-to-clone handle; sled is already `Arc`-backed and thread-safe.
 
 mod codec;
-pub mod keys;
+mod keys;
 #[cfg(test)]
 mod tests;
 
@@ -23,12 +23,23 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Store failures. `Locked` is told apart because the CLI then asks the running instance.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another process has the store open.
     #[error("the store at {path} is in use by another trustgate process")]
-    Locked { path: String },
+    Locked {
+        /// The store's directory.
+        path: String,
+    },
+    /// sled failed (I/O, or its own files are damaged).
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    /// A stored value that cannot be decoded.
     #[error("corrupt value under key {key}: {reason}")]
-    Corrupt { key: String, reason: String },
+    Corrupt {
+        /// The key, as (lossy) text.
+        key: String,
+        /// What is wrong with the value.
+        reason: String,
+    },
 }
 
 /// A handle on the open store.
@@ -81,7 +92,7 @@ impl Store {
     }
 
     /// GUIDs of devices with this normalised `windows_processor_id`.
-    pub fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError> {
+    pub(crate) fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError> {
         self.exact_index(keys::PROCESSOR, id)
     }
 
@@ -124,7 +135,7 @@ impl Store {
     }
 
     /// Stored next-offsets for every partition of `topic`.
-    pub fn offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, StoreError> {
+    pub(crate) fn offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, StoreError> {
         let prefix = keys::offset_prefix(topic);
         let mut out = HashMap::new();
         for entry in self.db.scan_prefix(&prefix) {
@@ -140,7 +151,7 @@ impl Store {
     }
 
     /// Newest record time per source (heartbeats included).
-    pub fn liveness(&self) -> Result<BTreeMap<String, Millis>, StoreError> {
+    fn liveness(&self) -> Result<BTreeMap<String, Millis>, StoreError> {
         let mut out = BTreeMap::new();
         for entry in self.db.scan_prefix([keys::LIVENESS]) {
             let (key, value) = entry?;
@@ -158,8 +169,9 @@ impl Store {
         })
     }
 
-    /// Number of devices (a scan: for inspection and metrics, not the hot path).
-    pub fn device_count(&self) -> usize {
+    /// Number of devices (a full scan), which the store's tests compare with the model's.
+    #[cfg(test)]
+    fn device_count(&self) -> usize {
         self.db.scan_prefix([keys::DEVICE]).count()
     }
 
@@ -206,7 +218,7 @@ impl Store {
     }
 
     /// Makes everything written so far durable (sled otherwise syncs every 500 ms).
-    pub async fn flush(&self) -> Result<(), StoreError> {
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())
     }
