@@ -5,7 +5,9 @@
 //! `trustgate_feed_age_seconds`. Sources write a heartbeat every cycle, so a quiet source stays
 //! fresh and a dead one ages: decisions then carry `stale: true` and, under
 //! `on_stale = "deny"`, deny with `state_stale`. The store keeps the newest time per source
-//! (`Store::liveness`), from which the clock starts.
+//! (`Store::liveness`), from which the clock starts. No time here is ever later than now: ingest
+//! clamps each record's time to its clock before storing it, and the clock clamps again (a time
+//! ahead stored by an older build counts as the moment it is read).
 
 use crate::time::{now_millis, Millis};
 use std::sync::atomic::{AtomicI64, Ordering};

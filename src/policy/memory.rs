@@ -53,7 +53,7 @@ impl DeviceDirectory for MemoryDirectory {
                 .is_some_and(|m| m.value.iter().any(|x| x == mac))
         }))
     }
-    /// The hostname rule, both ways ([`super::matching::hostnames_match`]).
+    /// The hostname rule, both ways (`matching::hostnames_match`).
     fn guids_by_hostname(&self, host: &str) -> Result<Vec<String>, DirectoryError> {
         Ok(self.guids(|d| {
             d.hostname
