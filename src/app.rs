@@ -111,8 +111,21 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         let poller_health = health.clone();
         // A poller that stops for good (401/403, unusable state) is reported unhealthy but does
         // not take decisions down: the liveness age grows into `stale` and each policy's `on_stale` rules.
+        // A panic in the poller is caught here and counts as such a stop, so it neither takes
+        // the instance down nor reaches `join` as a nameless panicked task.
         tasks.spawn(async move {
-            if let Err(e) = crate::poller::run(poller_settings, publisher, poller_shutdown).await {
+            use futures::FutureExt;
+            let polled = std::panic::AssertUnwindSafe(crate::poller::run(
+                poller_settings,
+                publisher,
+                poller_shutdown,
+            ))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                Err(anyhow::anyhow!("poller panicked: {}", panic_text(&*panic)))
+            });
+            if let Err(e) = polled {
                 tracing::error!(
                     error = format!("{e:#}"),
                     "Poller stopped; decisions continue from the last known state."
@@ -133,6 +146,15 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         tasks,
         producer,
     })
+}
+
+/// A panic payload's message, when it is text.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// Binds the webhook listener and serves it in `tasks` until `shutdown`, draining deliveries
@@ -258,5 +280,13 @@ mod tests {
             finished.load(Ordering::SeqCst),
             "the others were waited for"
         );
+    }
+
+    #[test]
+    fn a_panic_message_is_read_from_either_payload() {
+        let text = std::panic::catch_unwind(|| panic!("static text")).unwrap_err();
+        assert_eq!(panic_text(&*text), "static text");
+        let formatted = std::panic::catch_unwind(|| panic!("formatted {}", 7)).unwrap_err();
+        assert_eq!(panic_text(&*formatted), "formatted 7");
     }
 }
