@@ -13,7 +13,7 @@ mod keys;
 mod tests;
 
 use crate::fold::DeviceState;
-use crate::time::Millis;
+use crate::time::{now_millis, Millis};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -150,13 +150,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Newest record time per source (heartbeats included).
+    /// Newest record time per source (heartbeats included). A time later than now (stored by a
+    /// build that did not clamp record times) is left out, as if that source had never written:
+    /// it must not keep `stale` off, and forgetting it errs toward `stale`.
     fn liveness(&self) -> Result<BTreeMap<String, Millis>, StoreError> {
+        let now = now_millis();
         let mut out = BTreeMap::new();
         for entry in self.db.scan_prefix([keys::LIVENESS]) {
             let (key, value) = entry?;
             let source = String::from_utf8_lossy(&key[1..]).into_owned();
-            out.insert(source, codec::decode_i64(&value).unwrap_or_default());
+            let at = codec::decode_i64(&value).unwrap_or_default();
+            if at > now {
+                tracing::warn!(source = %source, at, "Stored liveness time is in the future; ignoring it.");
+                continue;
+            }
+            out.insert(source, at);
         }
         Ok(out)
     }
@@ -199,8 +207,10 @@ impl Store {
         }
         for (source, at) in &update.liveness {
             let key = keys::liveness(source);
+            // A stored time ahead of now (see `liveness`) is replaced, not kept as the max.
+            let now = now_millis();
             let newer = match self.db.get(&key)? {
-                Some(v) => codec::decode_i64(&v).map_or(true, |old| *at > old),
+                Some(v) => codec::decode_i64(&v).map_or(true, |old| *at > old || old > now),
                 None => true,
             };
             if newer {

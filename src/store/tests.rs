@@ -539,3 +539,18 @@ fn hostnames_match_both_ways() {
         assert_eq!(model.guids_by_hostname(host).unwrap(), expected, "{host}");
     }
 }
+
+/// Issue #10 item 2: a liveness time ahead of now (stored before record times were clamped) is
+/// not read back, and the next real time replaces it.
+#[test]
+fn a_liveness_time_ahead_is_ignored_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+    let year_ahead = crate::time::now_millis() + 365 * 86_400_000;
+    store.write_raw_for_test(&super::keys::liveness("poll"), &year_ahead.to_be_bytes());
+    assert_eq!(store.newest_liveness().unwrap(), None);
+    let mut update = ChunkUpdate::default();
+    update.liveness.insert("poll".into(), 1_000);
+    store.apply(&update).unwrap();
+    assert_eq!(store.newest_liveness().unwrap(), Some(1_000));
+}
