@@ -13,7 +13,7 @@
 //! Every shrunk failure is kept as a named regression test at the end of this file, with a
 //! one-line postmortem.
 
-use super::{ChunkUpdate, Store, DEFAULT_CACHE_BYTES};
+use super::{ChunkUpdate, Store, StoreError, DEFAULT_CACHE_BYTES};
 use crate::fold::{classify, Classified, DeviceState, FoldConfig, RecordInput};
 use crate::policy::{DeviceDirectory, MemoryDirectory};
 use crate::time::Millis;
@@ -340,7 +340,7 @@ impl Run {
                 // As `trustgate run` stops: flush, then let go of the store.
                 self.store().flush_blocking().unwrap();
                 self.store = None;
-                self.store = Some(Store::open(self.dir.path(), DEFAULT_CACHE_BYTES).unwrap());
+                self.store = Some(reopen(self.dir.path()));
             }
         }
     }
@@ -553,4 +553,19 @@ fn a_liveness_time_ahead_is_ignored_and_replaced() {
     update.liveness.insert("poll".into(), 1_000);
     store.apply(&update).unwrap();
     assert_eq!(store.newest_liveness().unwrap(), Some(1_000));
+}
+
+/// Opens the store again right after the last handle was dropped. sled's background threads can
+/// hold the file lock for a moment after the drop (seen once on a loaded machine), which a real
+/// restart, a new process, never meets; so wait for it, within a bound.
+fn reopen(dir: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir, DEFAULT_CACHE_BYTES) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
