@@ -207,7 +207,8 @@ pub(super) struct RawPoller {
     pub(super) requests_per_hour: u32,
     pub(super) burst: u32,
     pub(super) reserve: u32,
-    pub(super) state_path: String,
+    /// Unset: a directory beside the store (`settings::default_poller_state_path`).
+    pub(super) state_path: Option<String>,
     /// Optional `event_type[]` filter; empty means every type.
     pub(super) event_types: Vec<u64>,
     pub(super) page_size: u32,
@@ -230,7 +231,7 @@ impl Default for RawPoller {
             requests_per_hour: 2400,
             burst: 10,
             reserve: 100,
-            state_path: "./trustgate-poller".into(),
+            state_path: None,
             event_types: Vec::new(),
             page_size: 500,
             connect_timeout: "10s".into(),

@@ -213,13 +213,15 @@ impl Settings {
                 "compromise.event_types is empty: no detection could ever deny",
             ));
         }
+        let store = StoreSettings {
+            path: PathBuf::from(raw.store.path),
+            cache_bytes: raw.store.cache_bytes.max(1024 * 1024),
+        };
+        let poller = poller(raw.poller, &store.path)?;
         Ok(Settings {
             kafka: kafka(raw.kafka)?,
             topics,
-            store: StoreSettings {
-                path: PathBuf::from(raw.store.path),
-                cache_bytes: raw.store.cache_bytes.max(1024 * 1024),
-            },
+            store,
             admin: AdminSettings {
                 listen: listen("admin.listen", &raw.admin.listen)?,
             },
@@ -228,7 +230,7 @@ impl Settings {
                 resolution_grace: grace,
             },
             policies,
-            poller: poller(raw.poller)?,
+            poller,
             webhook: webhook(raw.webhook)?,
             log: LogSettings {
                 format: match raw.log.format.as_str() {
@@ -397,9 +399,43 @@ fn policies(raw: RawPolicies) -> Result<Policies, ConfigError> {
     })
 }
 
-fn poller(raw: RawPoller) -> Result<PollerSettings, ConfigError> {
+/// `[poller] state_path` when unset: a directory beside the store, named after it. Beside the
+/// store rather than in the working directory, where two configurations run from one folder
+/// would share one cursor.
+pub fn default_poller_state_path(store_path: &std::path::Path) -> PathBuf {
+    let mut name = store_path
+        .file_name()
+        .map(std::ffi::OsStr::to_os_string)
+        .unwrap_or_else(|| "trustgate-store".into());
+    name.push("-poller");
+    store_path.with_file_name(name)
+}
+
+/// Checks `[poller] base_url` is an absolute http(s) URL with a host and no query or fragment
+/// (the client appends paths to it), so a typo is refused by `check-config` rather than by a
+/// panic at the first poll. The value is not echoed: it may carry credentials.
+fn check_base_url(url: &str) -> Result<(), ConfigError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| invalid(format!("poller.base_url is not a URL ({e})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid("poller.base_url must be an http or https URL"));
+    }
+    if parsed.host_str().map_or(true, str::is_empty) {
+        return Err(invalid("poller.base_url has no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid("poller.base_url must not have a query or fragment"));
+    }
+    Ok(())
+}
+
+fn poller(raw: RawPoller, store_path: &std::path::Path) -> Result<PollerSettings, ConfigError> {
     let base_url = match raw.base_url.filter(|u| !u.is_empty()) {
-        Some(url) => url.trim_end_matches('/').to_owned(),
+        Some(url) => {
+            let url = url.trim_end_matches('/').to_owned();
+            check_base_url(&url)?;
+            url
+        }
         None => match raw.region.as_str() {
             "nam" => "https://api.amp.cisco.com".into(),
             "eu" => "https://api.eu.amp.cisco.com".into(),
@@ -435,7 +471,10 @@ fn poller(raw: RawPoller) -> Result<PollerSettings, ConfigError> {
         requests_per_hour: raw.requests_per_hour,
         burst: raw.burst,
         reserve: raw.reserve,
-        state_path: PathBuf::from(raw.state_path),
+        state_path: raw
+            .state_path
+            .filter(|p| !p.is_empty())
+            .map_or_else(|| default_poller_state_path(store_path), PathBuf::from),
         event_types: raw.event_types,
         page_size: raw.page_size,
         connect_timeout: duration("poller.connect_timeout", &raw.connect_timeout)?,

@@ -2,7 +2,7 @@
 
 use super::IngestStatus;
 use crate::config::Settings;
-use crate::fold::{classify, Classified, DeviceState, RecordInput};
+use crate::fold::{classify, Classified, DeviceState, Fact, RecordInput};
 use crate::kafka::{client_config, Role};
 use crate::liveness::LivenessClock;
 use crate::store::{ChunkUpdate, Store};
@@ -240,21 +240,15 @@ impl Ingest {
         let mut update = ChunkUpdate::default();
         let mut dead = Vec::new();
         let (mut applied_devices, mut applied_heartbeats) = (0u64, 0u64);
+        // One clock reading for the chunk: no time a record carries may be later than this
+        // (see `fold::classify`), liveness included.
+        let now = now_millis();
         for msg in chunk {
             let input = record_input(msg);
-            match classify(&input, fold) {
+            match classify(&input, fold, now) {
                 Ok(Classified::Device(fact)) => {
                     applied_devices += 1;
-                    let guid = fact.connector_guid.clone();
-                    let entry = match update.devices.entry(guid) {
-                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::btree_map::Entry::Vacant(e) => {
-                            let before = self.ctx.store.device(e.key())?;
-                            let after = before.clone().unwrap_or_else(|| DeviceState::new(e.key()));
-                            e.insert((before, after))
-                        }
-                    };
-                    entry.1.apply(&fact);
+                    fold_fact(&self.ctx.store, &mut update, &fact)?;
                 }
                 Ok(Classified::Heartbeat(_)) => applied_heartbeats += 1,
                 Err(e) => dead.push((msg, e.to_string())),
@@ -262,8 +256,9 @@ impl Ingest {
             let source = header(msg, HEADER_SOURCE)
                 .map(|s| String::from_utf8_lossy(s).into_owned())
                 .unwrap_or_else(|| "unknown".to_owned());
-            let newest = update.liveness.entry(source).or_insert(input.timestamp);
-            *newest = (*newest).max(input.timestamp);
+            let at = input.timestamp.min(now);
+            let newest = update.liveness.entry(source).or_insert(at);
+            *newest = (*newest).max(at);
             update
                 .offsets
                 .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
@@ -520,6 +515,34 @@ fn poll_chunk(consumer: &BaseConsumer) -> Vec<BorrowedMessage<'_>> {
     chunk
 }
 
+/// Folds one fact into the chunk's update, reading the device's stored state the first time
+/// the chunk names it. A device whose stored value is corrupt is left as it is (logged with its
+/// key): its decisions keep answering deny `store_unavailable`, where starting it afresh would
+/// forget its detections, and ingest goes on for every other device.
+fn fold_fact(
+    store: &Store,
+    update: &mut ChunkUpdate,
+    fact: &Fact,
+) -> Result<(), crate::store::StoreError> {
+    let entry = match update.devices.entry(fact.connector_guid.clone()) {
+        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::btree_map::Entry::Vacant(e) => match store.device(e.key()) {
+            Ok(before) => {
+                let after = before.clone().unwrap_or_else(|| DeviceState::new(e.key()));
+                e.insert((before, after))
+            }
+            Err(crate::store::StoreError::Corrupt { key, reason }) => {
+                tracing::error!(key = %key, reason = %reason,
+                    "Stored device value is corrupt; leaving it (its decisions deny store_unavailable) and skipping the record.");
+                return Ok(());
+            }
+            Err(other) => return Err(other),
+        },
+    };
+    entry.1.apply(fact);
+    Ok(())
+}
+
 fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
     msg.headers()?
         .iter()
@@ -550,5 +573,40 @@ mod tests {
         assert_eq!(&waits[..4], &[200, 400, 800, 1600]);
         assert!(waits.windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(*waits.last().unwrap(), 30_000);
+    }
+
+    use crate::fold::FoldConfig;
+    use crate::store::DEFAULT_CACHE_BYTES;
+
+    fn fact(guid: &str) -> Fact {
+        let value = format!(r#"{{"connector_guid":"{guid}","is_compromised":false}}"#);
+        let input = RecordInput {
+            value: Some(value.as_bytes()),
+            timestamp: 5,
+            ..Default::default()
+        };
+        match classify(&input, &FoldConfig::default(), 10).unwrap() {
+            Classified::Device(fact) => fact,
+            other => panic!("device expected, got {other:?}"),
+        }
+    }
+
+    /// Issue #10 item 6: a corrupt stored device value does not stop ingest; that device is
+    /// left as it is and the others are folded.
+    #[test]
+    fn a_corrupt_device_value_is_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        store.write_raw_for_test(b"Dg1", b"\x01\xff\xff");
+        let mut update = ChunkUpdate::default();
+        fold_fact(&store, &mut update, &fact("g1")).unwrap();
+        fold_fact(&store, &mut update, &fact("g2")).unwrap();
+        assert_eq!(update.devices.keys().collect::<Vec<_>>(), ["g2"]);
+        store.apply(&update).unwrap();
+        assert!(matches!(
+            store.device("g1"),
+            Err(crate::store::StoreError::Corrupt { .. })
+        ));
+        assert!(store.device("g2").unwrap().is_some());
     }
 }

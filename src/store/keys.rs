@@ -12,7 +12,9 @@
 //!
 //! Index values are normalised (lower case; MACs as 12 hex digits) and never contain `\0`.
 //! The hostname index is scanned by prefix: a stored `fin-lt-0042.corp.example.com` is found
-//! by `fin-lt-0042` because the byte after the prefix is `.`.
+//! by `fin-lt-0042` because the byte after the prefix is `.`; the other way, a stored
+//! `fin-lt-0042` is found by `fin-lt-0042.corp.example.com` through exact lookups of the
+//! request's name cut before each dot.
 
 use crate::fold::DeviceState;
 use std::collections::BTreeSet;

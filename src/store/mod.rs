@@ -13,7 +13,7 @@ mod keys;
 mod tests;
 
 use crate::fold::DeviceState;
-use crate::time::Millis;
+use crate::time::{now_millis, Millis};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -104,7 +104,9 @@ impl Store {
         self.exact_index(keys::MAC, mac)
     }
 
-    /// GUIDs of devices named `host` or `host.<domain>` (normalised, lower case).
+    /// GUIDs of devices whose name matches `host` (normalised, lower case) both ways: named
+    /// `host`, `host.<more labels>`, or a name that `host` is followed by `.` and more labels
+    /// (the rule is `policy::hostnames_match`).
     pub fn guids_by_hostname(&self, host: &str) -> Result<Vec<String>, StoreError> {
         let prefix = keys::index_value_prefix(keys::HOSTNAME, host);
         let mut guids = Vec::new();
@@ -114,6 +116,11 @@ impl Store {
             if let Some(guid) = keys::hostname_match(rest) {
                 guids.push(guid);
             }
+        }
+        // The other way: a request's FQDN finds a device SE knows by a shorter name. Each
+        // shorter name is `host` cut before one of its dots, looked up exactly.
+        for (dot, _) in host.match_indices('.').filter(|(dot, _)| *dot > 0) {
+            guids.extend(self.exact_index(keys::HOSTNAME, &host[..dot])?);
         }
         guids.sort();
         guids.dedup();
@@ -165,13 +172,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Newest record time per source (heartbeats included).
+    /// Newest record time per source (heartbeats included). A time later than now (stored by a
+    /// build that did not clamp record times) is left out, as if that source had never written:
+    /// it must not keep `stale` off, and forgetting it errs toward `stale`.
     fn liveness(&self) -> Result<BTreeMap<String, Millis>, StoreError> {
+        let now = now_millis();
         let mut out = BTreeMap::new();
         for entry in self.db.scan_prefix([keys::LIVENESS]) {
             let (key, value) = entry?;
             let source = String::from_utf8_lossy(&key[1..]).into_owned();
-            out.insert(source, codec::decode_i64(&value).unwrap_or_default());
+            let at = codec::decode_i64(&value).unwrap_or_default();
+            if at > now {
+                tracing::warn!(source = %source, at, "Stored liveness time is in the future; ignoring it.");
+                continue;
+            }
+            out.insert(source, at);
         }
         Ok(out)
     }
@@ -217,8 +232,10 @@ impl Store {
         }
         for (source, at) in &update.liveness {
             let key = keys::liveness(source);
+            // A stored time ahead of now (see `liveness`) is replaced, not kept as the max.
+            let now = now_millis();
             let newer = match self.db.get(&key)? {
-                Some(v) => codec::decode_i64(&v).map_or(true, |old| *at > old),
+                Some(v) => codec::decode_i64(&v).map_or(true, |old| *at > old || old > now),
                 None => true,
             };
             if newer {
@@ -253,6 +270,12 @@ impl Store {
         }
         self.db.apply_batch(batch)?;
         Ok(removed)
+    }
+
+    /// Writes raw bytes under a raw key: lets tests corrupt a stored value.
+    #[cfg(test)]
+    pub(crate) fn write_raw_for_test(&self, key: &[u8], value: &[u8]) {
+        self.db.insert(key, value).unwrap();
     }
 
     /// Makes everything written so far durable (sled otherwise syncs every 500 ms).

@@ -5,6 +5,7 @@ mod common;
 
 mod bench;
 mod cli;
+mod corrupt;
 mod crash;
 mod dead_letter;
 mod dead_letter_retry;
