@@ -111,3 +111,53 @@ impl<D: DeviceDirectory> Decider<D> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{MemoryDirectory, OnStale, Policy, Reason, UnknownDevice};
+
+    fn decider(ingest: IngestStatus, liveness: LivenessClock) -> Decider<MemoryDirectory> {
+        let global = Policy {
+            name: "global".into(),
+            require_trusted: true,
+            block_compromised: true,
+            unknown_device: UnknownDevice::Allow,
+            stale_after: std::time::Duration::from_secs(900),
+            on_stale: OnStale::LastKnown,
+        };
+        let policies = Policies {
+            global,
+            by_application: Default::default(),
+        };
+        Decider::new(
+            Arc::new(policies),
+            MemoryDirectory::default(),
+            600_000,
+            liveness,
+            ingest,
+        )
+    }
+
+    fn reason(d: &Decider<MemoryDirectory>) -> Reason {
+        let body = br#"{"request_id":"r","application":"vpn","device":{"trusted":true,"hostname":"nobody"}}"#;
+        match d.decide(body) {
+            Answer::Reply(resp) => resp.reason,
+            Answer::Unanswerable(e) => panic!("{e}"),
+        }
+    }
+
+    /// Issue #10 item 1: both halves of readiness are needed; either missing denies
+    /// `not_ready` where `unknown_device = "allow"` would otherwise allow.
+    #[test]
+    fn ready_needs_caught_up_and_a_fed_store() {
+        let fed = || LivenessClock::starting_at(Some(now_millis()));
+        let catching_up = decider(IngestStatus::default(), fed());
+        assert_eq!(reason(&catching_up), Reason::NotReady);
+        let never_fed = decider(IngestStatus::offline(), LivenessClock::default());
+        assert_eq!(reason(&never_fed), Reason::NotReady);
+        let ready = decider(IngestStatus::offline(), fed());
+        assert!(ready.is_ready());
+        assert_eq!(reason(&ready), Reason::NotInSecureEndpoint);
+    }
+}
