@@ -344,8 +344,8 @@ impl Ingest {
     /// Whether the record before `stored` (the last one applied) is another record than the
     /// one applied: a topic recreated with at least as many records as were applied passes
     /// every offset check. Read with a short-lived consumer of its own, so the main one's
-    /// assignment is untouched; when the record cannot be read (retention deleted it, or the
-    /// broker does not answer in time) nothing is concluded.
+    /// assignment is untouched; when the record cannot be read (retention or compaction
+    /// removed it, or the broker does not answer in time) nothing is concluded.
     fn record_changed(
         &self,
         partition: i32,
@@ -378,6 +378,8 @@ impl Ingest {
                         found,
                     });
                 }
+                // The record there is gone (a compacted topic): nothing to compare.
+                Some(Ok(msg)) if msg.partition() == partition => return None,
                 Some(Ok(_)) | None => {}
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "Reading the last applied record.")
