@@ -51,6 +51,7 @@ fn bench(c: &mut Criterion) {
             store.clone(),
             settings.fold.grace_millis(),
             liveness.clone(),
+            trustgate::ingest::IngestStatus::offline(),
         ),
         store,
         ingest: IngestStatus::default(),

@@ -2,8 +2,8 @@
 //! webhook, simulator-driven demo).
 //!
 //! A record's value is SE's JSON bytes exactly as received, its key the connector GUID, and its
-//! headers the [`crate::topic`] contract. [`EventsPublisher::publish_all`] returns only once the
-//! broker acknowledged every record (`acks=all`, idempotent producer), which is what lets a
+//! headers the [`crate::topic`] contract. [`EventsPublisher`]'s `publish_all` returns only once
+//! the broker acknowledged every record (`acks=all`, idempotent producer), which is what lets a
 //! source advance its cursor or answer 202: nothing is acknowledged upstream before it is durable.
 
 use crate::time::now_millis;
@@ -15,24 +15,24 @@ use std::time::Duration;
 
 /// One record to write.
 #[derive(Debug, Clone)]
-pub struct OutRecord<'a> {
-    pub kind: Kind,
+pub(crate) struct OutRecord<'a> {
+    pub(crate) kind: Kind,
     /// The connector GUID (or `poller`, … for heartbeats).
-    pub key: &'a str,
+    pub(crate) key: &'a str,
     /// SE's JSON bytes, unchanged.
-    pub value: &'a [u8],
+    pub(crate) value: &'a [u8],
     /// For computers: when the inventory was read.
-    pub observed_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub(crate) observed_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Why a batch was not (fully) written. Some records may already be durable; writing the batch
 /// again is harmless because the fold absorbs duplicates.
 #[derive(Debug, thiserror::Error)]
 #[error("publishing to {topic} failed: {source}")]
-pub struct PublishError {
-    pub topic: String,
+pub(crate) struct PublishError {
+    topic: String,
     #[source]
-    pub source: KafkaError,
+    source: KafkaError,
 }
 
 /// A cheap-to-clone handle that writes to the events topic as one named source.
@@ -44,6 +44,8 @@ pub struct EventsPublisher {
 }
 
 impl EventsPublisher {
+    /// Writes to `topic` as `source` (its `trustgate-source` header) through `producer`, a
+    /// shared handle: every source of one process uses the same producer.
     pub fn new(
         producer: FutureProducer,
         topic: impl Into<String>,
@@ -56,19 +58,15 @@ impl EventsPublisher {
         }
     }
 
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
     /// The `trustgate-source` this publisher writes as (`poll`, `webhook`, …).
-    pub fn source(&self) -> &str {
+    pub(crate) fn source(&self) -> &str {
         &self.source
     }
 
     /// Writes every record and waits until the broker acknowledged all of them. `queue_timeout`
     /// bounds the wait for room in the local queue; delivery itself is bounded by the
     /// producer's `message.timeout.ms` (30 s, see [`crate::kafka::client_config`]).
-    pub async fn publish_all(
+    pub(crate) async fn publish_all(
         &self,
         records: &[OutRecord<'_>],
         queue_timeout: Duration,

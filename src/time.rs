@@ -3,10 +3,10 @@
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 
 /// Milliseconds since the unix epoch, UTC. Kafka record timestamps have this resolution.
-pub type Millis = i64;
+pub(crate) type Millis = i64;
 
 /// Parses RFC 3339 (`2021-01-14T10:33:46+00:00`, `2022-03-31T17:46:01Z`) into milliseconds.
-pub fn parse_rfc3339(s: &str) -> Option<Millis> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<Millis> {
     DateTime::parse_from_rfc3339(s.trim())
         .ok()
         .map(|t| t.timestamp_millis())
@@ -20,10 +20,11 @@ pub fn format_millis(ms: Millis) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-pub fn rfc3339(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The current time, in the representation every stored time uses.
 pub fn now_millis() -> Millis {
     Utc::now().timestamp_millis()
 }

@@ -3,7 +3,7 @@
 //!
 //! An events record's value is SE's JSON object byte-for-byte; its key is the connector GUID;
 //! the `trustgate-kind`/`-source`/`-observed-at` headers say what it is and where it came from.
-//! Ingest also accepts records without them. A dead-letter record ([`dead_letter_record`]) is
+//! Ingest also accepts records without them. A dead-letter record (`dead_letter_record`) is
 //! the original key, value and headers, plus the `trustgate-dlq-*` headers saying where it came
 //! from and why.
 
@@ -17,23 +17,29 @@ pub const HEADER_SOURCE: &str = "trustgate-source";
 /// For computers: RFC 3339 time at which the inventory was read.
 pub const HEADER_OBSERVED_AT: &str = "trustgate-observed-at";
 
-/// Dead-letter headers, each a UTF-8 string.
+// Dead-letter headers, each a UTF-8 string.
+/// The topic the original record was read from.
 pub const HEADER_DLQ_TOPIC: &str = "trustgate-dlq-topic";
+/// The original record's partition, in decimal.
 pub const HEADER_DLQ_PARTITION: &str = "trustgate-dlq-partition";
+/// The original record's offset, in decimal.
 pub const HEADER_DLQ_OFFSET: &str = "trustgate-dlq-offset";
+/// Why the record could not be used.
 pub const HEADER_DLQ_ERROR: &str = "trustgate-dlq-error";
 
 /// What an events-topic record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// An SE event (a `/v1/events` item).
     Event,
+    /// An SE computer (a `/v1/computers` item).
     Computer,
     /// Liveness written by a source; carries no device.
     Heartbeat,
 }
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             Kind::Event => "event",
             Kind::Computer => "computer",
@@ -41,7 +47,7 @@ impl Kind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Kind> {
+    pub(crate) fn parse(s: &str) -> Option<Kind> {
         match s {
             "event" => Some(Kind::Event),
             "computer" => Some(Kind::Computer),
@@ -78,7 +84,7 @@ pub fn record_headers(
 
 /// Builds the dead-letter record for `msg`, which could not be used because of `error`. The
 /// caller sends it to the dead-letter topic `dlq_topic`.
-pub fn dead_letter_record<'a>(
+pub(crate) fn dead_letter_record<'a>(
     dlq_topic: &'a str,
     msg: &'a BorrowedMessage<'a>,
     error: &str,

@@ -3,7 +3,7 @@
 //! share lives in a file below both.
 //!
 //! A file imports another when it names an item of that file's module through a path (`use`
-//! or an inline `crate::`/`super::` path). A `pub use` re-export is not an import (it makes a
+//! or an inline `crate::`/`super::` path). A re-export (`pub use`, `pub(crate) use`) is not an import (it makes a
 //! module's public face, it does not depend on it), and test code is left out (`#[cfg(test)]
 //! mod tests` and `*tests.rs` files may reach anywhere).
 
@@ -246,7 +246,7 @@ fn find_use(text: &str) -> Option<(bool, usize)> {
         let line_start = text[..at].rfind('\n').map_or(0, |n| n + 1);
         let prefix = text[line_start..at].trim();
         if prefix.is_empty() || prefix.starts_with("pub") {
-            return Some((prefix == "pub", at + 4));
+            return Some((prefix.starts_with("pub"), at + 4));
         }
         from = at + 4;
     }

@@ -1,55 +1,66 @@
 //! A device's state as JSON, found by GUID, MAC or hostname.
 
 use crate::fold::{DeviceState, EventKey};
-use crate::policy::{DeviceDirectory, MatchedBy};
+use crate::policy::{DeviceDirectory, DirectoryError, MatchedBy};
 use crate::se;
-use crate::store::StoreError;
 use crate::time::format_millis;
 use serde::{Deserialize, Serialize};
 
 /// What `GET /v1/devices/{id}` and `trustgate inspect` print.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeviceLookup {
-    pub matched_by: MatchedBy,
+    matched_by: MatchedBy,
+    /// The devices found at the first level that matched; more than one when the identifier names
+    /// several.
     pub devices: Vec<DeviceView>,
 }
 
+/// One device as an operator reads it: identifiers as text (MACs with colons, times in RFC 3339)
+/// and the compromise verdict with the observation and events behind it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeviceView {
+    /// SE's connector GUID, lower case.
     pub connector_guid: String,
+    /// The newest hostname any record stated.
     pub hostname: Option<String>,
+    /// The newest set of MACs, as `aa:bb:cc:dd:ee:ff`.
     pub mac_addresses: Vec<String>,
-    pub windows_processor_id: Option<String>,
+    windows_processor_id: Option<String>,
+    /// SE's free-text `operating_system`, as the newest computer record gave it.
     pub operating_system: Option<String>,
-    pub last_seen: Option<String>,
+    last_seen: Option<String>,
     /// The compromise rule's verdict now.
     pub compromised: bool,
     /// SE's latest `is_compromised` observation and its time.
-    pub observation: Option<ObservationView>,
+    observation: Option<ObservationView>,
     /// Compromise-class events that observation has not cleared.
     pub open_events: Vec<EventView>,
     /// All compromise-class events remembered (cleared ones included).
-    pub events_remembered: usize,
+    events_remembered: usize,
+    /// Kafka time of the newest record applied to this device.
     pub state_as_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ObservationView {
-    pub is_compromised: bool,
-    pub observed_at: String,
+struct ObservationView {
+    is_compromised: bool,
+    observed_at: String,
 }
 
+/// A compromise-class event of [`DeviceView::open_events`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventView {
     /// SE's id as a string: it exceeds 2^53, which JSON readers in many languages round.
-    pub id: Option<String>,
-    pub event_type_id: u64,
-    pub detection_id: Option<String>,
-    pub date: Option<String>,
-    pub first_seen: String,
+    id: Option<String>,
+    event_type_id: u64,
+    detection_id: Option<String>,
+    date: Option<String>,
+    first_seen: String,
 }
 
 impl DeviceView {
+    /// The view of `state`, with the compromise rule applied under `grace_millis` (the fold's
+    /// `resolution_grace`).
     pub fn new(state: &DeviceState, grace_millis: i64) -> DeviceView {
         DeviceView {
             connector_guid: state.connector_guid.clone(),
@@ -99,7 +110,7 @@ pub fn lookup(
     dir: &impl DeviceDirectory,
     id: &str,
     grace_millis: i64,
-) -> Result<Option<DeviceLookup>, StoreError> {
+) -> Result<Option<DeviceLookup>, DirectoryError> {
     let view = |states: Vec<DeviceState>| {
         states
             .iter()

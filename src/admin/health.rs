@@ -8,16 +8,18 @@ use crate::locks;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+/// Shared record of components that stopped for good and why, keyed by component name; what
+/// `/healthz` reports. Cheap to clone.
 #[derive(Clone, Default, Debug)]
 pub struct ComponentHealth(Arc<Mutex<BTreeMap<&'static str, String>>>);
 
 impl ComponentHealth {
-    pub fn fail(&self, component: &'static str, reason: String) {
+    pub(crate) fn fail(&self, component: &'static str, reason: String) {
         locks::lock(&self.0).insert(component, reason);
     }
 
     /// Failed components and why; empty when healthy.
-    pub fn failures(&self) -> BTreeMap<&'static str, String> {
+    pub(crate) fn failures(&self) -> BTreeMap<&'static str, String> {
         locks::lock(&self.0).clone()
     }
 }

@@ -8,13 +8,14 @@ mod devices;
 mod guard;
 mod health;
 
-pub use devices::{lookup, DeviceLookup, DeviceView};
+pub use devices::{lookup, DeviceLookup, DeviceView, EventView};
 pub use guard::{AdminAccess, AdminLimits};
 pub use health::ComponentHealth;
 
 use crate::decision::{Answer, Decider};
 use crate::ingest::IngestStatus;
 use crate::liveness::LivenessClock;
+use crate::policy::Reason;
 use crate::store::Store;
 use crate::telemetry::metrics;
 use axum::body::Bytes;
@@ -34,20 +35,28 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+/// What the admin handlers share; cloned into each request.
 #[derive(Clone)]
 pub struct AdminState {
+    /// Answers `POST /v1/decide`: the same decide path as the Kafka worker.
     pub decider: Decider<Store>,
+    /// Read by `GET /v1/devices/{id}`.
     pub store: Store,
+    /// Catch-up, lag and broker reachability, for `/readyz` and `/metrics`.
     pub ingest: IngestStatus,
+    /// The fold's `resolution_grace` in ms: device views apply the compromise rule with it.
     pub grace_millis: i64,
+    /// The liveness age behind `/readyz`'s `stale` and `feed_age_seconds`.
     pub liveness: LivenessClock,
     /// How old the liveness age may be before readiness fails (the global policy's `stale_after`).
     pub stale_after: Duration,
+    /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Components that stopped for good: `/healthz` fails while any has.
     pub health: ComponentHealth,
 }
 
-pub fn router(state: AdminState) -> Router {
+fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/decide", post(decide))
         .route("/v1/devices/{id}", get(device))
@@ -140,7 +149,14 @@ async fn decide(State(state): State<AdminState>, body: Bytes) -> Response {
     match tokio::task::spawn_blocking(move || decider.decide(&body)).await {
         Ok(Answer::Reply(resp)) => {
             metrics::decision(&resp.policy, resp.decision, resp.reason, started.elapsed());
-            Json(resp).into_response()
+            // Not ready is a deny the caller should retry elsewhere or later: 503, with the
+            // deny in the body for callers that read it.
+            let status = if resp.reason == Reason::NotReady {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(resp)).into_response()
         }
         Ok(Answer::Unanswerable(message)) => error(StatusCode::BAD_REQUEST, message),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -155,21 +171,38 @@ async fn device(State(state): State<AdminState>, Path(id): Path<String>) -> Resp
     }
 }
 
-/// Ready when ingest has caught up, the broker answered recently and the liveness age is
-/// within the global policy's `stale_after`.
+/// Ready when ingest has caught up, the store was ever fed, ingest is not held, the broker
+/// answered recently and the liveness age is within the global policy's `stale_after`.
+/// `missing` names every condition that does not hold.
 async fn ready(State(state): State<AdminState>) -> Response {
     let caught_up = state.ingest.is_caught_up();
+    let store_fed = state.liveness.newest().is_some();
     let broker_reachable = state.ingest.broker_reachable();
+    let ingest_stuck = state.ingest.stuck();
     let liveness_age = state.liveness.age();
     let fresh = liveness_age.is_some_and(|age| age <= state.stale_after);
+    let missing: Vec<&str> = [
+        (caught_up, "caught_up"),
+        (store_fed, "store_fed"),
+        (ingest_stuck.is_none(), "ingest_moving"),
+        (broker_reachable, "broker_reachable"),
+        (fresh, "fresh"),
+    ]
+    .into_iter()
+    .filter(|(holds, _)| !holds)
+    .map(|(_, name)| name)
+    .collect();
     let body = json!({
         "caught_up": caught_up,
+        "store_fed": store_fed,
         "broker_reachable": broker_reachable,
+        "ingest_stuck": ingest_stuck,
         "feed_age_seconds": liveness_age.map(|a| a.as_secs()),
         "stale": !fresh,
         "ingest_lag": state.ingest.lag(),
+        "missing": missing,
     });
-    let status = if caught_up && broker_reachable && fresh {
+    let status = if missing.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -7,10 +7,10 @@
 
 use toml::Value;
 
-pub const PREFIX: &str = "TRUSTGATE_";
+const PREFIX: &str = "TRUSTGATE_";
 
 /// Applies every `TRUSTGATE_*` variable to `config`, typed by `defaults`.
-pub fn apply(
+pub(super) fn apply(
     config: &mut toml::Table,
     defaults: &toml::Table,
     vars: impl Iterator<Item = (String, String)>,

@@ -7,7 +7,10 @@ mod raw;
 mod secrets;
 mod settings;
 
-pub use settings::*;
+pub use settings::{
+    AdminSettings, KafkaSettings, LogFormat, LogSettings, PollerSettings, Settings, StoreSettings,
+    TopicSettings, WebhookSettings,
+};
 
 use raw::RawConfig;
 use std::path::Path;
@@ -15,21 +18,35 @@ use std::path::Path;
 /// A configuration problem, reported before anything starts.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The configuration file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file, as given.
         path: String,
+        /// Why reading it failed.
         source: std::io::Error,
     },
+    /// Not TOML, or a key that is unknown or has the wrong type.
     #[error("{path}: {message}")]
-    Parse { path: String, message: String },
+    Parse {
+        /// The file, or the name [`load_str`] was given.
+        path: String,
+        /// The parser's message, which names the key.
+        message: String,
+    },
+    /// A `TRUSTGATE_<SECTION>__<KEY>` variable that is malformed or does not fit its key's
+    /// type; the message names the variable.
     #[error("environment override {0}")]
     Env(String),
+    /// Values that parse but cannot be used, alone or together (an empty broker list, SASL
+    /// without credentials, an enabled poller without an API key, …).
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
 
 /// A loaded configuration: validated settings plus the effective TOML (for `check-config`).
 pub struct Loaded {
+    /// What trustgate runs on.
     pub settings: Settings,
     effective: toml::Table,
 }

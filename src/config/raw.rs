@@ -8,42 +8,42 @@ use std::collections::BTreeMap;
 
 #[derive(Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawConfig {
-    pub kafka: RawKafka,
-    pub topics: RawTopics,
-    pub store: RawStore,
-    pub admin: RawAdmin,
-    pub compromise: RawCompromise,
-    pub policy: RawPolicies,
-    pub poller: RawPoller,
-    pub webhook: RawWebhook,
-    pub log: RawLog,
+pub(super) struct RawConfig {
+    pub(super) kafka: RawKafka,
+    pub(super) topics: RawTopics,
+    pub(super) store: RawStore,
+    pub(super) admin: RawAdmin,
+    pub(super) compromise: RawCompromise,
+    pub(super) policy: RawPolicies,
+    pub(super) poller: RawPoller,
+    pub(super) webhook: RawWebhook,
+    pub(super) log: RawLog,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawKafka {
-    pub brokers: String,
-    pub group_id: String,
-    pub group_instance_id: Option<String>,
-    pub client_id: String,
+pub(super) struct RawKafka {
+    pub(super) brokers: String,
+    pub(super) group_id: String,
+    pub(super) group_instance_id: Option<String>,
+    pub(super) client_id: String,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
-    pub security_protocol: String,
+    pub(super) security_protocol: String,
     /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
-    pub sasl_mechanism: Option<String>,
-    pub sasl_username: Option<String>,
-    pub sasl_password: Option<String>,
-    pub ssl_ca_location: Option<String>,
-    pub ssl_certificate_location: Option<String>,
-    pub ssl_key_location: Option<String>,
-    pub ssl_key_password: Option<String>,
-    pub session_timeout: String,
+    pub(super) sasl_mechanism: Option<String>,
+    pub(super) sasl_username: Option<String>,
+    pub(super) sasl_password: Option<String>,
+    pub(super) ssl_ca_location: Option<String>,
+    pub(super) ssl_certificate_location: Option<String>,
+    pub(super) ssl_key_location: Option<String>,
+    pub(super) ssl_key_password: Option<String>,
+    pub(super) session_timeout: String,
     /// Producer batching delay; 0 favours latency.
-    pub linger_ms: u32,
+    pub(super) linger_ms: u32,
     /// How long a consumer fetch may wait for data on an idle partition.
-    pub fetch_wait_max_ms: u32,
+    pub(super) fetch_wait_max_ms: u32,
     /// Any other librdkafka property, applied last.
-    pub properties: BTreeMap<String, String>,
+    pub(super) properties: BTreeMap<String, String>,
 }
 
 impl Default for RawKafka {
@@ -71,17 +71,17 @@ impl Default for RawKafka {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawTopics {
-    pub events: String,
-    pub requests: String,
-    pub responses: String,
-    pub dlq: String,
+pub(super) struct RawTopics {
+    pub(super) events: String,
+    pub(super) requests: String,
+    pub(super) responses: String,
+    pub(super) dlq: String,
     /// Partitions for topics trustgate creates.
-    pub partitions: i32,
+    pub(super) partitions: i32,
     /// Replication factor for topics trustgate creates.
-    pub replication_factor: i32,
+    pub(super) replication_factor: i32,
     /// Create missing topics at start (off where an operator or the platform owns topics).
-    pub create: bool,
+    pub(super) create: bool,
 }
 
 impl Default for RawTopics {
@@ -100,9 +100,9 @@ impl Default for RawTopics {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawStore {
-    pub path: String,
-    pub cache_bytes: u64,
+pub(super) struct RawStore {
+    pub(super) path: String,
+    pub(super) cache_bytes: u64,
 }
 
 impl Default for RawStore {
@@ -116,10 +116,10 @@ impl Default for RawStore {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawAdmin {
-    pub listen: String,
+pub(super) struct RawAdmin {
+    pub(super) listen: String,
     /// When set, `/v1/*` and `/metrics` require `Authorization: Bearer <token>`.
-    pub token: Option<String>,
+    pub(super) token: Option<String>,
 }
 
 impl Default for RawAdmin {
@@ -133,9 +133,9 @@ impl Default for RawAdmin {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawCompromise {
-    pub resolution_grace: String,
-    pub event_types: Vec<u64>,
+pub(super) struct RawCompromise {
+    pub(super) resolution_grace: String,
+    pub(super) event_types: Vec<u64>,
 }
 
 impl Default for RawCompromise {
@@ -149,19 +149,19 @@ impl Default for RawCompromise {
 
 #[derive(Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawPolicies {
-    pub global: RawGlobalPolicy,
-    pub custom: Vec<RawCustomPolicy>,
+pub(super) struct RawPolicies {
+    pub(super) global: RawGlobalPolicy,
+    pub(super) custom: Vec<RawCustomPolicy>,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawGlobalPolicy {
-    pub require_trusted: bool,
-    pub block_compromised: bool,
-    pub unknown_device: String,
-    pub stale_after: String,
-    pub on_stale: String,
+pub(super) struct RawGlobalPolicy {
+    pub(super) require_trusted: bool,
+    pub(super) block_compromised: bool,
+    pub(super) unknown_device: String,
+    pub(super) stale_after: String,
+    pub(super) on_stale: String,
 }
 
 impl Default for RawGlobalPolicy {
@@ -179,43 +179,44 @@ impl Default for RawGlobalPolicy {
 /// A custom policy; settings it leaves out are the global policy's.
 #[derive(Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawCustomPolicy {
-    pub name: String,
-    pub applications: Vec<String>,
+pub(super) struct RawCustomPolicy {
+    pub(super) name: String,
+    pub(super) applications: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub require_trusted: Option<bool>,
+    pub(super) require_trusted: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub block_compromised: Option<bool>,
+    pub(super) block_compromised: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unknown_device: Option<String>,
+    pub(super) unknown_device: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stale_after: Option<String>,
+    pub(super) stale_after: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_stale: Option<String>,
+    pub(super) on_stale: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawPoller {
-    pub enabled: bool,
+pub(super) struct RawPoller {
+    pub(super) enabled: bool,
     /// `nam`, `eu` or `apjc`; ignored when `base_url` is set.
-    pub region: String,
-    pub base_url: Option<String>,
-    pub client_id: Option<String>,
-    pub api_key: Option<String>,
-    pub events_interval: String,
-    pub events_overlap: String,
-    pub inventory_interval: String,
-    pub initial_lookback: String,
-    pub requests_per_hour: u32,
-    pub burst: u32,
-    pub reserve: u32,
-    pub state_path: String,
+    pub(super) region: String,
+    pub(super) base_url: Option<String>,
+    pub(super) client_id: Option<String>,
+    pub(super) api_key: Option<String>,
+    pub(super) events_interval: String,
+    pub(super) events_overlap: String,
+    pub(super) inventory_interval: String,
+    pub(super) initial_lookback: String,
+    pub(super) requests_per_hour: u32,
+    pub(super) burst: u32,
+    pub(super) reserve: u32,
+    /// Unset: a directory beside the store (`settings::default_poller_state_path`).
+    pub(super) state_path: Option<String>,
     /// Optional `event_type[]` filter; empty means every type.
-    pub event_types: Vec<u64>,
-    pub page_size: u32,
-    pub connect_timeout: String,
-    pub request_timeout: String,
+    pub(super) event_types: Vec<u64>,
+    pub(super) page_size: u32,
+    pub(super) connect_timeout: String,
+    pub(super) request_timeout: String,
 }
 
 impl Default for RawPoller {
@@ -233,7 +234,7 @@ impl Default for RawPoller {
             requests_per_hour: 2400,
             burst: 10,
             reserve: 100,
-            state_path: "./trustgate-poller".into(),
+            state_path: None,
             event_types: Vec::new(),
             page_size: 500,
             connect_timeout: "10s".into(),
@@ -244,17 +245,17 @@ impl Default for RawPoller {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawWebhook {
-    pub enabled: bool,
-    pub listen: String,
+pub(super) struct RawWebhook {
+    pub(super) enabled: bool,
+    pub(super) listen: String,
     /// Standard Webhooks secrets, `whsec_<base64>`; several for rotation.
-    pub secrets: Vec<String>,
+    pub(super) secrets: Vec<String>,
     /// Optional bearer token for bridges that cannot sign; off when unset.
-    pub bearer_token: Option<String>,
-    pub tolerance: String,
-    pub max_body_bytes: usize,
+    pub(super) bearer_token: Option<String>,
+    pub(super) tolerance: String,
+    pub(super) max_body_bytes: usize,
     /// How long to wait for Kafka to acknowledge a delivery before answering 503.
-    pub publish_timeout: String,
+    pub(super) publish_timeout: String,
 }
 
 impl Default for RawWebhook {
@@ -273,11 +274,11 @@ impl Default for RawWebhook {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawLog {
+pub(super) struct RawLog {
     /// `text` or `json`.
-    pub format: String,
+    pub(super) format: String,
     /// A tracing filter, e.g. `info` or `trustgate=debug,rdkafka=warn`.
-    pub level: String,
+    pub(super) level: String,
 }
 
 impl Default for RawLog {

@@ -11,45 +11,65 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The whole configuration, validated: built once by [`load`](super::load) or
+/// [`load_str`](super::load_str) and handed down from `main`, so no component reads the file
+/// or the environment itself.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// How every Kafka client connects (`[kafka]`).
     pub kafka: KafkaSettings,
+    /// The topics trustgate reads and writes (`[topics]`).
     pub topics: TopicSettings,
+    /// Where device state is kept (`[store]`).
     pub store: StoreSettings,
+    /// The admin HTTP listener (`[admin]`).
     pub admin: AdminSettings,
+    /// The compromise rule: which event types compromise a device, and how long a resolution
+    /// must hold (`[compromise]`).
     pub fold: FoldConfig,
+    /// The global policy and the custom policies by application (`[policy]`).
     pub policies: Policies,
+    /// The Secure Endpoint API poller (`[poller]`).
     pub poller: PollerSettings,
+    /// The webhook listener (`[webhook]`).
     pub webhook: WebhookSettings,
+    /// Log format and level (`[log]`).
     pub log: LogSettings,
 }
 
+/// Connection, security and client settings shared by every Kafka client;
+/// [`client_config`](crate::kafka::client_config) turns them into librdkafka properties.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
+    /// `bootstrap.servers`: comma-separated `host:port` pairs.
     pub brokers: String,
+    /// The decision workers' consumer group. Ingest joins no group; it only derives a
+    /// `<group_id>-ingest` id from it because librdkafka requires one.
     pub group_id: String,
+    /// Static membership (`group.instance.id`): a worker restarted within the session timeout
+    /// gets its partitions back without a rebalance.
     pub group_instance_id: Option<String>,
-    pub client_id: String,
-    pub security_protocol: String,
-    pub sasl_mechanism: Option<String>,
-    pub sasl_username: Option<String>,
-    pub sasl_password: Option<SecretString>,
-    pub ssl_ca_location: Option<String>,
-    pub ssl_certificate_location: Option<String>,
-    pub ssl_key_location: Option<String>,
-    pub ssl_key_password: Option<SecretString>,
-    pub session_timeout: Duration,
-    pub linger_ms: u32,
-    pub fetch_wait_max_ms: u32,
-    pub properties: BTreeMap<String, KafkaProperty>,
+    pub(crate) client_id: String,
+    pub(crate) security_protocol: String,
+    pub(crate) sasl_mechanism: Option<String>,
+    pub(crate) sasl_username: Option<String>,
+    pub(crate) sasl_password: Option<SecretString>,
+    pub(crate) ssl_ca_location: Option<String>,
+    pub(crate) ssl_certificate_location: Option<String>,
+    pub(crate) ssl_key_location: Option<String>,
+    pub(crate) ssl_key_password: Option<SecretString>,
+    pub(crate) session_timeout: Duration,
+    pub(crate) linger_ms: u32,
+    pub(crate) fetch_wait_max_ms: u32,
+    pub(crate) properties: BTreeMap<String, KafkaProperty>,
 }
 
 /// A `[kafka.properties]` entry: a librdkafka property passed through as given. Its value
 /// prints `[REDACTED]` when the property is secret-bearing (see `config::secrets`).
 #[derive(Clone)]
-pub struct KafkaProperty {
-    pub key: String,
-    pub value: String,
+pub(crate) struct KafkaProperty {
+    key: String,
+    pub(crate) value: String,
 }
 
 impl std::fmt::Debug for KafkaProperty {
@@ -62,78 +82,102 @@ impl std::fmt::Debug for KafkaProperty {
     }
 }
 
+/// The four topics, and how trustgate creates them when they are missing.
 #[derive(Debug, Clone)]
 pub struct TopicSettings {
+    /// Secure Endpoint records from every source; ingest folds them into the store.
     pub events: String,
+    /// Decision requests, read by the decision workers.
     pub requests: String,
+    /// Replies to requests that name no `kafka_replyTopic`, or name one that is refused.
     pub responses: String,
+    /// Dead letters: events records and requests that could not be used, with the reason.
     pub dlq: String,
+    /// Partitions of the topics trustgate creates.
     pub partitions: i32,
+    /// Replication factor of the topics trustgate creates.
     pub replication_factor: i32,
-    pub create: bool,
+    pub(crate) create: bool,
 }
 
 impl TopicSettings {
     /// trustgate's own topics: never a valid reply destination.
-    pub fn is_own(&self, topic: &str) -> bool {
+    pub(crate) fn is_own(&self, topic: &str) -> bool {
         topic == self.events || topic == self.requests || topic == self.dlq
     }
 }
 
+/// The sled store that holds device state.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
+    /// The store's directory.
     pub path: PathBuf,
+    /// sled's page cache, in bytes (at least 1 MiB).
     pub cache_bytes: u64,
 }
 
+/// The admin HTTP listener.
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
+    /// Where it binds.
     pub listen: SocketAddr,
     /// The bearer token `/v1/*` and `/metrics` require; `None` leaves them open, which
     /// [`admin`] allows only on a loopback address.
     pub token: Option<SecretString>,
 }
 
+/// The Secure Endpoint API poller: where and as whom it asks, how often, and within which
+/// request budget.
 #[derive(Debug, Clone)]
 pub struct PollerSettings {
+    /// Whether `trustgate run` starts the poller (`trustgate poll` runs it regardless).
     pub enabled: bool,
-    pub base_url: String,
-    pub client_id: Option<String>,
-    pub api_key: Option<SecretString>,
-    pub events_interval: Duration,
-    pub events_overlap: Duration,
-    pub inventory_interval: Duration,
-    pub initial_lookback: Duration,
-    pub requests_per_hour: u32,
-    pub burst: u32,
-    pub reserve: u32,
-    pub state_path: PathBuf,
-    pub event_types: Vec<u64>,
-    pub page_size: u32,
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
+    pub(crate) base_url: String,
+    pub(crate) client_id: Option<String>,
+    pub(crate) api_key: Option<SecretString>,
+    pub(crate) events_interval: Duration,
+    pub(crate) events_overlap: Duration,
+    pub(crate) inventory_interval: Duration,
+    pub(crate) initial_lookback: Duration,
+    pub(crate) requests_per_hour: u32,
+    pub(crate) burst: u32,
+    pub(crate) reserve: u32,
+    pub(crate) state_path: PathBuf,
+    pub(crate) event_types: Vec<u64>,
+    pub(crate) page_size: u32,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
 }
 
+/// The webhook listener: where it binds, the secrets it verifies against, and its limits.
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
+    /// Whether `trustgate run` starts the webhook listener.
     pub enabled: bool,
-    pub listen: SocketAddr,
-    pub secrets: Vec<SecretString>,
-    pub bearer_token: Option<SecretString>,
-    pub tolerance: Duration,
-    pub max_body_bytes: usize,
-    pub publish_timeout: Duration,
+    pub(crate) listen: SocketAddr,
+    pub(crate) secrets: Vec<SecretString>,
+    pub(crate) bearer_token: Option<SecretString>,
+    pub(crate) tolerance: Duration,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) publish_timeout: Duration,
 }
 
+/// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Human-readable lines (the default).
     Text,
+    /// One JSON object per line, for log collectors.
     Json,
 }
 
+/// Log output.
 #[derive(Debug, Clone)]
 pub struct LogSettings {
+    /// Text or JSON; the command line's `--log-format` overrides it.
     pub format: LogFormat,
+    /// A tracing filter such as `info` or `trustgate=debug,rdkafka=warn`; `RUST_LOG` overrides
+    /// it.
     pub level: String,
 }
 
@@ -142,7 +186,7 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
 }
 
 /// Parses `"30s"`, `"10m"`, `"1h"`, `"1h 30m"`.
-pub fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text.trim()).map_err(|e| {
         invalid(format!(
             "{key} = {text:?}: {e} (use e.g. \"30s\", \"10m\", \"1h\")"
@@ -172,20 +216,22 @@ impl Settings {
                 "compromise.event_types is empty: no detection could ever deny",
             ));
         }
+        let store = StoreSettings {
+            path: PathBuf::from(raw.store.path),
+            cache_bytes: raw.store.cache_bytes.max(1024 * 1024),
+        };
+        let poller = poller(raw.poller, &store.path)?;
         Ok(Settings {
             kafka: kafka(raw.kafka)?,
             topics,
-            store: StoreSettings {
-                path: PathBuf::from(raw.store.path),
-                cache_bytes: raw.store.cache_bytes.max(1024 * 1024),
-            },
+            store,
             admin: admin(raw.admin)?,
             fold: FoldConfig {
                 compromise_event_types: raw.compromise.event_types.into_iter().collect(),
                 resolution_grace: grace,
             },
             policies,
-            poller: poller(raw.poller)?,
+            poller,
             webhook: webhook(raw.webhook)?,
             log: LogSettings {
                 format: match raw.log.format.as_str() {
@@ -371,9 +417,43 @@ fn policies(raw: RawPolicies) -> Result<Policies, ConfigError> {
     })
 }
 
-fn poller(raw: RawPoller) -> Result<PollerSettings, ConfigError> {
+/// `[poller] state_path` when unset: a directory beside the store, named after it. Beside the
+/// store rather than in the working directory, where two configurations run from one folder
+/// would share one cursor.
+pub fn default_poller_state_path(store_path: &std::path::Path) -> PathBuf {
+    let mut name = store_path
+        .file_name()
+        .map(std::ffi::OsStr::to_os_string)
+        .unwrap_or_else(|| "trustgate-store".into());
+    name.push("-poller");
+    store_path.with_file_name(name)
+}
+
+/// Checks `[poller] base_url` is an absolute http(s) URL with a host and no query or fragment
+/// (the client appends paths to it), so a typo is refused by `check-config` rather than by a
+/// panic at the first poll. The value is not echoed: it may carry credentials.
+fn check_base_url(url: &str) -> Result<(), ConfigError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| invalid(format!("poller.base_url is not a URL ({e})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid("poller.base_url must be an http or https URL"));
+    }
+    if parsed.host_str().map_or(true, str::is_empty) {
+        return Err(invalid("poller.base_url has no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid("poller.base_url must not have a query or fragment"));
+    }
+    Ok(())
+}
+
+fn poller(raw: RawPoller, store_path: &std::path::Path) -> Result<PollerSettings, ConfigError> {
     let base_url = match raw.base_url.filter(|u| !u.is_empty()) {
-        Some(url) => url.trim_end_matches('/').to_owned(),
+        Some(url) => {
+            let url = url.trim_end_matches('/').to_owned();
+            check_base_url(&url)?;
+            url
+        }
         None => match raw.region.as_str() {
             "nam" => "https://api.amp.cisco.com".into(),
             "eu" => "https://api.eu.amp.cisco.com".into(),
@@ -409,7 +489,10 @@ fn poller(raw: RawPoller) -> Result<PollerSettings, ConfigError> {
         requests_per_hour: raw.requests_per_hour,
         burst: raw.burst,
         reserve: raw.reserve,
-        state_path: PathBuf::from(raw.state_path),
+        state_path: raw
+            .state_path
+            .filter(|p| !p.is_empty())
+            .map_or_else(|| default_poller_state_path(store_path), PathBuf::from),
         event_types: raw.event_types,
         page_size: raw.page_size,
         connect_timeout: duration("poller.connect_timeout", &raw.connect_timeout)?,

@@ -82,6 +82,41 @@ fn bad_durations_say_how_to_write_them() {
     assert!(err.to_string().contains("resolution_grace"));
 }
 
+/// Issue #10 item 6: a `base_url` that is not a URL is refused at load (so by `check-config`).
+#[test]
+fn poller_base_url_must_be_a_url() {
+    for bad in [
+        "api.amp.cisco.com",
+        "not a url",
+        "ftp://api.amp.cisco.com",
+        "https://",
+        "https://h/?q=1",
+    ] {
+        let toml = format!("[poller]\nbase_url = \"{bad}\"\n");
+        let err = load_str(&toml, "t", env(&[])).err().unwrap();
+        assert!(err.to_string().contains("poller.base_url"), "{bad}: {err}");
+    }
+    let ok = load_str(
+        "[poller]\nbase_url = \"http://127.0.0.1:8080/\"\n",
+        "t",
+        env(&[]),
+    )
+    .unwrap();
+    assert_eq!(ok.settings.poller.base_url, "http://127.0.0.1:8080");
+}
+
+/// Issue #10 item 6: the poller's cursor lives beside the store, not in the working directory.
+#[test]
+fn poller_state_path_defaults_beside_the_store() {
+    let loaded = load_str("[store]\npath = \"/var/lib/tg/a/store\"\n", "t", env(&[])).unwrap();
+    assert_eq!(
+        loaded.settings.poller.state_path.to_str(),
+        Some("/var/lib/tg/a/store-poller")
+    );
+    let explicit = load_str("[poller]\nstate_path = \"/x/p\"\n", "t", env(&[])).unwrap();
+    assert_eq!(explicit.settings.poller.state_path.to_str(), Some("/x/p"));
+}
+
 #[test]
 fn secret_bearing_kafka_properties_are_redacted_by_type() {
     let loaded = load_str(

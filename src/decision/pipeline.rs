@@ -5,7 +5,7 @@
 //! with an answer that copies the request's bytes back. So the floor measures exactly the
 //! worker's Kafka path, and a fix here fixes both.
 //!
-//! Owns: reply routing per request ([`route`]), producing the reply or the dead letter, the
+//! Owns: reply routing per request (`reply::route`), producing the reply or the dead letter, the
 //! bound on replies in flight, the committer (`commit_in_order`) and the drain on shutdown.
 //! Does not own what a request means: that is the caller's answer ([`Disposition`]).
 //!
@@ -36,11 +36,16 @@ pub enum Disposition {
     /// Reply with `body` on the request's route (topic, partition, correlation id copied back).
     /// `request_id` names the request in logs when its reply is not delivered.
     Reply {
+        /// The reply's value, as produced.
         body: Vec<u8>,
+        /// The request's id for logs, when it has one.
         request_id: Option<String>,
     },
     /// Nobody can be answered: the request goes to the dead-letter topic, saying `error`.
-    DeadLetter { error: String },
+    DeadLetter {
+        /// Why, for the `trustgate-dlq-error` header.
+        error: String,
+    },
 }
 
 /// One reply (or dead letter) awaiting its acknowledgement, and the request offset it settles.

@@ -7,23 +7,26 @@
 
 use crate::config::TopicSettings;
 
+/// Request header naming the reply topic.
 pub const HEADER_REPLY_TOPIC: &str = "kafka_replyTopic";
+/// Request header pinning the reply partition.
 pub const HEADER_REPLY_PARTITION: &str = "kafka_replyPartition";
+/// Request header copied onto the reply, so the requester can pair them.
 pub const HEADER_CORRELATION_ID: &str = "kafka_correlationId";
 
 /// The destination of one reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyRoute {
-    pub topic: String,
-    pub partition: Option<i32>,
-    pub correlation_id: Option<Vec<u8>>,
+    pub(crate) topic: String,
+    pub(crate) partition: Option<i32>,
+    pub(crate) correlation_id: Option<Vec<u8>>,
     /// Set when the requested destination was refused; the reply is then `invalid_request` on
     /// the responses topic.
-    pub refused: Option<String>,
+    pub(crate) refused: Option<String>,
 }
 
 /// Routes a reply from the request's headers (`(name, value)` pairs as on the wire).
-pub fn route<'a>(
+pub(crate) fn route<'a>(
     headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
     topics: &TopicSettings,
 ) -> ReplyRoute {

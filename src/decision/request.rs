@@ -7,9 +7,10 @@ use serde_json::{Map, Value};
 /// A request that passed validation.
 #[derive(Debug, Clone)]
 pub struct ValidRequest {
+    /// The caller's id, echoed in the response.
     pub request_id: String,
-    pub application: String,
-    pub user: Option<String>,
+    pub(crate) application: String,
+    /// What the decision procedure reads: trust, platform and normalised identifiers.
     pub subject: Subject,
 }
 
@@ -17,8 +18,8 @@ pub struct ValidRequest {
 /// dead-letters such a request instead of replying.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidRequest {
-    pub request_id: Option<String>,
-    pub error: String,
+    pub(crate) request_id: Option<String>,
+    pub(crate) error: String,
 }
 
 /// Reads and validates a request body.
@@ -43,7 +44,8 @@ fn validate(obj: &Map<String, Value>, request_id: &str) -> Result<ValidRequest, 
         Some(_) => return Err("application must be a non-empty string".into()),
         None => return Err("application is required".into()),
     };
-    let user = optional_string(obj, "user")?;
+    // `user` is part of the contract and must be a string when present, but no rule reads it.
+    optional_string(obj, "user")?;
     let device = match obj.get("device") {
         Some(Value::Object(device)) => device,
         Some(_) => return Err("device must be an object".into()),
@@ -64,7 +66,6 @@ fn validate(obj: &Map<String, Value>, request_id: &str) -> Result<ValidRequest, 
     Ok(ValidRequest {
         request_id: request_id.to_owned(),
         application,
-        user,
         subject: Subject { trusted, os, ids },
     })
 }

@@ -4,38 +4,44 @@ use crate::policy::{Decision, MatchedBy, Outcome, Reason};
 use crate::time::{format_millis, Millis};
 use serde::Serialize;
 
+/// The answer to one request, as serialised on the wire (Kafka reply and HTTP body).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DecisionResponse {
-    pub request_id: String,
-    pub decision: Outcome,
-    pub reason: Reason,
+    pub(crate) request_id: String,
+    pub(crate) decision: Outcome,
+    pub(crate) reason: Reason,
     /// The custom policy's name, or `global`.
-    pub policy: String,
-    pub device: DeviceSection,
+    pub(crate) policy: String,
+    device: DeviceSection,
     /// RFC 3339 UTC.
-    pub decided_at: String,
+    decided_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    error: Option<String>,
     /// Present (true) only when the liveness age behind the decision is over `stale_after`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stale: Option<bool>,
+    stale: Option<bool>,
     /// The liveness age: seconds since the last record or heartbeat from any source; with
     /// `stale`. The field's name is the wire contract.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub feed_age_seconds: Option<u64>,
+    feed_age_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DeviceSection {
-    pub connector_guid: Option<String>,
-    pub matched_by: MatchedBy,
-    pub ambiguous: bool,
-    pub compromised: Option<bool>,
-    pub state_as_of: Option<String>,
+struct DeviceSection {
+    connector_guid: Option<String>,
+    matched_by: MatchedBy,
+    ambiguous: bool,
+    compromised: Option<bool>,
+    state_as_of: Option<String>,
 }
 
 impl DecisionResponse {
-    pub fn new(request_id: String, policy: String, decision: Decision, decided_at: Millis) -> Self {
+    pub(crate) fn new(
+        request_id: String,
+        policy: String,
+        decision: Decision,
+        decided_at: Millis,
+    ) -> Self {
         DecisionResponse {
             request_id,
             decision: decision.outcome,

@@ -20,16 +20,16 @@ use rdkafka::producer::FutureProducer;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub struct WorkerContext {
-    pub settings: Settings,
-    pub decider: Decider<Store>,
-    pub producer: FutureProducer,
-    pub ingest: IngestStatus,
+pub(crate) struct WorkerContext {
+    pub(crate) settings: Settings,
+    pub(crate) decider: Decider<Store>,
+    pub(crate) producer: FutureProducer,
+    pub(crate) ingest: IngestStatus,
 }
 
 /// Runs until `shutdown`, then drains: every reply already produced is acknowledged and its
 /// offset committed before the consumer leaves the group.
-pub async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyhow::Result<()> {
     if !ctx.ingest.wait_caught_up(&shutdown).await {
         return Ok(());
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 /// The default compromise-class event types (ids from `/v1/event_types`). Threat Quarantined
 /// (553648143) is deliberately absent: SE keeps a quarantined device compromised until the
 /// compromise is resolved, so a quarantine alone never clears anything.
-pub const DEFAULT_COMPROMISE_EVENT_TYPES: &[u64] = &[
+pub(crate) const DEFAULT_COMPROMISE_EVENT_TYPES: &[u64] = &[
     1090519054, // Threat Detected
     1107296272, // Executed malware
     1107296274, // Cloud IOC
@@ -42,10 +42,10 @@ pub const DEFAULT_COMPROMISE_EVENT_TYPES: &[u64] = &[
 /// What the fold needs to know from configuration.
 #[derive(Debug, Clone)]
 pub struct FoldConfig {
-    pub compromise_event_types: HashSet<u64>,
+    pub(crate) compromise_event_types: HashSet<u64>,
     /// How long SE's `is_compromised` flag may lag behind a detection. A clean observation clears
     /// only the detections that are older than this at the time of the observation.
-    pub resolution_grace: Duration,
+    pub(crate) resolution_grace: Duration,
 }
 
 impl Default for FoldConfig {
@@ -58,10 +58,12 @@ impl Default for FoldConfig {
 }
 
 impl FoldConfig {
+    /// Whether events of this type mark a device compromised.
     pub fn is_compromise_class(&self, event_type_id: u64) -> bool {
         self.compromise_event_types.contains(&event_type_id)
     }
 
+    /// `resolution_grace` in milliseconds, as the compromise rule takes it.
     pub fn grace_millis(&self) -> i64 {
         i64::try_from(self.resolution_grace.as_millis()).unwrap_or(i64::MAX)
     }

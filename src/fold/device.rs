@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 /// and a tie is broken by the value itself so that the result never depends on arrival order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Stamped<T> {
+    /// When the value was true (unix ms).
     pub at: Millis,
+    /// The value itself.
     pub value: T,
 }
 
@@ -32,7 +34,14 @@ pub struct Observation {
 /// An event's identity: SE's (`id`, `event_type_id`), or a hash of its bytes when it has no id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum EventKey {
-    Id { id: u64, event_type_id: u64 },
+    /// SE's event `id` with its `event_type_id`: the pair names one event.
+    Id {
+        /// SE's 64-bit event id.
+        id: u64,
+        /// SE's event type.
+        event_type_id: u64,
+    },
+    /// The first 16 bytes of the SHA-256 of the record value, for an event without an id.
     Hash([u8; 16]),
 }
 
@@ -40,7 +49,9 @@ pub enum EventKey {
 /// rare) so that a redelivery of an old detection is recognised and keeps its first-seen time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompromiseEvent {
+    /// SE's event type; [`FoldConfig`](super::FoldConfig) says which types are compromise-class.
     pub event_type_id: u64,
+    /// SE's detection id, when it has one.
     pub detection_id: Option<String>,
     /// SE's `date`, when readable.
     pub date: Option<Millis>,
@@ -52,7 +63,7 @@ impl CompromiseEvent {
     /// When SE could first have known: the later of its `date` and its first sighting (an
     /// offline laptop uploads a detection hours after its `date`; SE's flag could not reflect
     /// it before the upload).
-    pub fn time(&self) -> Millis {
+    pub(crate) fn time(&self) -> Millis {
         self.date
             .map_or(self.first_seen, |d| d.max(self.first_seen))
     }
@@ -67,43 +78,51 @@ impl CompromiseEvent {
 /// Identifiers a record states about its device, each stamped with the record's time. (What a
 /// decision request gives to match a device by is `policy::RequestIdentifiers`.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecordIdentifiers {
-    pub hostname: Option<Stamped<String>>,
+pub(crate) struct RecordIdentifiers {
+    pub(crate) hostname: Option<Stamped<String>>,
     /// Normalised MACs, sorted and deduplicated: a record states the device's whole set.
-    pub macs: Option<Stamped<Vec<String>>>,
-    pub windows_processor_id: Option<Stamped<String>>,
-    pub operating_system: Option<Stamped<String>>,
+    pub(crate) macs: Option<Stamped<Vec<String>>>,
+    pub(crate) windows_processor_id: Option<Stamped<String>>,
+    pub(crate) operating_system: Option<Stamped<String>>,
 }
 
 /// What one record says about one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fact {
+    /// The device, normalised: the key of the state the fact merges into.
     pub connector_guid: String,
-    pub record_timestamp: Millis,
-    pub identifiers: RecordIdentifiers,
-    pub last_seen: Option<Millis>,
-    pub observation: Option<Observation>,
-    pub compromise_event: Option<(EventKey, CompromiseEvent)>,
+    pub(crate) record_timestamp: Millis,
+    pub(crate) identifiers: RecordIdentifiers,
+    pub(crate) last_seen: Option<Millis>,
+    pub(crate) observation: Option<Observation>,
+    pub(crate) compromise_event: Option<(EventKey, CompromiseEvent)>,
 }
 
 /// Everything trustgate knows about one connector GUID.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceState {
+    /// The device's key, normalised (lower case).
     pub connector_guid: String,
+    /// Normalised hostname; the newest stated wins.
     pub hostname: Option<Stamped<String>>,
+    /// Normalised MACs, as the newest record stated the whole set.
     pub macs: Option<Stamped<Vec<String>>>,
+    /// Normalised `windows_processor_id`, from computer records.
     pub windows_processor_id: Option<Stamped<String>>,
+    /// SE's free-text `operating_system`, from computer records.
     pub operating_system: Option<Stamped<String>>,
     /// SE's `last_seen` for the computer, newest seen.
     pub last_seen: Option<Millis>,
     /// The latest inventory observation of `is_compromised`.
     pub observation: Option<Observation>,
+    /// Every compromise-class event seen, cleared ones included (see [`CompromiseEvent`]).
     pub events: BTreeMap<EventKey, CompromiseEvent>,
     /// Kafka timestamp of the newest record applied for this device.
     pub newest_record_at: Option<Millis>,
 }
 
 impl DeviceState {
+    /// The state of a device nothing is known about yet.
     pub fn new(connector_guid: &str) -> Self {
         DeviceState {
             connector_guid: connector_guid.to_owned(),
@@ -151,7 +170,7 @@ impl DeviceState {
     }
 
     /// The compromise-class events the latest observation has not cleared.
-    pub fn open_events(
+    pub(crate) fn open_events(
         &self,
         grace_millis: i64,
     ) -> impl Iterator<Item = (&EventKey, &CompromiseEvent)> {

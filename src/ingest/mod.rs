@@ -13,5 +13,6 @@
 mod consumer;
 mod status;
 
-pub use consumer::{run, IngestContext};
 pub use status::IngestStatus;
+
+pub(crate) use consumer::{run, IngestContext};

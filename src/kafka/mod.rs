@@ -26,6 +26,7 @@ pub enum Role {
     Ingest,
     /// Reads decision requests in the consumer group `[kafka] group_id`.
     Decider,
+    /// Administers topics (creates them at start); needs no role-specific keys.
     Admin,
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Allow,
     Deny,
 }
@@ -18,7 +18,7 @@ pub enum Outcome {
 /// Why a decision came out as it did. The names are the wire contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Reason {
+pub(crate) enum Reason {
     /// Rule 1, and rule 7 for a request with no identifier at all.
     InvalidRequest,
     /// Rule 2: the policy allows all endpoints.
@@ -40,29 +40,34 @@ pub enum Reason {
     /// The liveness age (see [`crate::liveness`]) is over the policy's `stale_after` and its
     /// `on_stale` is `deny`.
     StateStale,
+    /// The instance is not ready (ingest has not caught up since this start, or the store was
+    /// never fed): state cannot be trusted yet, so never an allow.
+    NotReady,
 }
 
 /// What the decision says about the device it matched.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DeviceVerdict {
-    pub connector_guid: Option<String>,
-    pub matched_by: Option<MatchedBy>,
-    pub ambiguous: bool,
+pub(crate) struct DeviceVerdict {
+    pub(crate) connector_guid: Option<String>,
+    pub(crate) matched_by: Option<MatchedBy>,
+    pub(crate) ambiguous: bool,
     /// `None` when SE state was not consulted.
-    pub compromised: Option<bool>,
-    pub state_as_of: Option<Millis>,
+    pub(crate) compromised: Option<bool>,
+    pub(crate) state_as_of: Option<Millis>,
 }
 
+/// What [`evaluate`] decided: the outcome, the reason (the first rule that applied) and the
+/// device it matched. [`DecisionResponse`](crate::decision::DecisionResponse) puts it on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    pub outcome: Outcome,
-    pub reason: Reason,
-    pub device: DeviceVerdict,
+    pub(crate) outcome: Outcome,
+    pub(crate) reason: Reason,
+    pub(crate) device: DeviceVerdict,
     /// Set with `invalid_request` and `store_unavailable`: what was wrong.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// Set when the liveness age is over the policy's `stale_after`: that age, or `None` inside
     /// when no source has ever written.
-    pub stale: Option<Option<Duration>>,
+    pub(crate) stale: Option<Option<Duration>>,
 }
 
 impl Decision {
@@ -77,7 +82,7 @@ impl Decision {
     }
 
     /// Rule 1: the request could not be read or is invalid.
-    pub fn invalid(error: impl Into<String>) -> Decision {
+    pub(crate) fn invalid(error: impl Into<String>) -> Decision {
         Decision {
             error: Some(error.into()),
             ..Decision::new(Outcome::Deny, Reason::InvalidRequest)
@@ -88,21 +93,27 @@ impl Decision {
 /// What the procedure knows besides the request and the state.
 #[derive(Debug, Clone, Copy)]
 pub struct EvalContext {
+    /// The fold's `resolution_grace` in ms, for the compromise rule.
     pub grace_millis: i64,
     /// Time since the newest record or heartbeat from any source (the liveness age, exported
     /// as `feed_age_seconds`); `None` when there was none.
     pub liveness_age: Option<Duration>,
+    /// Whether the state behind the directory can be trusted: ingest caught up since this
+    /// start and the store holds at least one record or heartbeat. Passed in, so that
+    /// evaluation stays pure.
+    pub ready: bool,
 }
 
 /// The parts of a valid request the procedure reads.
 #[derive(Debug, Clone, Default)]
 pub struct Subject {
-    pub trusted: bool,
-    pub os: Option<Platform>,
+    pub(crate) trusted: bool,
+    pub(crate) os: Option<Platform>,
+    /// The identifiers the device is matched by, normalised.
     pub ids: RequestIdentifiers,
 }
 
-/// Decides one valid request (rules 2–8; rule 1 is the caller's, see [`Decision::invalid`]).
+/// Decides one valid request (rules 2–8; rule 1 is the caller's, see `Decision::invalid`).
 pub fn evaluate(
     policy: &Policy,
     subject: &Subject,
@@ -115,7 +126,7 @@ pub fn evaluate(
         .then_some(ctx.liveness_age);
     Decision {
         stale,
-        ..decide(policy, subject, dir, ctx.grace_millis, stale.is_some())
+        ..decide(policy, subject, dir, ctx, stale.is_some())
     }
 }
 
@@ -123,9 +134,10 @@ fn decide(
     policy: &Policy,
     subject: &Subject,
     dir: &impl DeviceDirectory,
-    grace_millis: i64,
+    ctx: &EvalContext,
     stale: bool,
 ) -> Decision {
+    let grace_millis = ctx.grace_millis;
     if !policy.require_trusted {
         return Decision::new(Outcome::Allow, Reason::AllowAllEndpoints);
     }
@@ -134,6 +146,12 @@ fn decide(
     }
     if !policy.block_compromised {
         return Decision::new(Outcome::Allow, Reason::SeCheckOff);
+    }
+    // Before any device-state rule: a store still catching up (or never fed) would answer
+    // `not_in_secure_endpoint` or `trusted_not_compromised` for a device it simply has not
+    // read yet, and with `unknown_device = "allow"` that is a wrongful allow.
+    if !ctx.ready {
+        return Decision::new(Outcome::Deny, Reason::NotReady);
     }
     if stale && policy.on_stale == OnStale::Deny {
         return Decision::new(Outcome::Deny, Reason::StateStale);

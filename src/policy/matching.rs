@@ -1,22 +1,55 @@
 //! Matching a request's identifiers to known devices.
 
 use crate::fold::DeviceState;
-use crate::store::StoreError;
 
 /// Read access to device state, as the decision procedure needs it. Identifier arguments are
-/// already normalised (see [`crate::se::normalize_mac`] and friends). The sled store's impl is
+/// already normalised (see `se::normalize_mac` and friends). The sled store's impl is
 /// in `decision` (`decision/directory.rs`); [`super::MemoryDirectory`] is the in-memory one.
 pub trait DeviceDirectory {
-    fn device(&self, guid: &str) -> Result<Option<DeviceState>, StoreError>;
-    fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError>;
-    fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, StoreError>;
-    fn guids_by_hostname(&self, hostname: &str) -> Result<Vec<String>, StoreError>;
+    /// A device's state by connector GUID.
+    fn device(&self, guid: &str) -> Result<Option<DeviceState>, DirectoryError>;
+    /// GUIDs of devices with this `windows_processor_id`.
+    fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, DirectoryError>;
+    /// GUIDs of devices with this MAC (12 lower-case hex digits).
+    fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, DirectoryError>;
+    /// GUIDs of devices whose hostname matches `hostname` by the hostname rule, both ways
+    /// (`hostnames_match`): `hostname` itself, `hostname.<more labels>`, or a name that
+    /// `hostname` is followed by `.` and more labels.
+    fn guids_by_hostname(&self, hostname: &str) -> Result<Vec<String>, DirectoryError>;
+}
+
+/// A directory that could not be read, e.g. a sled I/O error or a corrupt value. Policy's own
+/// type, so that it never depends on the store: an implementation wraps its error here, and
+/// a decision that meets one denies with `store_unavailable`, carrying its text unchanged.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct DirectoryError(Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl DirectoryError {
+    /// Wraps an implementation's error; its text (`Display`) and source chain are kept.
+    pub(crate) fn new(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        DirectoryError(Box::new(source))
+    }
+}
+
+/// The hostname rule, both ways: one (normalised, lower-case) name matches the other when it
+/// equals it or is it followed by `.` and more labels. So a request's short name finds a device
+/// SE knows by its FQDN, a request's FQDN finds a device SE knows by its short name
+/// (`ws-q-0200.corp.example.com` finds `ws-q-0200`), and two FQDNs with different domains do
+/// not match (`ws-q-0200.a.example` is not `ws-q-0200.b.example`).
+pub(crate) fn hostnames_match(a: &str, b: &str) -> bool {
+    fn extends(long: &str, short: &str) -> bool {
+        long.len() > short.len() && long.starts_with(short) && long.as_bytes()[short.len()] == b'.'
+    }
+    a.eq_ignore_ascii_case(b)
+        || extends(&a.to_ascii_lowercase(), &b.to_ascii_lowercase())
+        || extends(&b.to_ascii_lowercase(), &a.to_ascii_lowercase())
 }
 
 /// Which identifier matched. Ordered from strongest to weakest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum MatchedBy {
+pub(crate) enum MatchedBy {
     ConnectorGuid,
     WindowsProcessorId,
     Mac,
@@ -26,24 +59,26 @@ pub enum MatchedBy {
 
 /// The devices found at the strongest identifier level that matched anything.
 #[derive(Debug, Clone)]
-pub struct Matched {
-    pub by: MatchedBy,
+pub(crate) struct Matched {
+    pub(crate) by: MatchedBy,
     /// Sorted by GUID; more than one means the match is ambiguous.
-    pub devices: Vec<DeviceState>,
+    pub(crate) devices: Vec<DeviceState>,
 }
 
 /// The identifiers a decision request gives for its device, normalised: what a device is
 /// matched by. (What a record states about a device is `fold::RecordIdentifiers`.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestIdentifiers {
-    pub connector_guid: Option<String>,
-    pub windows_processor_id: Option<String>,
+    pub(crate) connector_guid: Option<String>,
+    pub(crate) windows_processor_id: Option<String>,
+    /// MACs as 12 lower-case hex digits, sorted and deduplicated; any one may match.
     pub macs: Vec<String>,
+    /// Matches a device named exactly so, or so followed by `.` and a domain.
     pub hostname: Option<String>,
 }
 
 impl RequestIdentifiers {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.connector_guid.is_none()
             && self.windows_processor_id.is_none()
             && self.macs.is_empty()
@@ -53,10 +88,10 @@ impl RequestIdentifiers {
 
 /// Looks the identifiers up strongest first: connector_guid > windows_processor_id > MAC >
 /// hostname. The first level that finds any device decides.
-pub fn match_device(
+pub(crate) fn match_device(
     dir: &impl DeviceDirectory,
     ids: &RequestIdentifiers,
-) -> Result<Matched, StoreError> {
+) -> Result<Matched, DirectoryError> {
     if let Some(guid) = &ids.connector_guid {
         if let Some(state) = dir.device(guid)? {
             return Ok(Matched {
@@ -101,4 +136,35 @@ pub fn match_device(
         by: MatchedBy::None,
         devices: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hostnames_match;
+
+    /// The hostname rule's table, both ways.
+    #[test]
+    fn hostname_rule_table() {
+        let table = [
+            ("ws-q-0200", "ws-q-0200", true),
+            ("WS-Q-0200", "ws-q-0200", true),
+            ("ws-q-0200", "ws-q-0200.corp.example.com", true),
+            ("ws-q-0200.corp.example.com", "WS-Q-0200", true),
+            ("ws-q-0200.corp", "ws-q-0200.corp.example.com", true),
+            (
+                "ws-q-0200.corp.example.com",
+                "ws-q-0200.other.example.org",
+                false,
+            ),
+            ("ws-q-0200.a.example", "ws-q-0200.b.example", false),
+            ("ws-q-0200", "ws-q-02001", false),
+            ("ws-q-0200", "ws-q-0200-b.corp", false),
+            ("ws-q", "ws-q-0200", false),
+            ("ws-q-0200.c", "ws-q-0200.corp", false),
+        ];
+        for (a, b, expected) in table {
+            assert_eq!(hostnames_match(a, b), expected, "{a} vs {b}");
+            assert_eq!(hostnames_match(b, a), expected, "{b} vs {a}");
+        }
+    }
 }

@@ -3,22 +3,21 @@
 //!
 //! Every lookup is a scan over plain device states, written as directly as its rule reads.
 //! `store::tests` applies random ingest chunks (identifiers that change and move between
-//! devices, redeliveries, reopenings of the store) to a sled [`crate::store::Store`] on disk and
+//! devices, redeliveries, reopenings of the store) to a sled `Store` on disk and
 //! to this model (with plain maps beside it for offsets and feed times), and requires the same
 //! device by GUID, the same GUIDs by processor id, MAC and hostname, and the same offsets and
 //! feed times after every chunk and every reopening. The identifiers it generates hold no NUL
 //! byte: for a hostname or processor id holding one the store answers differently (the ignored
 //! `store_bug_01` test there), harmlessly for matching, as the GUID it then names has no device.
 
-use super::DeviceDirectory;
+use super::{DeviceDirectory, DirectoryError};
 use crate::fold::DeviceState;
-use crate::store::StoreError;
 use std::collections::BTreeMap;
 
 /// Device states by (normalised) connector GUID; nothing else is stored, every index is a scan.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryDirectory {
-    pub devices: BTreeMap<String, DeviceState>,
+    pub(crate) devices: BTreeMap<String, DeviceState>,
 }
 
 impl MemoryDirectory {
@@ -37,31 +36,29 @@ impl MemoryDirectory {
 }
 
 impl DeviceDirectory for MemoryDirectory {
-    fn device(&self, guid: &str) -> Result<Option<DeviceState>, StoreError> {
+    fn device(&self, guid: &str) -> Result<Option<DeviceState>, DirectoryError> {
         Ok(self.devices.get(guid).cloned())
     }
-    fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError> {
+    fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, DirectoryError> {
         Ok(self.guids(|d| {
             d.windows_processor_id
                 .as_ref()
                 .is_some_and(|p| p.value == id)
         }))
     }
-    fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, StoreError> {
+    fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, DirectoryError> {
         Ok(self.guids(|d| {
             d.macs
                 .as_ref()
                 .is_some_and(|m| m.value.iter().any(|x| x == mac))
         }))
     }
-    /// The short-name rule: `host` itself, or `host` followed by `.` and a domain.
-    fn guids_by_hostname(&self, host: &str) -> Result<Vec<String>, StoreError> {
+    /// The hostname rule, both ways (`matching::hostnames_match`).
+    fn guids_by_hostname(&self, host: &str) -> Result<Vec<String>, DirectoryError> {
         Ok(self.guids(|d| {
-            d.hostname.as_ref().is_some_and(|h| {
-                h.value == host
-                    || (h.value.starts_with(host)
-                        && h.value.as_bytes().get(host.len()) == Some(&b'.'))
-            })
+            d.hostname
+                .as_ref()
+                .is_some_and(|h| super::matching::hostnames_match(&h.value, host))
         }))
     }
 }

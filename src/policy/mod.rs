@@ -5,7 +5,7 @@
 //! read-only view of device state in; a decision out. It does no I/O of its own: device state
 //! comes through the [`DeviceDirectory`] trait: the sled store implements it on the decision
 //! side (`decision/directory.rs`), [`MemoryDirectory`] in memory for tests and benchmarks.
-//! Policy names only the store's error type, never the store.
+//! Policy never names the store: a directory's failure is policy's own [`DirectoryError`].
 
 mod evaluate;
 mod matching;
@@ -13,10 +13,15 @@ mod memory;
 #[cfg(test)]
 mod tests;
 
-pub use evaluate::Subject;
-pub use evaluate::{evaluate, Decision, DeviceVerdict, EvalContext, Outcome, Reason};
-pub use matching::{match_device, DeviceDirectory, Matched, MatchedBy, RequestIdentifiers};
+pub use evaluate::{evaluate, Decision, EvalContext, Subject};
+pub use matching::{DeviceDirectory, DirectoryError, RequestIdentifiers};
 pub use memory::MemoryDirectory;
+
+pub(crate) use evaluate::{Outcome, Reason};
+pub(crate) use matching::MatchedBy;
+// The store's tests check that the sled store and the in-memory model match alike.
+#[cfg(test)]
+pub(crate) use matching::match_device;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,7 +30,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UnknownDevice {
+    /// Allow it.
     Allow,
+    /// Deny it.
     Deny,
 }
 
@@ -47,22 +54,26 @@ pub struct Policy {
     pub require_trusted: bool,
     /// "Allow Cisco Secure Endpoint to block compromised endpoints".
     pub block_compromised: bool,
+    /// What to answer for a trusted device SE does not know (rule 7).
     pub unknown_device: UnknownDevice,
     /// How old the newest record or heartbeat from any source (the liveness age) may be.
     pub stale_after: Duration,
+    /// What to do when the liveness age is over `stale_after`.
     pub on_stale: OnStale,
 }
 
 /// The global policy and the custom policies by application.
 #[derive(Debug, Clone)]
 pub struct Policies {
+    /// Applies to every application without a custom policy.
     pub global: Policy,
+    /// Custom policies, by the application name a request gives.
     pub by_application: HashMap<String, Policy>,
 }
 
 impl Policies {
     /// The policy for an application: its custom policy, else the global one.
-    pub fn for_application(&self, application: &str) -> &Policy {
+    pub(crate) fn for_application(&self, application: &str) -> &Policy {
         self.by_application.get(application).unwrap_or(&self.global)
     }
 }

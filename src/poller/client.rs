@@ -19,11 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 /// After this many failed attempts at one page the cycle gives up (and the next cycle retries
 /// from its checkpoint); with the capped backoff that is several minutes of outage.
-pub const MAX_ATTEMPTS: u32 = 12;
+const MAX_ATTEMPTS: u32 = 12;
 
 /// Why a GET did not produce a page.
 #[derive(Debug, thiserror::Error)]
-pub enum FetchError {
+pub(super) enum FetchError {
     /// 401/403: the credentials are wrong or lack scope. Retrying would only burn budget.
     #[error("SE API refused the credentials of client id {client_id:?}: HTTP {status} ({details}); check [poller] client_id and api_key (and the key's scope), then restart")]
     Unauthorized {
@@ -50,15 +50,15 @@ pub enum FetchError {
 }
 
 /// A page as received.
-pub struct Page {
-    pub body: String,
+pub(super) struct Page {
+    pub(super) body: String,
     /// When the request that produced it was sent.
-    pub sent_at: DateTime<Utc>,
+    pub(super) sent_at: DateTime<Utc>,
 }
 
 /// A cheap-to-clone SE client sharing one budget.
 #[derive(Clone)]
-pub struct Client {
+pub(super) struct Client {
     http: reqwest::Client,
     base_url: String,
     client_id: String,
@@ -75,7 +75,7 @@ enum Attempt {
 }
 
 impl Client {
-    pub fn new(settings: &PollerSettings) -> anyhow::Result<Client> {
+    pub(super) fn new(settings: &PollerSettings) -> anyhow::Result<Client> {
         let client_id = settings
             .client_id
             .clone()
@@ -104,13 +104,17 @@ impl Client {
     }
 
     /// The absolute URL of an API path such as `/v1/events?limit=500`.
-    pub fn url(&self, path_and_query: &str) -> String {
+    pub(super) fn url(&self, path_and_query: &str) -> String {
         format!("{}{}", self.base_url, path_and_query)
     }
 
     /// GETs `url` (absolute, e.g. a `next` link) until it yields a page, a fatal error, or
     /// [`MAX_ATTEMPTS`] transient failures.
-    pub async fn get(&self, url: &str, cancel: &CancellationToken) -> Result<Page, FetchError> {
+    pub(super) async fn get(
+        &self,
+        url: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Page, FetchError> {
         let path = loggable_path(url);
         let mut last = String::new();
         for attempt in 0..MAX_ATTEMPTS {
@@ -275,7 +279,7 @@ fn loggable_path(url: &str) -> String {
 }
 
 /// SE's error `details`, or the start of an unexpected body.
-pub fn error_details(body: &str) -> String {
+fn error_details(body: &str) -> String {
     #[derive(serde::Deserialize)]
     struct ErrorBody {
         #[serde(default)]

@@ -14,7 +14,7 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a cycle (one poll or one sweep) failed.
 #[derive(Debug, thiserror::Error)]
-pub enum CycleError {
+pub(super) enum CycleError {
     #[error(transparent)]
     Fetch(#[from] FetchError),
     #[error(transparent)]
@@ -42,15 +42,15 @@ impl CycleError {
 /// What both loops share: one SE client (and so one request budget), the events publisher and
 /// the poller's settings. Cheap to clone.
 #[derive(Clone)]
-pub struct PollContext {
-    pub client: Client,
-    pub publisher: EventsPublisher,
-    pub settings: PollerSettings,
+pub(super) struct PollContext {
+    pub(super) client: Client,
+    pub(super) publisher: EventsPublisher,
+    pub(super) settings: PollerSettings,
 }
 
 impl PollContext {
     /// Publishes `records` and waits until Kafka acknowledged all of them.
-    pub async fn publish(&self, records: &[OutRecord<'_>]) -> Result<(), PublishError> {
+    pub(super) async fn publish(&self, records: &[OutRecord<'_>]) -> Result<(), PublishError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -58,7 +58,7 @@ impl PollContext {
     }
 
     /// A page's `next` link, re-rooted at the configured `base_url`.
-    pub fn same_origin(&self, next: &str) -> String {
+    pub(super) fn same_origin(&self, next: &str) -> String {
         reroot(&self.settings.base_url, next)
     }
 }
@@ -77,7 +77,7 @@ fn reroot(base_url: &str, next: &str) -> String {
 
 /// Logs a failed cycle of `poll_loop` (`events` or `inventory`); returns the error when it is
 /// fatal. A cancelled cycle is not a failure.
-pub fn cycle_failed(poll_loop: &'static str, e: CycleError) -> Result<(), CycleError> {
+pub(super) fn cycle_failed(poll_loop: &'static str, e: CycleError) -> Result<(), CycleError> {
     if e.is_cancelled() {
         return Ok(());
     }

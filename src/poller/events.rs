@@ -7,7 +7,7 @@
 //! one in force, so the next cycle re-reads (duplicates) instead of skipping (loss).
 
 use super::client::Page;
-use super::cursor::{event_key, Checkpoint, Cursor};
+use super::cursor::{event_key, Checkpoint, Cursor, StateLock, Tenant};
 use super::cycle::{cycle_failed, CycleError, PollContext};
 use crate::publish::OutRecord;
 use crate::se::{split_records, Event};
@@ -21,18 +21,20 @@ use tokio_util::sync::CancellationToken;
 
 /// What one cycle did, for the log.
 #[derive(Debug, Default)]
-pub struct CycleStats {
-    pub pages: u32,
-    pub published: usize,
-    pub duplicates: usize,
-    pub skipped: usize,
+struct CycleStats {
+    pages: u32,
+    published: usize,
+    duplicates: usize,
+    skipped: usize,
 }
 
 /// The event poll with its cursor.
-pub struct EventPoll {
+pub(super) struct EventPoll {
     ctx: PollContext,
     checkpoint: Checkpoint,
     cursor: Cursor,
+    /// Held while the poll lives: no second poller can share the state directory.
+    _lock: StateLock,
 }
 
 /// One event of a page that is new and publishable.
@@ -42,9 +44,15 @@ struct Fresh<'a> {
 }
 
 impl EventPoll {
-    /// Loads the checkpoint; a corrupt one stops start-up rather than re-reading silently.
-    pub fn open(ctx: PollContext) -> Result<EventPoll, CycleError> {
-        let checkpoint = Checkpoint::new(&ctx.settings.state_path);
+    /// Locks the state directory and loads this tenant's checkpoint; a corrupt one, or a
+    /// directory another poller holds, stops start-up rather than re-reading silently.
+    pub(super) fn open(ctx: PollContext) -> Result<EventPoll, CycleError> {
+        let tenant = Tenant {
+            base_url: ctx.settings.base_url.clone(),
+            client_id: ctx.settings.client_id.clone(),
+        };
+        let checkpoint = Checkpoint::new(&ctx.settings.state_path, tenant);
+        let lock = checkpoint.lock()?;
         let cursor = checkpoint.load()?;
         tracing::info!(
             watermark = cursor.describe(),
@@ -55,15 +63,16 @@ impl EventPoll {
             ctx,
             checkpoint,
             cursor,
+            _lock: lock,
         })
     }
 
-    pub fn cursor(&self) -> &Cursor {
+    fn cursor(&self) -> &Cursor {
         &self.cursor
     }
 
     /// One poll: read every page, publish what is new, checkpoint, heartbeat.
-    pub async fn cycle(&mut self, cancel: &CancellationToken) -> Result<CycleStats, CycleError> {
+    async fn cycle(&mut self, cancel: &CancellationToken) -> Result<CycleStats, CycleError> {
         let polled_at = Utc::now();
         let polled_ms = polled_at.timestamp_millis();
         let s = &self.ctx.settings;
@@ -178,7 +187,7 @@ impl EventPoll {
 
 /// Runs the event poll every `interval` until `shutdown`. Failures are logged and retried at
 /// the next poll; authentication failures stop it.
-pub async fn run(
+pub(super) async fn run(
     mut poll: EventPoll,
     interval: Duration,
     shutdown: CancellationToken,
@@ -207,7 +216,7 @@ pub async fn run(
 
 /// The first URL of a poll starting at `start` (unix ms, inclusive; SE takes whole seconds, so
 /// it is rounded down, which only widens the window).
-pub fn events_url(endpoint: &str, start: Millis, page_size: u32, event_types: &[u64]) -> String {
+fn events_url(endpoint: &str, start: Millis, page_size: u32, event_types: &[u64]) -> String {
     let start = Utc
         .timestamp_opt(start.div_euclid(1000), 0)
         .single()
@@ -225,7 +234,7 @@ pub fn events_url(endpoint: &str, start: Millis, page_size: u32, event_types: &[
     url.into()
 }
 
-pub fn millis(d: Duration) -> Millis {
+fn millis(d: Duration) -> Millis {
     Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
 }
 

@@ -19,17 +19,14 @@ use tokio_util::sync::CancellationToken;
 
 /// What one sweep did, for the log.
 #[derive(Debug, Default)]
-pub struct SweepStats {
-    pub pages: u32,
-    pub published: usize,
-    pub skipped: usize,
+struct SweepStats {
+    pages: u32,
+    published: usize,
+    skipped: usize,
 }
 
 /// Reads every page of `/v1/computers` and publishes each computer.
-pub async fn sweep(
-    ctx: &PollContext,
-    cancel: &CancellationToken,
-) -> Result<SweepStats, CycleError> {
+async fn sweep(ctx: &PollContext, cancel: &CancellationToken) -> Result<SweepStats, CycleError> {
     let mut url = ctx.client.url(&format!(
         "/v1/computers?limit={}&offset=0",
         ctx.settings.page_size
@@ -73,17 +70,15 @@ pub async fn sweep(
 
 /// When sweeps run: at start, once more `grace` after start, then every `interval`.
 #[derive(Debug, Clone)]
-pub struct Schedule {
-    started: Instant,
+struct Schedule {
     interval: Duration,
     extra: Option<Instant>,
     regular: Instant,
 }
 
 impl Schedule {
-    pub fn new(started: Instant, interval: Duration, grace: Duration) -> Schedule {
+    fn new(started: Instant, interval: Duration, grace: Duration) -> Schedule {
         Schedule {
-            started,
             interval,
             extra: (grace < interval).then(|| started + grace),
             regular: started,
@@ -91,7 +86,7 @@ impl Schedule {
     }
 
     /// The next sweep time, consuming it.
-    pub fn take_next(&mut self) -> Instant {
+    fn take_next(&mut self) -> Instant {
         match self.extra {
             Some(extra) if extra <= self.regular => {
                 self.extra = None;
@@ -104,15 +99,11 @@ impl Schedule {
             }
         }
     }
-
-    pub fn started(&self) -> Instant {
-        self.started
-    }
 }
 
 /// Runs sweeps on the schedule until `shutdown`. Failures are logged and retried at the next
 /// sweep; authentication failures stop the sweeps.
-pub async fn run(
+pub(super) async fn run(
     ctx: PollContext,
     grace: Duration,
     shutdown: CancellationToken,

@@ -1,25 +1,25 @@
 //! The Secure Endpoint poller: SE's REST API into the events topic, within the request budget.
 //!
-//! Owns two loops sharing one [`client::Client`] (and so one request budget) through a
-//! [`PollContext`]: the event poll (`/v1/events` from a checkpointed cursor, see [`events`] and
-//! [`cursor`]) and the inventory sweep (`/v1/computers`, see [`inventory`]); what they share is
-//! in `cycle.rs`. Both publish SE's bytes unchanged through
-//! [`crate::publish::EventsPublisher`]. [`rate_limit`] keeps every request inside the governor
+//! Owns two loops sharing one SE client (`client.rs`, and so one request budget) through a
+//! `PollContext`: the event poll (`/v1/events` from a checkpointed cursor, see `events.rs` and
+//! `cursor.rs`) and the inventory sweep (`/v1/computers`, see `inventory.rs`); what they share
+//! is in `cycle.rs`. Both publish SE's bytes unchanged through
+//! [`crate::publish::EventsPublisher`]. `rate_limit.rs` keeps every request inside the governor
 //! quota and SE's own `x-ratelimit-*` budget; [`plan`] is the arithmetic behind
 //! `trustgate poll --plan`. It does not own what the records mean: that is [`crate::fold`].
 //!
 //! Failure policy: transient errors (5xx, timeouts, 429, Kafka) fail a cycle, which the next
 //! cycle retries from the checkpoint; 401/403 stop the poller with an error naming the cause.
 
-pub mod client;
-pub mod cursor;
+mod client;
+mod cursor;
 mod cycle;
-pub mod events;
-pub mod inventory;
+mod events;
+mod inventory;
 pub mod plan;
-pub mod rate_limit;
+mod rate_limit;
 
-pub use cycle::{CycleError, PollContext};
+use cycle::PollContext;
 
 use crate::config::Settings;
 use crate::publish::EventsPublisher;

@@ -8,12 +8,15 @@ use std::fmt::Write;
 use std::time::Duration;
 
 /// SE's observed hourly limit per API client (`x-ratelimit-limit: 3000`).
-pub const SE_HOURLY_LIMIT: u32 = 3000;
+const SE_HOURLY_LIMIT: u32 = 3000;
 
 /// A tenant's size.
 #[derive(Debug, Clone, Copy)]
 pub struct Tenant {
+    /// Computers in the tenant: every inventory sweep reads all of them.
     pub computers: u64,
+    /// Events the tenant produces per hour: every event poll reads those of its interval plus
+    /// the overlap window.
     pub events_per_hour: u64,
 }
 
@@ -21,17 +24,17 @@ pub struct Tenant {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     /// Pages one event poll reads (it re-reads the overlap window every time).
-    pub event_pages_per_poll: u64,
-    pub events_requests_per_hour: f64,
-    pub pages_per_sweep: u64,
-    pub inventory_requests_per_hour: f64,
-    pub total_requests_per_hour: f64,
-    pub quota: u32,
-    pub reserve: u32,
+    event_pages_per_poll: u64,
+    events_requests_per_hour: f64,
+    pages_per_sweep: u64,
+    inventory_requests_per_hour: f64,
+    total_requests_per_hour: f64,
+    quota: u32,
+    reserve: u32,
     /// From a compromise happening in SE to its event being on the topic, at worst.
-    pub compromise_freshness: Duration,
+    compromise_freshness: Duration,
     /// From a resolution in SE's console to the clean observation being on the topic, at worst.
-    pub resolution_freshness: Duration,
+    resolution_freshness: Duration,
 }
 
 fn pages(items: f64, page_size: u32) -> u64 {
@@ -43,6 +46,7 @@ fn per_hour(interval: Duration) -> f64 {
 }
 
 impl Plan {
+    /// What the intervals and quota in `s` cost for `tenant`, and the freshness they buy.
     pub fn new(s: &PollerSettings, tenant: Tenant) -> Plan {
         let window = (s.events_interval + s.events_overlap).as_secs_f64();
         let per_poll = tenant.events_per_hour as f64 * window / 3600.0;
@@ -85,10 +89,6 @@ impl Plan {
             ));
         }
         w
-    }
-
-    pub fn fits(&self) -> bool {
-        self.warnings().is_empty()
     }
 
     /// The human-readable report.

@@ -19,17 +19,17 @@ use tokio_util::sync::CancellationToken;
 
 /// Backoff for 5xx, timeouts and dropped connections: full jitter over `BASE·2^attempt`,
 /// capped so a long outage is retried about once a minute rather than ever more rarely.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
-pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
+pub(super) const BACKOFF_BASE: Duration = Duration::from_millis(200);
+pub(super) const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 /// When SE says nothing useful about when a 429 ends, wait this long.
-pub const DEFAULT_429_WAIT: Duration = Duration::from_secs(60);
+const DEFAULT_429_WAIT: Duration = Duration::from_secs(60);
 
 /// A server-requested wait is clamped to this: SE's window is one hour.
-pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(3600);
+const MAX_SERVER_WAIT: Duration = Duration::from_secs(3600);
 
 /// The governor quota: `burst` requests at once, refilled at `requests_per_hour`.
-pub fn quota(requests_per_hour: u32, burst: u32) -> Quota {
+fn quota(requests_per_hour: u32, burst: u32) -> Quota {
     let rph = NonZeroU32::new(requests_per_hour.max(1)).expect("positive");
     let burst = NonZeroU32::new(burst.max(1)).expect("positive");
     Quota::per_hour(rph).allow_burst(burst)
@@ -38,15 +38,15 @@ pub fn quota(requests_per_hour: u32, burst: u32) -> Quota {
 /// SE's rate-limit headers. Real responses use `x-ratelimit-*`; the docs say `X-Rate-Limit-*`
 /// (header names are case-insensitive, so only the hyphen differs). Both are read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RateHeaders {
-    pub limit: Option<u32>,
-    pub remaining: Option<u32>,
+pub(super) struct RateHeaders {
+    limit: Option<u32>,
+    pub(super) remaining: Option<u32>,
     /// Seconds until the window resets.
-    pub reset: Option<Duration>,
+    reset: Option<Duration>,
     /// When the window resets.
-    pub reset_date: Option<DateTime<Utc>>,
+    reset_date: Option<DateTime<Utc>>,
     /// `Retry-After`, as a delay from when the response was read.
-    pub retry_after: Option<Duration>,
+    retry_after: Option<Duration>,
 }
 
 fn header<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
@@ -63,7 +63,7 @@ fn number(headers: &HeaderMap, names: &[&str]) -> Option<u64> {
 
 impl RateHeaders {
     /// Reads the headers of a response received at `now`.
-    pub fn parse(headers: &HeaderMap, now: DateTime<Utc>) -> RateHeaders {
+    pub(super) fn parse(headers: &HeaderMap, now: DateTime<Utc>) -> RateHeaders {
         let to_u32 = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         RateHeaders {
             limit: number(headers, &["x-ratelimit-limit", "x-rate-limit-limit"]).map(to_u32),
@@ -85,7 +85,7 @@ impl RateHeaders {
     }
 
     /// Time until the window resets: `reset` seconds, else `resetdate − now`.
-    pub fn until_reset(&self, now: DateTime<Utc>) -> Option<Duration> {
+    fn until_reset(&self, now: DateTime<Utc>) -> Option<Duration> {
         self.reset.or_else(|| {
             self.reset_date
                 .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO))
@@ -94,7 +94,7 @@ impl RateHeaders {
 
     /// How long to hold every request after a successful response: until the reset when the
     /// remaining budget has fallen to `reserve`, else not at all.
-    pub fn hold_after_success(&self, reserve: u32, now: DateTime<Utc>) -> Option<Duration> {
+    pub(super) fn hold_after_success(&self, reserve: u32, now: DateTime<Utc>) -> Option<Duration> {
         let remaining = self.remaining?;
         if remaining > reserve {
             return None;
@@ -107,7 +107,7 @@ impl RateHeaders {
     }
 
     /// How long a 429 makes us wait: `Retry-After` when present, else until the reset.
-    pub fn hold_after_429(&self, now: DateTime<Utc>) -> Duration {
+    pub(super) fn hold_after_429(&self, now: DateTime<Utc>) -> Duration {
         self.retry_after
             .or_else(|| self.until_reset(now))
             .unwrap_or(DEFAULT_429_WAIT)
@@ -129,7 +129,7 @@ fn retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 }
 
 /// Full-jitter exponential backoff: uniform in `[0, min(cap, base·2^attempt)]`.
-pub fn backoff(attempt: u32, base: Duration, cap: Duration, rng: &mut impl Rng) -> Duration {
+pub(super) fn backoff(attempt: u32, base: Duration, cap: Duration, rng: &mut impl Rng) -> Duration {
     let ceiling = base
         .checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
         .unwrap_or(cap)
@@ -141,17 +141,17 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration, rng: &mut impl Rng) 
 /// Why a wait ended without permission to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("shutting down")]
-pub struct Cancelled;
+pub(super) struct Cancelled;
 
 /// The budget every request goes through: the quota, plus a hold set from SE's headers.
-pub struct Budget {
+pub(super) struct Budget {
     quota: DefaultDirectRateLimiter,
     hold_until: Mutex<Option<Instant>>,
     reserve: u32,
 }
 
 impl Budget {
-    pub fn new(requests_per_hour: u32, burst: u32, reserve: u32) -> Budget {
+    pub(super) fn new(requests_per_hour: u32, burst: u32, reserve: u32) -> Budget {
         Budget {
             quota: RateLimiter::direct(quota(requests_per_hour, burst)),
             hold_until: Mutex::new(None),
@@ -159,12 +159,12 @@ impl Budget {
         }
     }
 
-    pub fn reserve(&self) -> u32 {
+    pub(super) fn reserve(&self) -> u32 {
         self.reserve
     }
 
     /// Holds every request for `wait` from now (never shortens an existing hold).
-    pub fn hold_for(&self, wait: Duration) {
+    pub(super) fn hold_for(&self, wait: Duration) {
         let until = Instant::now() + wait;
         let mut hold = locks::lock(&self.hold_until);
         if hold.map_or(true, |h| h < until) {
@@ -178,7 +178,7 @@ impl Budget {
     }
 
     /// Waits until a request may be sent: no hold in force and a quota cell available.
-    pub async fn acquire(&self, cancel: &CancellationToken) -> Result<(), Cancelled> {
+    pub(super) async fn acquire(&self, cancel: &CancellationToken) -> Result<(), Cancelled> {
         loop {
             if let Some(until) = self.current_hold() {
                 tokio::select! {
@@ -199,7 +199,7 @@ impl Budget {
 }
 
 /// Sleeps for `wait` unless cancelled first.
-pub async fn sleep(wait: Duration, cancel: &CancellationToken) -> Result<(), Cancelled> {
+pub(super) async fn sleep(wait: Duration, cancel: &CancellationToken) -> Result<(), Cancelled> {
     tokio::select! {
         _ = cancel.cancelled() => Err(Cancelled),
         _ = tokio::time::sleep(wait) => Ok(()),

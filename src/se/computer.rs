@@ -6,23 +6,23 @@ use serde::Deserialize;
 /// The fields of an SE computer that trustgate relies on.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 pub struct Computer {
-    pub connector_guid: String,
+    pub(crate) connector_guid: String,
     #[serde(default)]
-    pub hostname: Option<String>,
+    pub(crate) hostname: Option<String>,
     #[serde(default)]
-    pub operating_system: Option<String>,
+    pub(crate) operating_system: Option<String>,
     #[serde(default)]
-    pub network_addresses: Vec<NetworkAddress>,
+    pub(crate) network_addresses: Vec<NetworkAddress>,
     #[serde(default)]
-    pub windows_processor_id: Option<String>,
+    pub(crate) windows_processor_id: Option<String>,
     /// SE's compromise flag. Absent on older or partial shapes (e.g. `/v1/computers/activity`):
     /// such a record is not an observation of compromise state, only of identifiers.
     #[serde(default)]
-    pub is_compromised: Option<bool>,
+    pub(crate) is_compromised: Option<bool>,
     #[serde(default)]
-    pub last_seen: Option<String>,
+    pub(crate) last_seen: Option<String>,
     #[serde(default)]
-    pub active: Option<bool>,
+    active: Option<bool>,
 }
 
 #[cfg(test)]

@@ -16,25 +16,25 @@ pub struct Event {
     pub event_type_id: u64,
     /// RFC 3339 as SE sends it; kept as text so a malformed date never rejects the event.
     #[serde(default)]
-    pub date: Option<String>,
+    pub(crate) date: Option<String>,
     #[serde(default)]
-    pub detection_id: Option<String>,
+    pub(crate) detection_id: Option<String>,
     /// Top-level copy of `computer.connector_guid` that SE adds on most events.
     #[serde(default)]
-    pub connector_guid: Option<String>,
+    connector_guid: Option<String>,
     #[serde(default)]
-    pub computer: Option<EventComputer>,
+    pub(crate) computer: Option<EventComputer>,
 }
 
 /// The `computer` object embedded in an event.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-pub struct EventComputer {
+pub(crate) struct EventComputer {
     #[serde(default)]
-    pub connector_guid: Option<String>,
+    connector_guid: Option<String>,
     #[serde(default)]
-    pub hostname: Option<String>,
+    pub(crate) hostname: Option<String>,
     #[serde(default)]
-    pub network_addresses: Vec<NetworkAddress>,
+    pub(crate) network_addresses: Vec<NetworkAddress>,
 }
 
 impl Event {

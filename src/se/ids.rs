@@ -2,7 +2,7 @@
 //! separator each side used.
 
 /// Connector GUIDs are compared case-insensitively; SE prints them lower case.
-pub fn normalize_guid(guid: &str) -> Option<String> {
+pub(crate) fn normalize_guid(guid: &str) -> Option<String> {
     let guid = guid.trim();
     usable(guid).then(|| guid.to_ascii_lowercase())
 }
@@ -14,14 +14,14 @@ fn usable(id: &str) -> bool {
 }
 
 /// Hostnames are compared case-insensitively (DNS names are), without a trailing root dot.
-pub fn normalize_hostname(hostname: &str) -> Option<String> {
+pub(crate) fn normalize_hostname(hostname: &str) -> Option<String> {
     let host = hostname.trim().trim_end_matches('.');
     usable(host).then(|| host.to_ascii_lowercase())
 }
 
 /// A MAC address as 12 lower-case hex digits, accepting `:`, `-` or `.` separators (or none) in
 /// any case. Anything that is not 6 bytes of hex is not a MAC and is ignored rather than indexed.
-pub fn normalize_mac(mac: &str) -> Option<String> {
+pub(crate) fn normalize_mac(mac: &str) -> Option<String> {
     let hex: String = mac
         .trim()
         .chars()
@@ -32,7 +32,7 @@ pub fn normalize_mac(mac: &str) -> Option<String> {
 }
 
 /// `windows_processor_id` is a hex string; compare it case-insensitively.
-pub fn normalize_processor_id(id: &str) -> Option<String> {
+pub(crate) fn normalize_processor_id(id: &str) -> Option<String> {
     let id = id.trim();
     usable(id).then(|| id.to_ascii_lowercase())
 }

@@ -15,18 +15,19 @@ mod page;
 mod platform;
 
 pub use computer::Computer;
-pub use event::{Event, EventComputer};
-pub use ids::{normalize_guid, normalize_hostname, normalize_mac, normalize_processor_id};
+pub use event::Event;
 pub use page::{split_records, PageError, RawRecords};
 pub use platform::Platform;
+
+pub(crate) use ids::{normalize_guid, normalize_hostname, normalize_mac, normalize_processor_id};
 
 use serde::Deserialize;
 
 /// One entry of `network_addresses[]`, on both events (`computer.network_addresses`) and computers.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-pub struct NetworkAddress {
+pub(crate) struct NetworkAddress {
     #[serde(default)]
-    pub mac: Option<String>,
+    pub(crate) mac: Option<String>,
     #[serde(default)]
-    pub ip: Option<String>,
+    ip: Option<String>,
 }

@@ -10,8 +10,10 @@ use serde_json::value::RawValue;
 /// Why a body could not be split into records.
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {
+    /// The body is not JSON at all.
     #[error("body is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The body is JSON of another shape; says what it was.
     #[error("expected a JSON object, an array of objects or an envelope with `data`, got {0}")]
     Shape(&'static str),
 }
@@ -19,8 +21,9 @@ pub enum PageError {
 /// The records of one body plus, for a `/v1/...` envelope, its `next` link.
 #[derive(Debug)]
 pub struct RawRecords<'a> {
+    /// Each record's exact bytes, borrowed from the body.
     pub records: Vec<&'a RawValue>,
-    pub next: Option<String>,
+    pub(crate) next: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -6,18 +6,25 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
+    /// Windows, desktop or server.
     Windows,
+    /// macOS (and Mac OS X).
     Macos,
+    /// Any Linux distribution.
     Linux,
+    /// iOS and iPadOS.
     Ios,
+    /// Android.
     Android,
+    /// ChromeOS.
     Chromeos,
+    /// Anything else.
     Other,
 }
 
 impl Platform {
     /// Parses a request's `os` case-insensitively; `None` for a value outside the contract.
-    pub fn from_request(os: &str) -> Option<Platform> {
+    pub(crate) fn from_request(os: &str) -> Option<Platform> {
         Some(match os.trim().to_ascii_lowercase().as_str() {
             "windows" => Platform::Windows,
             "macos" => Platform::Macos,
@@ -62,7 +69,7 @@ impl Platform {
     }
 
     /// Whether Duo's "block compromised endpoints" check covers this platform.
-    pub fn se_checked(self) -> bool {
+    pub(crate) fn se_checked(self) -> bool {
         matches!(self, Platform::Windows | Platform::Macos)
     }
 }

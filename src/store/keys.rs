@@ -8,23 +8,29 @@
 //! | processor-id index | `P` id `\0` guid | empty |
 //! | ingest offset | `O` topic `\0` partition (i32 BE) | next offset (i64 BE) |
 //! | source liveness | `F` source | newest record time, unix ms (i64 BE) |
+//! | last applied record | `R` topic `\0` partition (i32 BE) | its Kafka timestamp, unix ms (i64 BE) |
 //!
 //! Index values are normalised (lower case; MACs as 12 hex digits) and never contain `\0`.
 //! The hostname index is scanned by prefix: a stored `fin-lt-0042.corp.example.com` is found
-//! by `fin-lt-0042` because the byte after the prefix is `.`.
+//! by `fin-lt-0042` because the byte after the prefix is `.`; the other way, a stored
+//! `fin-lt-0042` is found by `fin-lt-0042.corp.example.com` through exact lookups of the
+//! request's name cut before each dot.
 
 use crate::fold::DeviceState;
 use std::collections::BTreeSet;
 
-pub const DEVICE: u8 = b'D';
-pub const HOSTNAME: u8 = b'H';
-pub const MAC: u8 = b'M';
-pub const PROCESSOR: u8 = b'P';
-pub const OFFSET: u8 = b'O';
+pub(crate) const DEVICE: u8 = b'D';
+pub(crate) const HOSTNAME: u8 = b'H';
+pub(crate) const MAC: u8 = b'M';
+pub(crate) const PROCESSOR: u8 = b'P';
+pub(crate) const OFFSET: u8 = b'O';
 /// Liveness keys keep the `F` (for "feed") they were first written with.
-pub const LIVENESS: u8 = b'F';
+pub(crate) const LIVENESS: u8 = b'F';
+/// The Kafka timestamp of the record just before each stored offset: on start, the record
+/// found there must be the same one, or the topic was recreated under the same name.
+pub(crate) const LAST_RECORD: u8 = b'R';
 
-pub fn device(guid: &str) -> Vec<u8> {
+pub(crate) fn device(guid: &str) -> Vec<u8> {
     prefixed(DEVICE, guid.as_bytes())
 }
 
@@ -36,12 +42,12 @@ fn prefixed(space: u8, rest: &[u8]) -> Vec<u8> {
 }
 
 /// `space value` with no terminator: the prefix for a hostname scan.
-pub fn index_value_prefix(space: u8, value: &str) -> Vec<u8> {
+pub(crate) fn index_value_prefix(space: u8, value: &str) -> Vec<u8> {
     prefixed(space, value.as_bytes())
 }
 
 /// `space value \0`: the prefix of every entry for exactly `value`.
-pub fn index_entry_prefix(space: u8, value: &str) -> Vec<u8> {
+pub(crate) fn index_entry_prefix(space: u8, value: &str) -> Vec<u8> {
     let mut key = index_value_prefix(space, value);
     key.push(0);
     key
@@ -55,7 +61,7 @@ fn index_entry(space: u8, value: &str, guid: &str) -> Vec<u8> {
 
 /// Given what follows a hostname-scan prefix, the GUID if the stored name is the requested
 /// name exactly (`\0guid`) or that name followed by a domain (`.domain\0guid`).
-pub fn hostname_match(rest: &[u8]) -> Option<String> {
+pub(crate) fn hostname_match(rest: &[u8]) -> Option<String> {
     let nul = rest.iter().position(|b| *b == 0)?;
     let suffix = &rest[..nul];
     (suffix.is_empty() || suffix.first() == Some(&b'.'))
@@ -63,7 +69,7 @@ pub fn hostname_match(rest: &[u8]) -> Option<String> {
 }
 
 /// Every index entry a device state implies.
-pub fn index_keys(state: &DeviceState) -> BTreeSet<Vec<u8>> {
+pub(crate) fn index_keys(state: &DeviceState) -> BTreeSet<Vec<u8>> {
     let guid = &state.connector_guid;
     let mut keys = BTreeSet::new();
     if let Some(h) = &state.hostname {
@@ -78,19 +84,33 @@ pub fn index_keys(state: &DeviceState) -> BTreeSet<Vec<u8>> {
     keys
 }
 
-pub fn offset_prefix(topic: &str) -> Vec<u8> {
+pub(crate) fn offset_prefix(topic: &str) -> Vec<u8> {
     let mut key = prefixed(OFFSET, topic.as_bytes());
     key.push(0);
     key
 }
 
-pub fn offset(topic: &str, partition: i32) -> Vec<u8> {
+pub(crate) fn offset(topic: &str, partition: i32) -> Vec<u8> {
     let mut key = offset_prefix(topic);
     key.extend_from_slice(&partition.to_be_bytes());
     key
 }
 
-pub fn liveness(source: &str) -> Vec<u8> {
+/// `R topic \0`: the prefix of every last-record key of `topic`.
+pub(crate) fn last_record_prefix(topic: &str) -> Vec<u8> {
+    let mut key = prefixed(LAST_RECORD, topic.as_bytes());
+    key.push(0);
+    key
+}
+
+/// `R topic \0 partition`: where the last applied record's time is kept.
+pub(crate) fn last_record(topic: &str, partition: i32) -> Vec<u8> {
+    let mut key = last_record_prefix(topic);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+pub(crate) fn liveness(source: &str) -> Vec<u8> {
     prefixed(LIVENESS, source.as_bytes())
 }
 

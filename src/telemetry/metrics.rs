@@ -45,121 +45,137 @@ fn snake<T: serde::Serialize>(value: &T) -> String {
 // Decisions (`trustgate_decision*`, `trustgate_requests_*`).
 
 /// One decision answered (Kafka or HTTP), with the time spent deciding it.
-pub fn decision(policy: &str, outcome: Outcome, reason: Reason, spent: Duration) {
+pub(crate) fn decision(policy: &str, outcome: Outcome, reason: Reason, spent: Duration) {
     counter!("trustgate_decisions_total", "policy" => policy.to_owned(), "decision" => snake(&outcome), "reason" => snake(&reason))
         .increment(1);
     histogram!("trustgate_decision_duration_seconds").record(spent.as_secs_f64());
 }
 
 /// A decision request that could not be answered and was dead-lettered.
-pub fn request_dead_lettered() {
+pub(crate) fn request_dead_lettered() {
     counter!("trustgate_requests_dead_lettered_total").increment(1);
 }
 
 // Ingest (`trustgate_ingest_*`) and the liveness age.
 
 /// Records applied by ingest, by kind.
-pub fn ingest_records_applied(kind: &'static str, count: u64) {
+pub(crate) fn ingest_records_applied(kind: &'static str, count: u64) {
     counter!("trustgate_ingest_records_applied_total", "kind" => kind).increment(count);
 }
 
 /// Events records sent to the dead-letter topic.
-pub fn ingest_dead_lettered(count: u64) {
+pub(crate) fn ingest_dead_lettered(count: u64) {
     counter!("trustgate_ingest_dead_lettered_total").increment(count);
 }
 
+/// Ingest cleared its state to rebuild it from the events topic's beginning, by `cause`
+/// (`beyond_end`, `partition_gone`, `offset_went_back`, `topic_recreated`, `record_changed`: see `ingest::consumer::Mismatch`).
+pub fn ingest_rebuild(cause: &'static str) {
+    counter!("trustgate_ingest_rebuilds_total", "cause" => cause).increment(1);
+}
+
+/// A dead-letter write that failed (ingest retries it and does not move past it).
+pub fn ingest_dead_letter_failed() {
+    counter!("trustgate_ingest_dead_letter_failures_total").increment(1);
+}
+
+/// 1 while ingest is held by `cause` (`dead_letter`: a dead-letter write keeps failing), else 0.
+pub fn ingest_stuck(cause: &'static str, stuck: bool) {
+    gauge!("trustgate_ingest_stuck", "cause" => cause).set(if stuck { 1.0 } else { 0.0 });
+}
+
 /// Records behind the high watermark, per events partition.
-pub fn ingest_lag(partition: i32, lag: i64) {
+pub(crate) fn ingest_lag(partition: i32, lag: i64) {
     gauge!("trustgate_ingest_lag_records", "partition" => partition.to_string()).set(lag as f64);
 }
 
 /// Seconds since the newest record or heartbeat from any source, the liveness age (NaN-free:
 /// never written reports +Inf).
-pub fn feed_age(age: Option<Duration>) {
+pub(crate) fn feed_age(age: Option<Duration>) {
     gauge!("trustgate_feed_age_seconds").set(age.map_or(f64::INFINITY, |a| a.as_secs_f64()));
 }
 
 /// 1 when ingest has caught up with the events topic.
-pub fn ingest_caught_up(yes: bool) {
+pub(crate) fn ingest_caught_up(yes: bool) {
     gauge!("trustgate_ingest_caught_up").set(if yes { 1.0 } else { 0.0 });
 }
 
 // The poller (`trustgate_poller_*`).
 
 /// One request sent to SE (every attempt, retries included).
-pub fn poller_request() {
+pub(crate) fn poller_request() {
     counter!("trustgate_poller_requests_total").increment(1);
 }
 
 /// A failed attempt, by `cause`: `transport`, `body`, `5xx`, `4xx`, `auth`.
-pub fn poller_request_failed(cause: &'static str) {
+pub(crate) fn poller_request_failed(cause: &'static str) {
     counter!("trustgate_poller_request_failures_total", "cause" => cause).increment(1);
 }
 
 /// A 429 answer from SE.
-pub fn poller_rate_limited() {
+pub(crate) fn poller_rate_limited() {
     counter!("trustgate_poller_429_total").increment(1);
 }
 
 /// SE's `x-ratelimit-remaining`, as last read.
-pub fn poller_budget_remaining(remaining: u32) {
+pub(crate) fn poller_budget_remaining(remaining: u32) {
     gauge!("trustgate_poller_ratelimit_remaining").set(f64::from(remaining));
 }
 
 /// SE's remaining budget fell to the reserve and requests were held.
-pub fn poller_budget_held() {
+pub(crate) fn poller_budget_held() {
     counter!("trustgate_poller_budget_holds_total").increment(1);
 }
 
 /// Records published to the events topic, by `kind` (`event`, `computer`).
-pub fn poller_published(kind: &'static str, count: usize) {
+pub(crate) fn poller_published(kind: &'static str, count: usize) {
     counter!("trustgate_poller_records_published_total", "kind" => kind).increment(count as u64);
 }
 
 /// A record read but not published, by `reason` (`no_connector_guid`, `unreadable`).
-pub fn poller_skipped(reason: &'static str) {
+pub(crate) fn poller_skipped(reason: &'static str) {
     counter!("trustgate_poller_records_skipped_total", "reason" => reason).increment(1);
 }
 
 /// An event already published inside the overlap window, skipped.
-pub fn poller_duplicate_event() {
+pub(crate) fn poller_duplicate_event() {
     counter!("trustgate_poller_duplicate_events_total").increment(1);
 }
 
 /// A completed cycle of one of the poller's loops (`events`, `inventory`: the `feed` label).
-pub fn poller_cycle_done(poll_loop: &'static str) {
+pub(crate) fn poller_cycle_done(poll_loop: &'static str) {
     counter!("trustgate_poller_cycles_total", "feed" => poll_loop).increment(1);
 }
 
 /// A failed cycle of one of the poller's loops (the `feed` label, as above).
-pub fn poller_cycle_failed(poll_loop: &'static str) {
+pub(crate) fn poller_cycle_failed(poll_loop: &'static str) {
     counter!("trustgate_poller_cycle_failures_total", "feed" => poll_loop).increment(1);
 }
 
 /// The event cursor's watermark, exported in unix seconds.
-pub fn poller_watermark(watermark: Millis) {
+pub(crate) fn poller_watermark(watermark: Millis) {
     gauge!("trustgate_poller_watermark_seconds").set(watermark as f64 / 1000.0);
 }
 
 /// 1 while polling, 0 once stopped by an error no retry can fix (401/403).
-pub fn poller_up(up: bool) {
+pub(crate) fn poller_up(up: bool) {
     gauge!("trustgate_poller_up").set(if up { 1.0 } else { 0.0 });
 }
 
 // The webhook bridge (`trustgate_webhook_*`).
 
 /// A delivery accepted (202), with how many records it carried.
-pub fn webhook_accepted(records: usize) {
+pub(crate) fn webhook_accepted(records: usize) {
     counter!("trustgate_webhook_accepted_total").increment(1);
     counter!("trustgate_webhook_records_total").increment(records as u64);
 }
 
 /// A delivery whose `webhook-id` was already accepted.
-pub fn webhook_duplicate() {
+pub(crate) fn webhook_duplicate() {
     counter!("trustgate_webhook_duplicates_total").increment(1);
 }
 
-/// A delivery not accepted, by `reason` (see `webhook::Reject`).
-pub fn webhook_rejected(reason: &'static str) {
+/// A delivery not accepted, by `reason` (the webhook's `Reject`, in snake case).
+pub(crate) fn webhook_rejected(reason: &'static str) {
     counter!("trustgate_webhook_rejected_total", "reason" => reason).increment(1);
 }

@@ -12,17 +12,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// At most this many per-record errors are listed in a 422, so the answer stays small.
-pub const MAX_ITEMS: usize = 100;
+const MAX_ITEMS: usize = 100;
 
 /// Which endpoint a body was posted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub(super) enum Endpoint {
     Events,
     Computers,
 }
 
 impl Endpoint {
-    pub fn kind(self) -> Kind {
+    pub(super) fn kind(self) -> Kind {
         match self {
             Endpoint::Events => Kind::Event,
             Endpoint::Computers => Kind::Computer,
@@ -32,23 +32,23 @@ impl Endpoint {
 
 /// One usable record.
 #[derive(Debug)]
-pub struct Record<'a> {
+pub(super) struct Record<'a> {
     /// The normalised connector GUID: the record's key on the events topic.
-    pub key: String,
+    pub(super) key: String,
     /// The record's bytes exactly as received.
-    pub value: &'a RawValue,
+    pub(super) value: &'a RawValue,
 }
 
 /// What is wrong with one record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ItemError {
-    pub index: usize,
-    pub error: String,
+pub(super) struct ItemError {
+    pub(super) index: usize,
+    pub(super) error: String,
 }
 
 /// Why a body was refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum BodyError {
+pub(super) enum BodyError {
     /// Not JSON at all (400).
     #[error("body is not valid JSON: {0}")]
     Json(String),
@@ -61,7 +61,7 @@ pub enum BodyError {
 }
 
 /// Splits and checks a body posted to `endpoint`.
-pub fn validate(endpoint: Endpoint, body: &[u8]) -> Result<Vec<Record<'_>>, BodyError> {
+pub(super) fn validate(endpoint: Endpoint, body: &[u8]) -> Result<Vec<Record<'_>>, BodyError> {
     let text =
         std::str::from_utf8(body).map_err(|e| BodyError::Json(format!("not UTF-8 ({e})")))?;
     let raw = split_records(text).map_err(|e| match e {

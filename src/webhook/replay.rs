@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 /// A cheap-to-clone handle to one shared cache.
 #[derive(Clone)]
-pub struct ReplayCache {
+pub(super) struct ReplayCache {
     inner: Arc<Inner>,
 }
 
@@ -44,7 +44,7 @@ enum Entry {
 }
 
 /// The outcome of [`ReplayCache::claim`].
-pub enum Claim {
+pub(super) enum Claim {
     /// This delivery publishes; tell the cache how it ended with the [`Pending`].
     First(Pending),
     /// An earlier delivery of this id was accepted within the window.
@@ -53,7 +53,7 @@ pub enum Claim {
 
 /// The claim of one in-flight delivery. Dropped without [`Pending::accept`], the id is
 /// forgotten.
-pub struct Pending {
+pub(super) struct Pending {
     cache: ReplayCache,
     id: String,
     accepted: bool,
@@ -62,7 +62,7 @@ pub struct Pending {
 }
 
 impl ReplayCache {
-    pub fn new(window: Duration, capacity: usize) -> ReplayCache {
+    pub(super) fn new(window: Duration, capacity: usize) -> ReplayCache {
         ReplayCache {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
@@ -73,7 +73,7 @@ impl ReplayCache {
     }
 
     /// Claims `id` for publishing, waiting while another delivery of it is in flight.
-    pub async fn claim(&self, id: &str) -> Claim {
+    pub(super) async fn claim(&self, id: &str) -> Claim {
         loop {
             let mut in_flight = {
                 let mut state = self.lock();
@@ -100,11 +100,13 @@ impl ReplayCache {
     }
 
     /// How many ids are remembered or in flight.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -145,7 +147,7 @@ impl State {
 
 impl Pending {
     /// The delivery got its 202: remember the id for the window.
-    pub fn accept(mut self) {
+    pub(super) fn accept(mut self) {
         self.accepted = true;
     }
 }

@@ -1,4 +1,4 @@
-//! The webhook router and its handlers.
+//! The webhook listener, its router and its handlers.
 //!
 //! A delivery is checked in a fixed order, cheapest and least trusting first: size (before the
 //! body is read in full), signature (on the raw bytes, before any parsing), content type,
@@ -23,12 +23,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, TimeZone, Utc};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// What a 503 asks the sender to wait before retrying, in seconds.
-pub const RETRY_AFTER_SECS: u64 = 5;
+const RETRY_AFTER_SECS: u64 = 5;
 
-pub fn router(state: WebhookState) -> Router {
+fn router(state: WebhookState) -> Router {
     Router::new()
         .route("/v1/events", post(events))
         .route("/v1/computers", post(computers))
@@ -320,6 +325,57 @@ async fn publish(
             Err(unavailable())
         }
     }
+}
+
+/// Serves until `shutdown`, then stops accepting and lets deliveries in flight finish (bounded
+/// by the publish timeout).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: WebhookState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let limits = state.shared.limits.clone();
+    let service = TowerToHyperService::new(router(state));
+    let graceful = GracefulShutdown::new();
+    tracing::info!(%addr, "Webhook listener started.");
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Usually fd exhaustion: back off instead of spinning.
+                    tracing::warn!(error = %e, "Webhook listener could not accept a connection.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(TokioIo::new(stream), service.clone());
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "Webhook connection ended with an error.");
+            }
+        });
+    }
+    drop(listener);
+    // A delivery past its body is at most `publish_timeout` from its answer; a sender still
+    // trickling its body at shutdown is cut off (and retries).
+    let drain = limits.publish_timeout + Duration::from_secs(2);
+    tracing::info!("Webhook listener stopping; draining deliveries in flight.");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("Webhook deliveries still in flight after {drain:?}; giving up on them.");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

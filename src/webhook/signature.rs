@@ -20,9 +20,9 @@ use sha2::{Digest, Sha256};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
-pub const HEADER_ID: &str = "webhook-id";
-pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
-pub const HEADER_SIGNATURE: &str = "webhook-signature";
+const HEADER_ID: &str = "webhook-id";
+const HEADER_TIMESTAMP: &str = "webhook-timestamp";
+const HEADER_SIGNATURE: &str = "webhook-signature";
 
 const SECRET_PREFIX: &str = "whsec_";
 /// The spec asks for 24-64 random bytes; shorter keys are refused at start-up.
@@ -42,15 +42,22 @@ type HmacSha256 = Hmac<Sha256>;
 /// A configured secret that cannot be used. Names its position, never its value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
+    /// The secret at this position does not start with `whsec_`, or the rest is not base64.
     #[error("webhook.secrets[{0}] is not whsec_<base64>")]
     NotBase64(usize),
+    /// The key is shorter than the 24 random bytes Standard Webhooks asks for.
     #[error("webhook.secrets[{index}] decodes to {len} bytes; use at least {MIN_KEY_BYTES} random bytes")]
-    TooShort { index: usize, len: usize },
+    TooShort {
+        /// The secret's position in `webhook.secrets`.
+        index: usize,
+        /// How many bytes it decodes to.
+        len: usize,
+    },
 }
 
 /// Why a delivery was not authenticated. Never sent to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
+pub(super) enum AuthError {
     #[error("a webhook header is missing")]
     Missing,
     #[error("a webhook header is malformed")]
@@ -65,21 +72,21 @@ pub enum AuthError {
 
 /// What an authenticated delivery says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
+pub(super) struct Delivery {
     /// `webhook-id`: the idempotency key (signed; optional for bearer deliveries).
-    pub id: Option<String>,
+    pub(super) id: Option<String>,
     /// Unix seconds: the signed `webhook-timestamp`, or the receipt time for bearer deliveries
     /// (whose headers nobody signed).
-    pub timestamp: i64,
+    pub(super) timestamp: i64,
     /// Whether a signature authenticated it. A bearer delivery is not tied to a time (no signed
     /// timestamp, replayable for as long as the token lives), so it may carry events, whose
     /// own dates say when they happened, but never computers, whose state would be taken as
     /// current.
-    pub signed: bool,
+    pub(super) signed: bool,
 }
 
 /// Verifies deliveries against the configured secrets and bearer token.
-pub struct Verifier {
+pub(super) struct Verifier {
     keys: Vec<SecretSlice<u8>>,
     /// SHA-256 of the token: comparing digests keeps the comparison constant-time whatever the
     /// presented token's length.
@@ -98,7 +105,7 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    pub fn new(
+    pub(super) fn new(
         secrets: &[SecretString],
         bearer: Option<&SecretString>,
         tolerance: Duration,
@@ -120,7 +127,7 @@ impl Verifier {
     /// Authenticates a delivery at `now` (unix seconds). A delivery carrying a signature is
     /// judged by it when secrets are configured; otherwise, with a bearer token configured, by the
     /// token.
-    pub fn verify(
+    pub(super) fn verify(
         &self,
         headers: &HeaderMap,
         body: &[u8],
@@ -237,7 +244,7 @@ fn parse_timestamp(text: &str) -> Result<i64, AuthError> {
 
 /// The decoded `v1` signatures of a `webhook-signature` header; malformed entries and other
 /// schemes are skipped.
-pub fn parse_signatures(header: &str) -> Vec<Vec<u8>> {
+fn parse_signatures(header: &str) -> Vec<Vec<u8>> {
     header
         .split_ascii_whitespace()
         .filter_map(|entry| entry.split_once(','))

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why a delivery was not accepted; the `reason` label of `trustgate_webhook_rejected_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reject {
+pub(super) enum Reject {
     TooLarge,
     BodyTimeout,
     BodyError,
@@ -22,7 +22,7 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub const ALL: [Reject; 10] = [
+    const ALL: [Reject; 10] = [
         Reject::TooLarge,
         Reject::BodyTimeout,
         Reject::BodyError,
@@ -35,7 +35,7 @@ impl Reject {
         Reject::Unavailable,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Reject::TooLarge => "too_large",
             Reject::BodyTimeout => "body_timeout",
@@ -57,7 +57,7 @@ impl Reject {
 
 /// Counts since start.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(super) struct Counters {
     accepted: AtomicU64,
     records: AtomicU64,
     duplicates: AtomicU64,
@@ -65,24 +65,24 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn accepted(&self, records: usize) {
+    pub(super) fn accepted(&self, records: usize) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         self.records.fetch_add(records as u64, Ordering::Relaxed);
         metrics::webhook_accepted(records);
     }
 
-    pub fn duplicate(&self) {
+    pub(super) fn duplicate(&self) {
         self.duplicates.fetch_add(1, Ordering::Relaxed);
         metrics::webhook_duplicate();
     }
 
-    pub fn rejected(&self, reason: Reject) {
+    pub(super) fn rejected(&self, reason: Reject) {
         self.rejected[reason.slot()].fetch_add(1, Ordering::Relaxed);
         metrics::webhook_rejected(reason.as_str());
     }
 
     /// The counts as `GET /healthz` shows them.
-    pub fn to_json(&self) -> Value {
+    pub(super) fn to_json(&self) -> Value {
         let rejected: Map<String, Value> = Reject::ALL
             .iter()
             .map(|r| {

@@ -219,8 +219,14 @@ pub async fn decide(inst: &Instance, guid: &str) -> serde_json::Value {
         .send()
         .await
         .unwrap();
-    assert!(r.status().is_success(), "decide: {}", r.status());
-    r.json().await.unwrap()
+    // 503 is the `not_ready` deny (e.g. before the first record reached a fresh store).
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        status.is_success() || (status == 503 && body["reason"] == "not_ready"),
+        "decide: {status} {body}"
+    );
+    body
 }
 
 /// Polls `/v1/decide` until the decision for `guid` has `reason`; returns when it did.
