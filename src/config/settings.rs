@@ -122,7 +122,7 @@ pub struct AdminSettings {
     /// Where it binds.
     pub listen: SocketAddr,
     /// The bearer token `/v1/*` and `/metrics` require; `None` leaves them open, which
-    /// [`admin`] allows only on a loopback address.
+    /// configuration allows only on a loopback address.
     pub token: Option<SecretString>,
 }
 
