@@ -14,7 +14,7 @@ use criterion::Criterion;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use trustgate::admin::{serve, AdminState, ComponentHealth};
+use trustgate::admin::{serve, AdminAccess, AdminLimits, AdminState, ComponentHealth};
 use trustgate::decision::Decider;
 use trustgate::ingest::IngestStatus;
 use trustgate::liveness::LivenessClock;
@@ -51,6 +51,7 @@ fn bench(c: &mut Criterion) {
             store.clone(),
             settings.fold.grace_millis(),
             liveness.clone(),
+            trustgate::ingest::IngestStatus::offline(),
         ),
         store,
         ingest: IngestStatus::default(),
@@ -65,7 +66,8 @@ fn bench(c: &mut Criterion) {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    rt.spawn(serve(listener, state, shutdown.clone()));
+    let access = AdminAccess::new(None, AdminLimits::default());
+    rt.spawn(serve(listener, state, access, shutdown.clone()));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
         .build()

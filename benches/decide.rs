@@ -42,6 +42,7 @@ fn decider() -> Decider<Store> {
         fixture().store.clone(),
         600_000,
         LivenessClock::starting_at(Some(trustgate::time::now_millis())),
+        trustgate::ingest::IngestStatus::offline(),
     )
 }
 
@@ -100,6 +101,7 @@ fn policy(c: &mut Criterion) {
     let ctx = EvalContext {
         grace_millis: 600_000,
         liveness_age: Some(Duration::from_secs(1)),
+        ready: true,
     };
     let mut g = c.benchmark_group("policy_evaluate");
     // MemoryDirectory scans for index lookups, so it stays small: it measures the rules.

@@ -73,7 +73,7 @@ fn apply(c: &mut Criterion) {
             observed_at: Some(b"2026-01-01T00:00:00Z"),
             timestamp: AT,
         };
-        let Ok(Classified::Device(fact)) = classify(&input, &config) else {
+        let Ok(Classified::Device(fact)) = classify(&input, &config, i64::MAX) else {
             panic!("fixture {name} classifies as a device record");
         };
         let mut known = DeviceState::new(&fact.connector_guid);
@@ -81,7 +81,7 @@ fn apply(c: &mut Criterion) {
         g.bench_function(format!("classify_apply/{name}"), |b| {
             b.iter_batched_ref(
                 || known.clone(),
-                |state| match classify(black_box(&input), &config) {
+                |state| match classify(black_box(&input), &config, i64::MAX) {
                     Ok(Classified::Device(fact)) => state.apply(&fact),
                     other => panic!("unexpected {other:?}"),
                 },
@@ -106,6 +106,7 @@ fn chunk(first: u64) -> ChunkUpdate {
             .collect(),
         offsets: BTreeMap::from([(("bench.events".to_owned(), 0), (first + CHUNK) as i64)]),
         liveness: BTreeMap::from([("bench".to_owned(), AT)]),
+        last_records: BTreeMap::new(),
     }
 }
 

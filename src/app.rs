@@ -52,6 +52,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         store.clone(),
         grace,
         liveness.clone(),
+        status.clone(),
     );
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -93,11 +94,13 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         metrics: crate::telemetry::metrics::install(),
         health: health.clone(),
     };
+    let admin_access =
+        admin::AdminAccess::new(settings.admin.token.as_ref(), admin::AdminLimits::default());
     let admin_shutdown = shutdown.clone();
     tasks.spawn(async move {
         (
             "admin listener",
-            admin::serve(listener, admin_state, admin_shutdown).await,
+            admin::serve(listener, admin_state, admin_access, admin_shutdown).await,
         )
     });
 
@@ -111,8 +114,21 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         let poller_health = health.clone();
         // A poller that stops for good (401/403, unusable state) is reported unhealthy but does
         // not take decisions down: the liveness age grows into `stale` and each policy's `on_stale` rules.
+        // A panic in the poller is caught here and counts as such a stop, so it neither takes
+        // the instance down nor reaches `join` as a nameless panicked task.
         tasks.spawn(async move {
-            if let Err(e) = crate::poller::run(poller_settings, publisher, poller_shutdown).await {
+            use futures::FutureExt;
+            let polled = std::panic::AssertUnwindSafe(crate::poller::run(
+                poller_settings,
+                publisher,
+                poller_shutdown,
+            ))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                Err(anyhow::anyhow!("poller panicked: {}", panic_text(&*panic)))
+            });
+            if let Err(e) = polled {
                 tracing::error!(
                     error = format!("{e:#}"),
                     "Poller stopped; decisions continue from the last known state."
@@ -133,6 +149,15 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         tasks,
         producer,
     })
+}
+
+/// A panic payload's message, when it is text.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// Binds the webhook listener and serves it in `tasks` until `shutdown`, draining deliveries
@@ -171,7 +196,13 @@ impl Running {
     pub async fn join(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut first_error = None;
         while let Some(joined) = self.tasks.join_next().await {
-            let (name, result) = joined.context("component panicked")?;
+            // A panicked component is a failed one: the others are stopped and waited for, and
+            // the producer and store are still flushed below (returning here would drop the
+            // remaining tasks mid-chunk and skip both flushes).
+            let (name, result) = match joined {
+                Ok(done) => done,
+                Err(e) => ("a component", Err(anyhow::anyhow!("panicked: {e}"))),
+            };
             if let Err(e) = result {
                 tracing::error!(
                     component = name,
@@ -199,5 +230,66 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         _ = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_BUDGET).await } => {
             anyhow::bail!("shutdown did not finish within {SHUTDOWN_BUDGET:?}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Issue #10 item 6: a component that panics does not skip the ordered shutdown: the others
+    /// are cancelled and waited for, then the producer and the store are flushed.
+    #[tokio::test]
+    async fn a_panicking_component_still_gets_the_ordered_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), crate::store::DEFAULT_CACHE_BYTES).unwrap();
+        // Creating a producer does not connect; flushing one with nothing queued returns.
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .create()
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let finished = Arc::new(AtomicBool::new(false));
+        let mut tasks = tokio::task::JoinSet::new();
+        let (token, flag) = (shutdown.clone(), finished.clone());
+        tasks.spawn(async move {
+            token.cancelled().await;
+            // Stands for ingest storing its chunk in flight.
+            tokio::task::yield_now().await;
+            flag.store(true, Ordering::SeqCst);
+            ("ingest", Ok(()))
+        });
+        tasks.spawn(async {
+            if true {
+                panic!("component bug");
+            }
+            ("decision worker", Ok(()))
+        });
+        let running = Running {
+            store,
+            ingest: IngestStatus::default(),
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
+            tasks,
+            producer,
+        };
+        let outcome = tokio::time::timeout(SHUTDOWN_BUDGET, running.join(shutdown.clone()))
+            .await
+            .expect("join ends once every component stopped");
+        let error = format!("{:#}", outcome.unwrap_err());
+        assert!(error.contains("panicked"), "{error}");
+        assert!(shutdown.is_cancelled(), "the others were told to stop");
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "the others were waited for"
+        );
+    }
+
+    #[test]
+    fn a_panic_message_is_read_from_either_payload() {
+        let text = std::panic::catch_unwind(|| panic!("static text")).unwrap_err();
+        assert_eq!(panic_text(&*text), "static text");
+        let formatted = std::panic::catch_unwind(|| panic!("formatted {}", 7)).unwrap_err();
+        assert_eq!(panic_text(&*formatted), "formatted 7");
     }
 }

@@ -5,7 +5,9 @@
 //! `trustgate_feed_age_seconds`. Sources write a heartbeat every cycle, so a quiet source stays
 //! fresh and a dead one ages: decisions then carry `stale: true` and, under
 //! `on_stale = "deny"`, deny with `state_stale`. The store keeps the newest time per source
-//! (`Store::liveness`), from which the clock starts.
+//! (`Store::liveness`), from which the clock starts. No time here is ever later than now: ingest
+//! clamps each record's time to its clock before storing it, and the clock clamps again (a time
+//! ahead stored by an older build counts as the moment it is read).
 
 use crate::time::{now_millis, Millis};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -26,7 +28,8 @@ impl Default for LivenessClock {
 }
 
 impl LivenessClock {
-    /// Starts from what the store remembers (the newest time over every source).
+    /// Starts from what the store remembers (the newest time over every source), never later
+    /// than now: a time ahead persisted by an older build must not keep `stale` off.
     pub fn starting_at(newest: Option<Millis>) -> Self {
         let clock = LivenessClock::default();
         if let Some(at) = newest {
@@ -35,12 +38,25 @@ impl LivenessClock {
         clock
     }
 
-    /// Records a record's time; the clock only moves forward.
+    /// Records a record's time; the clock only moves forward, and never past now.
     pub(crate) fn observe(&self, at: Millis) {
-        self.0.fetch_max(at, Ordering::Relaxed);
+        self.observe_at(at, now_millis());
     }
 
-    fn newest(&self) -> Option<Millis> {
+    /// [`Self::observe`] with the clock reading given.
+    fn observe_at(&self, at: Millis, now: Millis) {
+        self.0.fetch_max(at.min(now), Ordering::Relaxed);
+    }
+
+    /// Forgets every time: the store's state was cleared to be rebuilt from the events
+    /// topic's beginning, and times from the topic as it was must not keep it fresh.
+    pub(crate) fn reset(&self) {
+        self.0.store(NEVER, Ordering::Relaxed);
+    }
+
+    /// The newest record time over every source; `None` when no source has ever written
+    /// (the store was never fed).
+    pub(crate) fn newest(&self) -> Option<Millis> {
         Some(self.0.load(Ordering::Relaxed)).filter(|t| *t != NEVER)
     }
 
@@ -70,5 +86,15 @@ mod tests {
             LivenessClock::starting_at(Some(9)).age_at(10),
             Some(Duration::from_millis(1))
         );
+    }
+
+    #[test]
+    fn a_time_ahead_is_taken_as_now() {
+        let clock = LivenessClock::default();
+        clock.observe_at(10 + 365 * 86_400_000, 10);
+        assert_eq!(clock.newest(), Some(10));
+        assert_eq!(clock.age_at(70), Some(Duration::from_millis(60)));
+        let year_ahead = now_millis() + 365 * 86_400_000;
+        assert!(LivenessClock::starting_at(Some(year_ahead)).newest() <= Some(now_millis()));
     }
 }

@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use trustgate::decision::Decider;
 use trustgate::fold::{DeviceState, Observation, Stamped};
+use trustgate::ingest::IngestStatus;
 use trustgate::liveness::LivenessClock;
 use trustgate::policy::{MemoryDirectory, OnStale, Policies, Policy, UnknownDevice};
 
@@ -89,8 +90,20 @@ fn our_responses_validate() {
     // A fresh feed, and one that never wrote (every response then carries `stale`).
     let fresh = LivenessClock::starting_at(Some(trustgate::time::now_millis()));
     for decider in [
-        Decider::new(policies(), dir.clone(), 600_000, fresh),
-        Decider::new(policies(), dir, 600_000, LivenessClock::default()),
+        Decider::new(
+            policies(),
+            dir.clone(),
+            600_000,
+            fresh,
+            IngestStatus::offline(),
+        ),
+        Decider::new(
+            policies(),
+            dir,
+            600_000,
+            LivenessClock::default(),
+            IngestStatus::offline(),
+        ),
     ] {
         for body in [
             r#"{"request_id":"a","application":"vpn","device":{"trusted":true,"connector_guid":"g1"}}"#,

@@ -176,6 +176,7 @@ fn fill(store: &Store, devices: u64) {
                 .collect(),
             offsets: BTreeMap::from([(("bench.events".to_owned(), 0), end as i64)]),
             liveness: BTreeMap::from([("bench".to_owned(), AT)]),
+            last_records: BTreeMap::new(),
         };
         store.apply(&update).expect("apply chunk");
         next = end;

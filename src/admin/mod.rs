@@ -5,14 +5,17 @@
 //! Kafka and for `trustgate decide` while a `run` holds the store. Every error body is JSON.
 
 mod devices;
+mod guard;
 mod health;
 
 pub use devices::{lookup, DeviceLookup, DeviceView, EventView};
+pub use guard::{AdminAccess, AdminLimits};
 pub use health::ComponentHealth;
 
 use crate::decision::{Answer, Decider};
 use crate::ingest::IngestStatus;
 use crate::liveness::LivenessClock;
+use crate::policy::Reason;
 use crate::store::Store;
 use crate::telemetry::metrics;
 use axum::body::Bytes;
@@ -21,10 +24,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// What the admin handlers share; cloned into each request.
@@ -58,17 +66,76 @@ fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown`, finishing requests in flight.
+/// Serves until `shutdown`, finishing requests in flight. `access` decides who may call
+/// `/v1/*` and `/metrics` and bounds connections, header reads and decisions in flight.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
+    access: AdminAccess,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    serve_router(listener, router(state), access, shutdown).await
+}
+
+/// The serve loop for any router, behind [`guard::guard`] (tests pass their own routes).
+///
+/// hyper directly rather than `axum::serve`, which has no header-read timeout: a client that
+/// opened connections and never finished a request head would hold them for ever.
+async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    access: AdminAccess,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
+    let limits = access.limits.clone();
+    let service = TowerToHyperService::new(guard::guard(router, Arc::new(access)));
+    // One permit per open connection. It is taken before `accept`, so past the cap new
+    // connections wait in the kernel's backlog instead of each costing a task and a buffer.
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
     tracing::info!(%addr, "Admin listener started.");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    loop {
+        let accepted = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => tokio::select! {
+                    accepted = listener.accept() => accepted.map(|(stream, _)| (stream, permit)),
+                    _ = shutdown.cancelled() => break,
+                },
+                Err(_) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, permit) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Usually fd exhaustion: back off instead of spinning.
+                tracing::warn!(error = %e, "Admin listener could not accept a connection.");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(TokioIo::new(stream), service.clone());
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "Admin connection ended with an error.");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // A decision is quick; a client that keeps a connection idle is not waited for long.
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("Admin connections still open at shutdown; closing them.");
+    }
     Ok(())
 }
 
@@ -82,7 +149,14 @@ async fn decide(State(state): State<AdminState>, body: Bytes) -> Response {
     match tokio::task::spawn_blocking(move || decider.decide(&body)).await {
         Ok(Answer::Reply(resp)) => {
             metrics::decision(&resp.policy, resp.decision, resp.reason, started.elapsed());
-            Json(resp).into_response()
+            // Not ready is a deny the caller should retry elsewhere or later: 503, with the
+            // deny in the body for callers that read it.
+            let status = if resp.reason == Reason::NotReady {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(resp)).into_response()
         }
         Ok(Answer::Unanswerable(message)) => error(StatusCode::BAD_REQUEST, message),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -97,21 +171,38 @@ async fn device(State(state): State<AdminState>, Path(id): Path<String>) -> Resp
     }
 }
 
-/// Ready when ingest has caught up, the broker answered recently and the liveness age is
-/// within the global policy's `stale_after`.
+/// Ready when ingest has caught up, the store was ever fed, ingest is not held, the broker
+/// answered recently and the liveness age is within the global policy's `stale_after`.
+/// `missing` names every condition that does not hold.
 async fn ready(State(state): State<AdminState>) -> Response {
     let caught_up = state.ingest.is_caught_up();
+    let store_fed = state.liveness.newest().is_some();
     let broker_reachable = state.ingest.broker_reachable();
+    let ingest_stuck = state.ingest.stuck();
     let liveness_age = state.liveness.age();
     let fresh = liveness_age.is_some_and(|age| age <= state.stale_after);
+    let missing: Vec<&str> = [
+        (caught_up, "caught_up"),
+        (store_fed, "store_fed"),
+        (ingest_stuck.is_none(), "ingest_moving"),
+        (broker_reachable, "broker_reachable"),
+        (fresh, "fresh"),
+    ]
+    .into_iter()
+    .filter(|(holds, _)| !holds)
+    .map(|(_, name)| name)
+    .collect();
     let body = json!({
         "caught_up": caught_up,
+        "store_fed": store_fed,
         "broker_reachable": broker_reachable,
+        "ingest_stuck": ingest_stuck,
         "feed_age_seconds": liveness_age.map(|a| a.as_secs()),
         "stale": !fresh,
         "ingest_lag": state.ingest.lag(),
+        "missing": missing,
     });
-    let status = if caught_up && broker_reachable && fresh {
+    let status = if missing.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

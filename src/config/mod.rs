@@ -4,6 +4,7 @@
 
 mod env;
 mod raw;
+mod secrets;
 mod settings;
 
 pub use settings::{
@@ -42,15 +43,6 @@ pub enum ConfigError {
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
-
-/// The keys whose values are secrets, redacted wherever the configuration is printed.
-const SECRET_KEYS: &[&str] = &[
-    "sasl_password",
-    "ssl_key_password",
-    "api_key",
-    "secrets",
-    "bearer_token",
-];
 
 /// A loaded configuration: validated settings plus the effective TOML (for `check-config`).
 pub struct Loaded {
@@ -91,13 +83,16 @@ pub fn load_str(
         path: name.to_owned(),
         message,
     };
+    // Every message is scrubbed of quoted values: a secret written under the wrong type would
+    // otherwise be echoed back (`invalid type: string "…"`), to a terminal or a CI log.
     let mut table: toml::Table =
-        toml::from_str(text).map_err(|e| parse_err(e.message().to_owned()))?;
+        toml::from_str(text).map_err(|e| parse_err(secrets::scrub_values(e.message())))?;
     let defaults = toml::Table::try_from(RawConfig::default()).expect("defaults serialise");
-    env::apply(&mut table, &defaults, vars).map_err(ConfigError::Env)?;
+    env::apply(&mut table, &defaults, vars)
+        .map_err(|e| ConfigError::Env(secrets::scrub_values(&e)))?;
     let raw: RawConfig = toml::Value::Table(table)
         .try_into()
-        .map_err(|e: toml::de::Error| parse_err(e.message().to_owned()))?;
+        .map_err(|e: toml::de::Error| parse_err(secrets::scrub_values(e.message())))?;
     let effective = toml::Table::try_from(&raw).expect("config serialises");
     let settings = Settings::from_raw(raw)?;
     Ok(Loaded {
@@ -108,9 +103,7 @@ pub fn load_str(
 
 fn redact(table: &mut toml::Table) {
     for (key, value) in table.iter_mut() {
-        let secret = SECRET_KEYS.contains(&key.as_str())
-            || key.contains("password")
-            || key.contains("secret");
+        let secret = secrets::is_secret_key(key);
         match value {
             toml::Value::Table(t) => redact(t),
             toml::Value::Array(items) if secret => items

@@ -118,12 +118,15 @@ impl Default for RawStore {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAdmin {
     pub(super) listen: String,
+    /// When set, `/v1/*` and `/metrics` require `Authorization: Bearer <token>`.
+    pub(super) token: Option<String>,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         RawAdmin {
             listen: "127.0.0.1:9464".into(),
+            token: None,
         }
     }
 }
@@ -207,7 +210,8 @@ pub(super) struct RawPoller {
     pub(super) requests_per_hour: u32,
     pub(super) burst: u32,
     pub(super) reserve: u32,
-    pub(super) state_path: String,
+    /// Unset: a directory beside the store (`settings::default_poller_state_path`).
+    pub(super) state_path: Option<String>,
     /// Optional `event_type[]` filter; empty means every type.
     pub(super) event_types: Vec<u64>,
     pub(super) page_size: u32,
@@ -230,7 +234,7 @@ impl Default for RawPoller {
             requests_per_hour: 2400,
             burst: 10,
             reserve: 100,
-            state_path: "./trustgate-poller".into(),
+            state_path: None,
             event_types: Vec::new(),
             page_size: 500,
             connect_timeout: "10s".into(),

@@ -66,7 +66,7 @@ pub struct KafkaSettings {
 }
 
 /// A `[kafka.properties]` entry: a librdkafka property passed through as given. Its value
-/// prints `[REDACTED]` when the name looks secret (`password`, `secret`).
+/// prints `[REDACTED]` when the property is secret-bearing (see `config::secrets`).
 #[derive(Clone)]
 pub(crate) struct KafkaProperty {
     key: String,
@@ -75,7 +75,7 @@ pub(crate) struct KafkaProperty {
 
 impl std::fmt::Debug for KafkaProperty {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.key.contains("password") || self.key.contains("secret") {
+        if super::secrets::is_secret_key(&self.key) {
             f.write_str("[REDACTED]")
         } else {
             write!(f, "{:?}", self.value)
@@ -122,6 +122,9 @@ pub struct StoreSettings {
 pub struct AdminSettings {
     /// Where it binds.
     pub listen: SocketAddr,
+    /// The bearer token `/v1/*` and `/metrics` require; `None` leaves them open, which
+    /// configuration allows only on a loopback address.
+    pub token: Option<SecretString>,
 }
 
 /// The Secure Endpoint API poller: where and as whom it asks, how often, and within which
@@ -214,22 +217,22 @@ impl Settings {
                 "compromise.event_types is empty: no detection could ever deny",
             ));
         }
+        let store = StoreSettings {
+            path: PathBuf::from(raw.store.path),
+            cache_bytes: raw.store.cache_bytes.max(1024 * 1024),
+        };
+        let poller = poller(raw.poller, &store.path)?;
         Ok(Settings {
             kafka: kafka(raw.kafka)?,
             topics,
-            store: StoreSettings {
-                path: PathBuf::from(raw.store.path),
-                cache_bytes: raw.store.cache_bytes.max(1024 * 1024),
-            },
-            admin: AdminSettings {
-                listen: listen("admin.listen", &raw.admin.listen)?,
-            },
+            store,
+            admin: admin(raw.admin)?,
             fold: FoldConfig {
                 compromise_event_types: raw.compromise.event_types.into_iter().collect(),
                 resolution_grace: grace,
             },
             policies,
-            poller: poller(raw.poller)?,
+            poller,
             webhook: webhook(raw.webhook)?,
             log: LogSettings {
                 format: match raw.log.format.as_str() {
@@ -245,6 +248,23 @@ impl Settings {
             },
         })
     }
+}
+
+/// The admin listener answers decisions and shows every device: reachable from other hosts, it
+/// must ask for a token, so a non-loopback `listen` without one is refused rather than served.
+fn admin(raw: RawAdmin) -> Result<AdminSettings, ConfigError> {
+    let addr = listen("admin.listen", &raw.listen)?;
+    let token = secret(raw.token);
+    if token.is_none() && !addr.ip().is_loopback() {
+        return Err(invalid(format!(
+            "admin.listen = \"{addr}\" is not a loopback address and admin.token is not set: \
+             set admin.token (or TRUSTGATE_ADMIN__TOKEN), or listen on 127.0.0.1"
+        )));
+    }
+    Ok(AdminSettings {
+        listen: addr,
+        token,
+    })
 }
 
 fn kafka(raw: RawKafka) -> Result<KafkaSettings, ConfigError> {
@@ -398,9 +418,43 @@ fn policies(raw: RawPolicies) -> Result<Policies, ConfigError> {
     })
 }
 
-fn poller(raw: RawPoller) -> Result<PollerSettings, ConfigError> {
+/// `[poller] state_path` when unset: a directory beside the store, named after it. Beside the
+/// store rather than in the working directory, where two configurations run from one folder
+/// would share one cursor.
+pub fn default_poller_state_path(store_path: &std::path::Path) -> PathBuf {
+    let mut name = store_path
+        .file_name()
+        .map(std::ffi::OsStr::to_os_string)
+        .unwrap_or_else(|| "trustgate-store".into());
+    name.push("-poller");
+    store_path.with_file_name(name)
+}
+
+/// Checks `[poller] base_url` is an absolute http(s) URL with a host and no query or fragment
+/// (the client appends paths to it), so a typo is refused by `check-config` rather than by a
+/// panic at the first poll. The value is not echoed: it may carry credentials.
+fn check_base_url(url: &str) -> Result<(), ConfigError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| invalid(format!("poller.base_url is not a URL ({e})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid("poller.base_url must be an http or https URL"));
+    }
+    if parsed.host_str().map_or(true, str::is_empty) {
+        return Err(invalid("poller.base_url has no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid("poller.base_url must not have a query or fragment"));
+    }
+    Ok(())
+}
+
+fn poller(raw: RawPoller, store_path: &std::path::Path) -> Result<PollerSettings, ConfigError> {
     let base_url = match raw.base_url.filter(|u| !u.is_empty()) {
-        Some(url) => url.trim_end_matches('/').to_owned(),
+        Some(url) => {
+            let url = url.trim_end_matches('/').to_owned();
+            check_base_url(&url)?;
+            url
+        }
         None => match raw.region.as_str() {
             "nam" => "https://api.amp.cisco.com".into(),
             "eu" => "https://api.eu.amp.cisco.com".into(),
@@ -436,7 +490,10 @@ fn poller(raw: RawPoller) -> Result<PollerSettings, ConfigError> {
         requests_per_hour: raw.requests_per_hour,
         burst: raw.burst,
         reserve: raw.reserve,
-        state_path: PathBuf::from(raw.state_path),
+        state_path: raw
+            .state_path
+            .filter(|p| !p.is_empty())
+            .map_or_else(|| default_poller_state_path(store_path), PathBuf::from),
         event_types: raw.event_types,
         page_size: raw.page_size,
         connect_timeout: duration("poller.connect_timeout", &raw.connect_timeout)?,

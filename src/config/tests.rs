@@ -81,3 +81,106 @@ fn bad_durations_say_how_to_write_them() {
     .unwrap();
     assert!(err.to_string().contains("resolution_grace"));
 }
+
+/// Issue #10 item 6: a `base_url` that is not a URL is refused at load (so by `check-config`).
+#[test]
+fn poller_base_url_must_be_a_url() {
+    for bad in [
+        "api.amp.cisco.com",
+        "not a url",
+        "ftp://api.amp.cisco.com",
+        "https://",
+        "https://h/?q=1",
+    ] {
+        let toml = format!("[poller]\nbase_url = \"{bad}\"\n");
+        let err = load_str(&toml, "t", env(&[])).err().unwrap();
+        assert!(err.to_string().contains("poller.base_url"), "{bad}: {err}");
+    }
+    let ok = load_str(
+        "[poller]\nbase_url = \"http://127.0.0.1:8080/\"\n",
+        "t",
+        env(&[]),
+    )
+    .unwrap();
+    assert_eq!(ok.settings.poller.base_url, "http://127.0.0.1:8080");
+}
+
+/// Issue #10 item 6: the poller's cursor lives beside the store, not in the working directory.
+#[test]
+fn poller_state_path_defaults_beside_the_store() {
+    let loaded = load_str("[store]\npath = \"/var/lib/tg/a/store\"\n", "t", env(&[])).unwrap();
+    assert_eq!(
+        loaded.settings.poller.state_path.to_str(),
+        Some("/var/lib/tg/a/store-poller")
+    );
+    let explicit = load_str("[poller]\nstate_path = \"/x/p\"\n", "t", env(&[])).unwrap();
+    assert_eq!(explicit.settings.poller.state_path.to_str(), Some("/x/p"));
+}
+
+#[test]
+fn secret_bearing_kafka_properties_are_redacted_by_type() {
+    let loaded = load_str(
+        "[kafka.properties]\n\
+         \"ssl.key.pem\" = \"SENTINEL-pem\"\n\
+         \"sasl.oauthbearer.config\" = \"principal=SENTINEL-oauth\"\n\
+         \"ssl.keystore.password\" = \"SENTINEL-ks\"\n\
+         \"sasl.password\" = \"SENTINEL-sasl\"\n\
+         \"ssl.key.password\" = \"SENTINEL-key\"\n\
+         \"ssl_engine_callback_data\" = \"SENTINEL-engine\"\n\
+         \"sasl.oauthbearer.client.secret\" = \"SENTINEL-client\"\n\
+         \"client.id\" = \"visible\"\n",
+        "t",
+        env(&[]),
+    )
+    .unwrap();
+    let printed = format!("{:?}\n{}", loaded.settings, loaded.redacted_toml());
+    assert!(!printed.contains("SENTINEL"), "{printed}");
+    assert!(printed.contains("visible"), "{printed}");
+}
+
+#[test]
+fn type_errors_never_echo_a_secret() {
+    for text in [
+        "[webhook]\nsecrets = \"whsec_SENTINEL\"\n",
+        "[kafka]\nlinger_ms = \"SENTINEL\"\n",
+        "[kafka]\nsasl_password = [\"SENTINEL\"]\n",
+    ] {
+        let err = load_str(text, "t", env(&[])).err().unwrap().to_string();
+        assert!(!err.contains("SENTINEL"), "{err}");
+        assert!(
+            err.contains("invalid type"),
+            "still says what is wrong: {err}"
+        );
+    }
+    let err = load_str("", "t", env(&[("TRUSTGATE_KAFKA__LINGER_MS", "SENTINEL")]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(!err.contains("SENTINEL"), "{err}");
+    assert!(err.contains("TRUSTGATE_KAFKA__LINGER_MS"), "{err}");
+}
+
+#[test]
+fn a_non_loopback_admin_listener_needs_a_token() {
+    let err = load_str("[admin]\nlisten = \"0.0.0.0:9464\"\n", "t", env(&[]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("admin.listen") && err.contains("admin.token"),
+        "{err}"
+    );
+    let loaded = load_str(
+        "[admin]\nlisten = \"0.0.0.0:9464\"\n",
+        "t",
+        env(&[("TRUSTGATE_ADMIN__TOKEN", "SENTINEL-admin")]),
+    )
+    .unwrap();
+    assert!(loaded.settings.admin.token.is_some());
+    let printed = format!("{:?}\n{}", loaded.settings, loaded.redacted_toml());
+    assert!(!printed.contains("SENTINEL"), "{printed}");
+    for listen in ["127.0.0.1:0", "[::1]:9464"] {
+        let text = format!("[admin]\nlisten = \"{listen}\"\n");
+        assert!(load_str(&text, "t", env(&[])).is_ok(), "{listen}");
+    }
+}

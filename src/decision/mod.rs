@@ -16,6 +16,7 @@ pub(crate) mod worker;
 pub use request::{InvalidRequest, ValidRequest};
 pub use response::DecisionResponse;
 
+use crate::ingest::IngestStatus;
 use crate::liveness::LivenessClock;
 use crate::policy::{evaluate, Decision, DeviceDirectory, EvalContext, Policies};
 use crate::time::now_millis;
@@ -38,6 +39,9 @@ pub struct Decider<D> {
     directory: D,
     grace_millis: i64,
     liveness: LivenessClock,
+    /// Whether ingest caught up since this start: half of readiness (the other half is a
+    /// store that was ever fed, which the liveness clock knows).
+    ingest: IngestStatus,
 }
 
 impl<D: DeviceDirectory> Decider<D> {
@@ -48,13 +52,22 @@ impl<D: DeviceDirectory> Decider<D> {
         directory: D,
         grace_millis: i64,
         liveness: LivenessClock,
+        ingest: IngestStatus,
     ) -> Self {
         Decider {
             policies,
             directory,
             grace_millis,
             liveness,
+            ingest,
         }
+    }
+
+    /// Ready: ingest caught up with every events partition since this start, and the store
+    /// holds at least one applied record or heartbeat (a never-fed store knows no device, so
+    /// every answer from it would be the `unknown_device` default).
+    pub fn is_ready(&self) -> bool {
+        self.ingest.is_caught_up() && self.liveness.newest().is_some()
     }
 
     /// Decides one request body.
@@ -77,6 +90,7 @@ impl<D: DeviceDirectory> Decider<D> {
         let ctx = EvalContext {
             grace_millis: self.grace_millis,
             liveness_age: self.liveness.age(),
+            ready: self.is_ready(),
         };
         let decision = evaluate(policy, &req.subject, &self.directory, &ctx);
         DecisionResponse::new(
@@ -95,5 +109,55 @@ impl<D: DeviceDirectory> Decider<D> {
             Decision::invalid(error),
             now_millis(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{MemoryDirectory, OnStale, Policy, Reason, UnknownDevice};
+
+    fn decider(ingest: IngestStatus, liveness: LivenessClock) -> Decider<MemoryDirectory> {
+        let global = Policy {
+            name: "global".into(),
+            require_trusted: true,
+            block_compromised: true,
+            unknown_device: UnknownDevice::Allow,
+            stale_after: std::time::Duration::from_secs(900),
+            on_stale: OnStale::LastKnown,
+        };
+        let policies = Policies {
+            global,
+            by_application: Default::default(),
+        };
+        Decider::new(
+            Arc::new(policies),
+            MemoryDirectory::default(),
+            600_000,
+            liveness,
+            ingest,
+        )
+    }
+
+    fn reason(d: &Decider<MemoryDirectory>) -> Reason {
+        let body = br#"{"request_id":"r","application":"vpn","device":{"trusted":true,"hostname":"nobody"}}"#;
+        match d.decide(body) {
+            Answer::Reply(resp) => resp.reason,
+            Answer::Unanswerable(e) => panic!("{e}"),
+        }
+    }
+
+    /// Issue #10 item 1: both halves of readiness are needed; either missing denies
+    /// `not_ready` where `unknown_device = "allow"` would otherwise allow.
+    #[test]
+    fn ready_needs_caught_up_and_a_fed_store() {
+        let fed = || LivenessClock::starting_at(Some(now_millis()));
+        let catching_up = decider(IngestStatus::default(), fed());
+        assert_eq!(reason(&catching_up), Reason::NotReady);
+        let never_fed = decider(IngestStatus::offline(), LivenessClock::default());
+        assert_eq!(reason(&never_fed), Reason::NotReady);
+        let ready = decider(IngestStatus::offline(), fed());
+        assert!(ready.is_ready());
+        assert_eq!(reason(&ready), Reason::NotInSecureEndpoint);
     }
 }

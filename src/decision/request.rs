@@ -70,12 +70,22 @@ fn validate(obj: &Map<String, Value>, request_id: &str) -> Result<ValidRequest, 
     })
 }
 
+/// At most this many MAC addresses in one request: each is a store lookup, and no real device
+/// has more, so a longer list is a malformed (or hostile) request, answered `invalid_request`.
+pub(crate) const MAX_MAC_ADDRESSES: usize = 32;
+
 fn identifiers(device: &Map<String, Value>) -> Result<RequestIdentifiers, String> {
     let guid = optional_string(device, "connector_guid")?;
     let processor = optional_string(device, "windows_processor_id")?;
     let hostname = optional_string(device, "hostname")?;
     let macs = match device.get("mac_addresses") {
         None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) if items.len() > MAX_MAC_ADDRESSES => {
+            return Err(format!(
+                "device.mac_addresses holds {} entries; at most {MAX_MAC_ADDRESSES} are accepted",
+                items.len()
+            ))
+        }
         Some(Value::Array(items)) => {
             let mut macs = Vec::with_capacity(items.len());
             for item in items {
@@ -132,6 +142,20 @@ mod tests {
         let err = parse(br#"{"application":"a"}"#).unwrap_err();
         assert_eq!(err.request_id, None);
         assert!(parse(b"not json").unwrap_err().error.contains("not JSON"));
+    }
+
+    #[test]
+    fn more_than_32_mac_addresses_is_an_invalid_request() {
+        let request = |n: usize| {
+            let macs: Vec<String> = (0..n).map(|i| format!("02-00-00-00-00-{i:02X}")).collect();
+            serde_json::to_vec(&serde_json::json!({"request_id":"r","application":"a",
+                "device":{"trusted":true,"mac_addresses":macs}}))
+            .unwrap()
+        };
+        assert_eq!(parse(&request(32)).unwrap().subject.ids.macs.len(), 32);
+        let err = parse(&request(33)).unwrap_err();
+        assert_eq!(err.request_id.as_deref(), Some("r"));
+        assert!(err.error.contains("mac_addresses"), "{}", err.error);
     }
 
     #[test]

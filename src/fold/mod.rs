@@ -6,6 +6,13 @@
 //! time), so the fold is idempotent and order-insensitive: the same records, in any order, any
 //! number of times, give the same state. That is what makes at-least-once ingest, replays and
 //! redeliveries harmless. Storage is [`crate::store`]'s job; matching and policy are elsewhere.
+//!
+//! The fold takes no clock of its own: the applying instance passes its "now" to
+//! [`record::classify`], which clamps every time taken from a record (Kafka timestamp,
+//! `trustgate-observed-at`, an event's date and first sighting, a computer's `last_seen`) to it.
+//! A record stamped ahead is taken as of now, so no producer's clock can keep `stale` off or
+//! outrank detections the others saw. The merges stay joins: the clamp only lowers a record's
+//! times, and a record applied twice at two nows keeps the earlier first sighting.
 
 mod compromise;
 mod device;

@@ -20,7 +20,8 @@ pub struct RecordInput<'a> {
     pub source: Option<&'a [u8]>,
     /// The `trustgate-observed-at` header: when a computer record's inventory was read.
     pub observed_at: Option<&'a [u8]>,
-    /// The Kafka record timestamp.
+    /// The Kafka record timestamp, as the producer (or broker) stamped it: [`classify`] clamps
+    /// it to the applying instance's clock.
     pub timestamp: Millis,
 }
 
@@ -80,19 +81,34 @@ struct KindProbe {
     operating_system: Option<IgnoredAny>,
 }
 
-/// Classifies one record. Pure: the same input always gives the same result.
-pub fn classify(input: &RecordInput<'_>, config: &FoldConfig) -> Result<Classified, RecordError> {
+/// Classifies one record, as applied by an instance whose clock reads `now`. Pure: the same
+/// input and `now` always give the same result.
+///
+/// No time taken from the record (its Kafka timestamp, `trustgate-observed-at`, an event's
+/// `date`, a computer's `last_seen`) comes out later than `now`: a producer whose clock runs
+/// ahead, or one forged record stamped a year ahead, must not keep `stale` off nor let its
+/// clean observation outrank detections the others saw.
+pub fn classify(
+    input: &RecordInput<'_>,
+    config: &FoldConfig,
+    now: Millis,
+) -> Result<Classified, RecordError> {
     let value = input.value.ok_or(RecordError::NoValue)?;
+    let clamped = RecordInput {
+        timestamp: input.timestamp.min(now),
+        ..*input
+    };
+    let input = &clamped;
     match record_kind(input, value)? {
         Kind::Heartbeat => Ok(Classified::Heartbeat(heartbeat(input, value))),
         Kind::Event => {
             let event: Event = serde_json::from_slice(value).map_err(RecordError::InvalidEvent)?;
-            event_fact(&event, value, input.timestamp, config).map(Classified::Device)
+            event_fact(&event, value, input.timestamp, now, config).map(Classified::Device)
         }
         Kind::Computer => {
             let computer: Computer =
                 serde_json::from_slice(value).map_err(RecordError::InvalidComputer)?;
-            computer_fact(&computer, input).map(Classified::Device)
+            computer_fact(&computer, input, now).map(Classified::Device)
         }
     }
 }
@@ -137,10 +153,17 @@ fn event_fact(
     event: &Event,
     raw: &[u8],
     timestamp: Millis,
+    now: Millis,
     config: &FoldConfig,
 ) -> Result<Fact, RecordError> {
     let guid = event.connector_guid().ok_or(RecordError::NoConnectorGuid)?;
-    let date = event.date.as_deref().and_then(parse_rfc3339);
+    // `timestamp` is already clamped to the applying instance's clock; so is the event's date
+    // (a date ahead would hold the detection open, and the device's identifiers, until then).
+    let date = event
+        .date
+        .as_deref()
+        .and_then(parse_rfc3339)
+        .map(|d| d.min(now));
     // Identifiers are as of the event's own date; a record without one is as of its arrival.
     let at = date.unwrap_or(timestamp);
     let computer = event.computer.as_ref();
@@ -178,7 +201,11 @@ fn event_fact(
     })
 }
 
-fn computer_fact(computer: &Computer, input: &RecordInput<'_>) -> Result<Fact, RecordError> {
+fn computer_fact(
+    computer: &Computer,
+    input: &RecordInput<'_>,
+    now: Millis,
+) -> Result<Fact, RecordError> {
     let guid = se::normalize_guid(&computer.connector_guid).ok_or(RecordError::NoConnectorGuid)?;
     // An observation can never be later than the record that carries it: a producer's clock
     // must not be able to push an observation past detections it could not have seen.
@@ -214,7 +241,11 @@ fn computer_fact(computer: &Computer, input: &RecordInput<'_>) -> Result<Fact, R
         connector_guid: guid,
         record_timestamp: input.timestamp,
         identifiers,
-        last_seen: computer.last_seen.as_deref().and_then(parse_rfc3339),
+        last_seen: computer
+            .last_seen
+            .as_deref()
+            .and_then(parse_rfc3339)
+            .map(|t| t.min(now)),
         observation: computer
             .is_compromised
             .map(|compromised| Observation { at, compromised }),
@@ -243,6 +274,11 @@ fn hash16(bytes: &[u8]) -> [u8; 16] {
 mod tests {
     use super::*;
 
+    /// Classifies as an instance whose clock is far ahead of every record here.
+    fn classify_now(input: &RecordInput<'_>, cfg: &FoldConfig) -> Result<Classified, RecordError> {
+        classify(input, cfg, Millis::MAX)
+    }
+
     fn input(value: &str, ts: Millis) -> RecordInput<'_> {
         RecordInput {
             value: Some(value.as_bytes()),
@@ -254,7 +290,7 @@ mod tests {
     #[test]
     fn kind_is_inferred_without_headers() {
         let cfg = FoldConfig::default();
-        let event = classify(
+        let event = classify_now(
             &input(r#"{"event_type_id":1090519054,"connector_guid":"G"}"#, 5),
             &cfg,
         )
@@ -263,7 +299,7 @@ mod tests {
             panic!("device expected")
         };
         assert!(fact.compromise_event.is_some());
-        let computer = classify(
+        let computer = classify_now(
             &input(r#"{"connector_guid":"G","is_compromised":false}"#, 5),
             &cfg,
         )
@@ -279,11 +315,11 @@ mod tests {
             })
         );
         assert!(matches!(
-            classify(&input(r#"{"x":1}"#, 5), &cfg),
+            classify_now(&input(r#"{"x":1}"#, 5), &cfg),
             Err(RecordError::UndeterminedKind)
         ));
         assert!(matches!(
-            classify(&input("garbage", 5), &cfg),
+            classify_now(&input("garbage", 5), &cfg),
             Err(RecordError::NotJsonObject(_))
         ));
     }
@@ -297,7 +333,7 @@ mod tests {
             observed_at: Some(future.as_bytes()),
             ..input(value, 1_000)
         };
-        let Classified::Device(fact) = classify(&rec, &cfg).unwrap() else {
+        let Classified::Device(fact) = classify_now(&rec, &cfg).unwrap() else {
             panic!()
         };
         assert_eq!(fact.observation.unwrap().at, 1_000);
@@ -306,7 +342,7 @@ mod tests {
             observed_at: Some(past.as_bytes()),
             ..input(value, 1_000)
         };
-        let Classified::Device(fact) = classify(&rec, &cfg).unwrap() else {
+        let Classified::Device(fact) = classify_now(&rec, &cfg).unwrap() else {
             panic!()
         };
         assert_eq!(fact.observation.unwrap().at, 500);
@@ -315,7 +351,7 @@ mod tests {
     #[test]
     fn computer_without_flag_is_not_an_observation() {
         let cfg = FoldConfig::default();
-        let Classified::Device(fact) = classify(
+        let Classified::Device(fact) = classify_now(
             &input(
                 r#"{"connector_guid":"G","operating_system":"Windows 10","hostname":"H"}"#,
                 1,
@@ -332,7 +368,7 @@ mod tests {
     #[test]
     fn unreadable_date_takes_the_record_timestamp() {
         let cfg = FoldConfig::default();
-        let Classified::Device(fact) = classify(
+        let Classified::Device(fact) = classify_now(
             &input(
                 r#"{"id":7,"event_type_id":1090519054,"connector_guid":"G","date":"yesterday"}"#,
                 42,
@@ -354,7 +390,7 @@ mod tests {
             ..input(r#"{"source":"poll"}"#, 9)
         };
         assert_eq!(
-            classify(&rec, &cfg).unwrap(),
+            classify_now(&rec, &cfg).unwrap(),
             Classified::Heartbeat(Heartbeat {
                 source: "poll".into(),
                 at: 9
@@ -370,8 +406,25 @@ mod tests {
             ..input(r#"{"event_type_id":1}"#, 9)
         };
         assert!(matches!(
-            classify(&rec, &cfg),
+            classify_now(&rec, &cfg),
             Err(RecordError::UnknownKind(_))
         ));
+    }
+
+    #[test]
+    /// Issue #10 item 2: a heartbeat stamped a year ahead is as of the applying instance's now.
+    fn a_heartbeat_stamped_a_year_ahead_is_as_of_now() {
+        let input = RecordInput {
+            value: Some(br#"{"source":"poll"}"#),
+            kind: Some(b"heartbeat"),
+            timestamp: 1_790_000_000_000 + 365 * 86_400_000,
+            ..Default::default()
+        };
+        let Classified::Heartbeat(beat) =
+            classify(&input, &FoldConfig::default(), 1_790_000_000_000).unwrap()
+        else {
+            panic!("heartbeat expected")
+        };
+        assert_eq!(beat.at, 1_790_000_000_000);
     }
 }

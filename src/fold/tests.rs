@@ -143,7 +143,7 @@ fn fold(recs: &[Rec], cfg: &FoldConfig) -> BTreeMap<String, DeviceState> {
             timestamp: r.ts,
             ..Default::default()
         };
-        if let Ok(Classified::Device(fact)) = classify(&input, cfg) {
+        if let Ok(Classified::Device(fact)) = classify(&input, cfg, Millis::MAX) {
             states
                 .entry(fact.connector_guid.clone())
                 .or_insert_with(|| DeviceState::new(&fact.connector_guid))
@@ -279,4 +279,84 @@ fn same_time_observations_compromised_wins() {
     };
     assert!(fold(&[obs(true), obs(false)], &cfg)["g1"].is_compromised(GRACE));
     assert!(fold(&[obs(false), obs(true)], &cfg)["g1"].is_compromised(GRACE));
+}
+
+/// Issue #10 item 2: no time taken from a record is later than the applying instance's clock.
+mod time_from_the_future {
+    use super::*;
+
+    const NOW: Millis = 1_790_000_000_000;
+    const DAY: Millis = 86_400_000;
+
+    fn apply(
+        state: &mut DeviceState,
+        value: &str,
+        ts: Millis,
+        observed_at: Option<&str>,
+        now: Millis,
+    ) {
+        let input = RecordInput {
+            value: Some(value.as_bytes()),
+            observed_at: observed_at.map(str::as_bytes),
+            timestamp: ts,
+            ..Default::default()
+        };
+        match classify(&input, &FoldConfig::default(), now).unwrap() {
+            Classified::Device(fact) => state.apply(&fact),
+            other => panic!("device record expected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_producer_clock_ahead_cannot_clear_a_detection_seen_by_others() {
+        let mut state = DeviceState::new("g1");
+        // Another source saw a detection, now.
+        apply(
+            &mut state,
+            r#"{"id":1,"event_type_id":1090519054,"connector_guid":"G1"}"#,
+            NOW,
+            None,
+            NOW,
+        );
+        // A producer whose clock is a day ahead writes a clean observation a second later.
+        let ahead = crate::time::format_millis(NOW + DAY);
+        apply(
+            &mut state,
+            r#"{"connector_guid":"G1","is_compromised":false}"#,
+            NOW + DAY,
+            Some(&ahead),
+            NOW + 1_000,
+        );
+        let grace = FoldConfig::default().grace_millis();
+        assert!(state.observation.unwrap().at <= NOW + 1_000);
+        assert!(state.is_compromised(grace), "{state:?}");
+        assert!(state.newest_record_at <= Some(NOW + 1_000));
+    }
+
+    #[test]
+    fn event_dates_and_last_seen_ahead_are_as_of_now() {
+        let mut state = DeviceState::new("g1");
+        let ahead = crate::time::format_millis(NOW + 365 * DAY);
+        apply(
+            &mut state,
+            &format!(
+                r#"{{"id":1,"event_type_id":1090519054,"connector_guid":"G1","date":"{ahead}"}}"#
+            ),
+            NOW + 365 * DAY,
+            None,
+            NOW,
+        );
+        apply(
+            &mut state,
+            &format!(
+                r#"{{"connector_guid":"G1","operating_system":"Windows 10","last_seen":"{ahead}"}}"#
+            ),
+            NOW,
+            None,
+            NOW,
+        );
+        let event = state.events.values().next().unwrap();
+        assert_eq!((event.date, event.first_seen), (Some(NOW), NOW));
+        assert_eq!(state.last_seen, Some(NOW));
+    }
 }

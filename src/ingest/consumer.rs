@@ -2,12 +2,12 @@
 
 use super::IngestStatus;
 use crate::config::Settings;
-use crate::fold::{classify, Classified, DeviceState, RecordInput};
+use crate::fold::{classify, Classified, DeviceState, Fact, RecordInput};
 use crate::kafka::{client_config, Role};
 use crate::liveness::LivenessClock;
 use crate::store::{ChunkUpdate, Store};
 use crate::telemetry::metrics;
-use crate::time::now_millis;
+use crate::time::{now_millis, Millis};
 use crate::topic::{dead_letter_record, HEADER_KIND, HEADER_OBSERVED_AT, HEADER_SOURCE};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -23,6 +23,59 @@ const MAX_CHUNK: usize = 2000;
 /// How often new partitions are looked for and high watermarks (for lag and broker
 /// reachability) are refreshed.
 const PARTITION_REFRESH: Duration = Duration::from_secs(5);
+
+/// Stored offsets that do not belong to the events topic as it is now: the topic was
+/// recreated under the same name, truncated, or lost partitions. rdkafka 0.39 does not expose
+/// the broker's topic id, so these are the checks that offsets alone make sound: an offset
+/// ingest stored came from a record it read, so it can never be past the partition's end,
+/// and a partition's offsets never go backwards under one assignment.
+#[derive(Debug, thiserror::Error)]
+enum Mismatch {
+    #[error(
+        "partition {partition}: stored next offset {stored} is beyond the high watermark {high}"
+    )]
+    BeyondEnd {
+        partition: i32,
+        stored: i64,
+        high: i64,
+    },
+    #[error("offsets are stored for partition {partition}, which the topic no longer has")]
+    PartitionGone { partition: i32 },
+    #[error("partition {partition}: the record before stored offset {stored} is stamped {found}, not {expected}")]
+    RecordChanged {
+        partition: i32,
+        stored: i64,
+        expected: i64,
+        found: i64,
+    },
+    #[error("the topic disappeared from the broker's metadata and came back")]
+    TopicRecreated,
+    #[error("partition {partition}: read offset {offset} where {expected} was next")]
+    OffsetWentBack {
+        partition: i32,
+        offset: i64,
+        expected: i64,
+    },
+}
+
+impl Mismatch {
+    /// The metric label.
+    fn cause(&self) -> &'static str {
+        match self {
+            Mismatch::BeyondEnd { .. } => "beyond_end",
+            Mismatch::PartitionGone { .. } => "partition_gone",
+            Mismatch::OffsetWentBack { .. } => "offset_went_back",
+            Mismatch::TopicRecreated => "topic_recreated",
+            Mismatch::RecordChanged { .. } => "record_changed",
+        }
+    }
+}
+
+/// The wait before the `attempt`th retry of a dead-letter write: doubling from 200 ms, capped
+/// at 30 s, so that a long outage is not hammered and a short one costs little.
+fn dead_letter_backoff(attempt: u32) -> Duration {
+    Duration::from_millis((200u64 << attempt.saturating_sub(1).min(8)).min(30_000))
+}
 
 /// What ingest needs.
 pub(crate) struct IngestContext {
@@ -54,6 +107,13 @@ pub(crate) fn run(ctx: IngestContext, shutdown: CancellationToken) -> anyhow::Re
     while !ingest.shutdown.is_cancelled() {
         let chunk = poll_chunk(&consumer);
         let idle = chunk.is_empty();
+        if let Some(mismatch) = ingest.went_back(&chunk) {
+            // librdkafka reset an out-of-range position to the beginning of a recreated
+            // topic: these records are not the continuation of the stored state.
+            drop(chunk);
+            ingest.rebuild(&consumer, mismatch)?;
+            continue;
+        }
         if !idle {
             ingest.apply_chunk(&chunk)?;
         }
@@ -61,7 +121,9 @@ pub(crate) fn run(ctx: IngestContext, shutdown: CancellationToken) -> anyhow::Re
         ingest.check_caught_up(&consumer, idle);
         if last_refresh.elapsed() > PARTITION_REFRESH {
             ingest.assign_new_partitions(&consumer)?;
-            ingest.refresh_watermarks(&consumer);
+            if let Some(mismatch) = ingest.refresh_watermarks(&consumer) {
+                ingest.rebuild(&consumer, mismatch)?;
+            }
             last_refresh = Instant::now();
         }
     }
@@ -84,6 +146,10 @@ struct Ingest {
 
 impl Ingest {
     fn assign_new_partitions(&mut self, consumer: &BaseConsumer) -> anyhow::Result<()> {
+        // The topic missing after partitions were assigned: it was deleted, and whatever comes
+        // back under its name is another topic (offsets alone cannot tell when the new one
+        // already holds more records than were applied from the old one).
+        let mut vanished = false;
         let metadata = loop {
             let fetched = consumer.fetch_metadata(Some(&self.topic), Duration::from_secs(5));
             if fetched.is_ok() {
@@ -99,6 +165,7 @@ impl Ingest {
                 }
                 Ok(_) | Err(_) if self.shutdown.is_cancelled() => return Ok(()),
                 Ok(_) => {
+                    vanished |= !self.assigned.is_empty();
                     tracing::warn!(topic = %self.topic, "Events topic has no partitions yet; retrying.")
                 }
                 Err(e) => {
@@ -112,6 +179,20 @@ impl Ingest {
             .iter()
             .map(|p| p.id())
             .collect();
+        if vanished {
+            return self.rebuild(consumer, Mismatch::TopicRecreated);
+        }
+        let stored = self.ctx.store.offsets(&self.topic)?;
+        let gone = stored
+            .keys()
+            .chain(self.assigned.iter())
+            .find(|p| !partitions.contains(p));
+        if let Some(partition) = gone {
+            let mismatch = Mismatch::PartitionGone {
+                partition: *partition,
+            };
+            return self.rebuild(consumer, mismatch);
+        }
         let fresh: Vec<i32> = partitions
             .into_iter()
             .filter(|p| !self.assigned.contains(p))
@@ -119,7 +200,7 @@ impl Ingest {
         if fresh.is_empty() {
             return Ok(());
         }
-        let stored = self.ctx.store.offsets(&self.topic)?;
+        let last_records = self.ctx.store.last_records(&self.topic)?;
         let mut list = TopicPartitionList::new();
         for p in &fresh {
             let offset = stored
@@ -128,6 +209,20 @@ impl Ingest {
             list.add_partition_offset(&self.topic, *p, offset)?;
             let (low, high) =
                 consumer.fetch_watermarks(&self.topic, *p, Duration::from_secs(10))?;
+            if let Some(stored) = stored.get(p).copied().filter(|s| *s > high) {
+                let mismatch = Mismatch::BeyondEnd {
+                    partition: *p,
+                    stored,
+                    high,
+                };
+                return self.rebuild(consumer, mismatch);
+            }
+            if let Some(mismatch) = stored
+                .get(p)
+                .and_then(|s| self.record_changed(*p, *s, low, last_records.get(p).copied()))
+            {
+                return self.rebuild(consumer, mismatch);
+            }
             self.targets.insert(*p, high);
             self.next.insert(*p, stored.get(p).copied().unwrap_or(low));
             self.ctx.status.record_progress(*p, self.next[p], high);
@@ -145,21 +240,15 @@ impl Ingest {
         let mut update = ChunkUpdate::default();
         let mut dead = Vec::new();
         let (mut applied_devices, mut applied_heartbeats) = (0u64, 0u64);
+        // One clock reading for the chunk: no time a record carries may be later than this
+        // (see `fold::classify`), liveness included.
+        let now = now_millis();
         for msg in chunk {
             let input = record_input(msg);
-            match classify(&input, fold) {
+            match classify(&input, fold, now) {
                 Ok(Classified::Device(fact)) => {
                     applied_devices += 1;
-                    let guid = fact.connector_guid.clone();
-                    let entry = match update.devices.entry(guid) {
-                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::btree_map::Entry::Vacant(e) => {
-                            let before = self.ctx.store.device(e.key())?;
-                            let after = before.clone().unwrap_or_else(|| DeviceState::new(e.key()));
-                            e.insert((before, after))
-                        }
-                    };
-                    entry.1.apply(&fact);
+                    fold_fact(&self.ctx.store, &mut update, &fact)?;
                 }
                 Ok(Classified::Heartbeat(_)) => applied_heartbeats += 1,
                 Err(e) => dead.push((msg, e.to_string())),
@@ -167,11 +256,17 @@ impl Ingest {
             let source = header(msg, HEADER_SOURCE)
                 .map(|s| String::from_utf8_lossy(s).into_owned())
                 .unwrap_or_else(|| "unknown".to_owned());
-            let newest = update.liveness.entry(source).or_insert(input.timestamp);
-            *newest = (*newest).max(input.timestamp);
+            let at = input.timestamp.min(now);
+            let newest = update.liveness.entry(source).or_insert(at);
+            *newest = (*newest).max(at);
             update
                 .offsets
                 .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
+            if let Some(at) = msg.timestamp().to_millis() {
+                update
+                    .last_records
+                    .insert((msg.topic().to_owned(), msg.partition()), at);
+            }
         }
         self.dead_letter(&dead)?;
         self.ctx.status.broker_answered();
@@ -198,24 +293,44 @@ impl Ingest {
     }
 
     /// Sends every unusable record of a chunk to the DLQ and waits for the broker to acknowledge
-    /// them all, so that their offsets are stored only once they are safe elsewhere.
+    /// them all, so that their offsets are stored only once they are safe elsewhere. A write
+    /// that keeps failing is retried with backoff; meanwhile ingest is held, and `/readyz` and
+    /// `trustgate_ingest_stuck{cause="dead_letter"}` say so (a held ingest looks like a quiet
+    /// feed otherwise).
     fn dead_letter(&self, dead: &[(&BorrowedMessage<'_>, String)]) -> anyhow::Result<()> {
         let dlq = &self.ctx.settings.topics.dlq;
-        let mut attempt = 0u32;
         for (msg, error) in dead {
             tracing::warn!(topic = %msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %error,
                 "Dead-lettering an unusable events record.");
+            let mut attempt = 0u32;
             loop {
                 let record = dead_letter_record(dlq, msg, error);
                 let sent = futures::executor::block_on(
                     self.ctx.producer.send(record, Duration::from_secs(30)),
                 );
                 match sent {
-                    Ok(_) => break,
+                    Ok(_) => {
+                        if attempt > 0 {
+                            tracing::info!(
+                                attempt,
+                                "Dead-letter write succeeded; ingest moves on."
+                            );
+                            self.ctx.status.set_stuck(None);
+                            metrics::ingest_stuck("dead_letter", false);
+                        }
+                        break;
+                    }
                     Err((e, _)) if !self.shutdown.is_cancelled() => {
                         attempt += 1;
-                        tracing::warn!(error = %e, attempt, "Dead-letter write failed; retrying before moving on.");
-                        std::thread::sleep(Duration::from_millis(200 * u64::from(attempt.min(25))));
+                        let wait = dead_letter_backoff(attempt);
+                        tracing::warn!(error = %e, attempt, retry_in_ms = wait.as_millis() as u64,
+                            "Dead-letter write failed; retrying before moving on.");
+                        metrics::ingest_dead_letter_failed();
+                        metrics::ingest_stuck("dead_letter", true);
+                        self.ctx.status.set_stuck(Some(format!(
+                            "dead_letter: writing to {dlq} failed {attempt} time(s): {e}"
+                        )));
+                        self.sleep_unless_shutdown(wait);
                     }
                     Err((e, _)) => {
                         anyhow::bail!("stopping with an unacknowledged dead-letter record: {e}")
@@ -226,14 +341,85 @@ impl Ingest {
         Ok(())
     }
 
-    /// Re-reads each partition's high watermark: keeps lag current after catch-up and proves
-    /// the broker still answers.
-    fn refresh_watermarks(&mut self, consumer: &BaseConsumer) {
+    /// Whether the record before `stored` (the last one applied) is another record than the
+    /// one applied: a topic recreated with at least as many records as were applied passes
+    /// every offset check. Read with a short-lived consumer of its own, so the main one's
+    /// assignment is untouched; when the record cannot be read (retention or compaction
+    /// removed it, or the broker does not answer in time) nothing is concluded.
+    fn record_changed(
+        &self,
+        partition: i32,
+        stored: i64,
+        low: i64,
+        expected: Option<Millis>,
+    ) -> Option<Mismatch> {
+        let expected = expected?;
+        let before = stored - 1;
+        if before < low {
+            return None;
+        }
+        let probe: BaseConsumer = client_config(&self.ctx.settings.kafka, Role::Ingest)
+            .create()
+            .map_err(|e| tracing::warn!(error = %e, "Cannot create the consumer that checks the last applied record."))
+            .ok()?;
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&self.topic, partition, Offset::Offset(before))
+            .ok()?;
+        probe.assign(&list).ok()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !self.shutdown.is_cancelled() {
+            match probe.poll(Duration::from_millis(200)) {
+                Some(Ok(msg)) if msg.partition() == partition && msg.offset() == before => {
+                    let found = msg.timestamp().to_millis()?;
+                    return (found != expected).then_some(Mismatch::RecordChanged {
+                        partition,
+                        stored,
+                        expected,
+                        found,
+                    });
+                }
+                // The record there is gone (a compacted topic): nothing to compare.
+                Some(Ok(msg)) if msg.partition() == partition => return None,
+                Some(Ok(_)) | None => {}
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "Reading the last applied record.")
+                }
+            }
+        }
+        tracing::warn!(
+            partition,
+            offset = before,
+            "Could not read the last applied record back; resuming from the stored offset."
+        );
+        None
+    }
+
+    /// Sleeps `wait`, cut short by shutdown (a backoff may be longer than the shutdown budget).
+    fn sleep_unless_shutdown(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        while !self.shutdown.is_cancelled() && Instant::now() < until {
+            std::thread::sleep(
+                Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())),
+            );
+        }
+    }
+
+    /// Re-reads each partition's high watermark: keeps lag current after catch-up, proves
+    /// the broker still answers, and finds a partition that now ends before what was applied
+    /// (the topic was recreated or truncated under this instance).
+    fn refresh_watermarks(&mut self, consumer: &BaseConsumer) -> Option<Mismatch> {
         for p in self.assigned.clone() {
             match consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(2)) {
                 Ok((_, high)) => {
                     self.ctx.status.broker_answered();
                     let next = self.next.get(&p).copied().unwrap_or(0);
+                    if next > high {
+                        return Some(Mismatch::BeyondEnd {
+                            partition: p,
+                            stored: next,
+                            high,
+                        });
+                    }
                     self.ctx.status.record_progress(p, next, high);
                 }
                 Err(e) => {
@@ -241,6 +427,48 @@ impl Ingest {
                 }
             }
         }
+        None
+    }
+
+    /// A record before the partition's next offset: the consumer's position was reset (an
+    /// out-of-range offset after the topic was recreated), so the stored state is not this
+    /// topic's.
+    fn went_back(&self, chunk: &[BorrowedMessage<'_>]) -> Option<Mismatch> {
+        chunk.iter().find_map(|msg| {
+            let expected = self.next.get(&msg.partition()).copied()?;
+            (msg.offset() < expected).then(|| Mismatch::OffsetWentBack {
+                partition: msg.partition(),
+                offset: msg.offset(),
+                expected,
+            })
+        })
+    }
+
+    /// Clears the state folded from the topic as it was and reads the topic as it is now from
+    /// its beginning. Not ready from the first step: deciders deny `not_ready` rather than
+    /// answer from state that is about to go, until the rebuild caught up and fed the store.
+    fn rebuild(&mut self, consumer: &BaseConsumer, mismatch: Mismatch) -> anyhow::Result<()> {
+        tracing::warn!(topic = %self.topic, cause = mismatch.cause(), detail = %mismatch,
+            "Stored offsets do not belong to the events topic as it is now; rebuilding the state from its beginning.");
+        metrics::ingest_rebuild(mismatch.cause());
+        self.ctx.status.restart_catch_up();
+        consumer
+            .unassign()
+            .context("unassigning events partitions before a rebuild")?;
+        let removed = self
+            .ctx
+            .store
+            .clear_state()
+            .context("clearing the store before a rebuild")?;
+        self.ctx.liveness.reset();
+        self.ctx.status.clear_progress();
+        self.assigned.clear();
+        self.targets.clear();
+        self.next.clear();
+        tracing::info!(keys = removed, "Store cleared for the rebuild.");
+        // The store now holds no offsets, so this assigns every partition from its beginning
+        // and cannot find another mismatch.
+        self.assign_new_partitions(consumer)
     }
 
     fn check_caught_up(&mut self, consumer: &BaseConsumer, idle: bool) {
@@ -289,6 +517,34 @@ fn poll_chunk(consumer: &BaseConsumer) -> Vec<BorrowedMessage<'_>> {
     chunk
 }
 
+/// Folds one fact into the chunk's update, reading the device's stored state the first time
+/// the chunk names it. A device whose stored value is corrupt is left as it is (logged with its
+/// key): its decisions keep answering deny `store_unavailable`, where starting it afresh would
+/// forget its detections, and ingest goes on for every other device.
+fn fold_fact(
+    store: &Store,
+    update: &mut ChunkUpdate,
+    fact: &Fact,
+) -> Result<(), crate::store::StoreError> {
+    let entry = match update.devices.entry(fact.connector_guid.clone()) {
+        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::btree_map::Entry::Vacant(e) => match store.device(e.key()) {
+            Ok(before) => {
+                let after = before.clone().unwrap_or_else(|| DeviceState::new(e.key()));
+                e.insert((before, after))
+            }
+            Err(crate::store::StoreError::Corrupt { key, reason }) => {
+                tracing::error!(key = %key, reason = %reason,
+                    "Stored device value is corrupt; leaving it (its decisions deny store_unavailable) and skipping the record.");
+                return Ok(());
+            }
+            Err(other) => return Err(other),
+        },
+    };
+    entry.1.apply(fact);
+    Ok(())
+}
+
 fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
     msg.headers()?
         .iter()
@@ -304,5 +560,55 @@ fn record_input<'a>(msg: &'a BorrowedMessage<'_>) -> RecordInput<'a> {
         observed_at: header(msg, HEADER_OBSERVED_AT),
         // Brokers stamp every record; a missing timestamp is treated as "now" so it still counts.
         timestamp: msg.timestamp().to_millis().unwrap_or_else(now_millis),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_backoff_doubles_and_is_capped() {
+        let waits: Vec<u64> = (1..=12)
+            .map(|a| dead_letter_backoff(a).as_millis() as u64)
+            .collect();
+        assert_eq!(&waits[..4], &[200, 400, 800, 1600]);
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(*waits.last().unwrap(), 30_000);
+    }
+
+    use crate::fold::FoldConfig;
+    use crate::store::DEFAULT_CACHE_BYTES;
+
+    fn fact(guid: &str) -> Fact {
+        let value = format!(r#"{{"connector_guid":"{guid}","is_compromised":false}}"#);
+        let input = RecordInput {
+            value: Some(value.as_bytes()),
+            timestamp: 5,
+            ..Default::default()
+        };
+        match classify(&input, &FoldConfig::default(), 10).unwrap() {
+            Classified::Device(fact) => fact,
+            other => panic!("device expected, got {other:?}"),
+        }
+    }
+
+    /// Issue #10 item 6: a corrupt stored device value does not stop ingest; that device is
+    /// left as it is and the others are folded.
+    #[test]
+    fn a_corrupt_device_value_is_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        store.write_raw_for_test(b"Dg1", b"\x01\xff\xff");
+        let mut update = ChunkUpdate::default();
+        fold_fact(&store, &mut update, &fact("g1")).unwrap();
+        fold_fact(&store, &mut update, &fact("g2")).unwrap();
+        assert_eq!(update.devices.keys().collect::<Vec<_>>(), ["g2"]);
+        store.apply(&update).unwrap();
+        assert!(matches!(
+            store.device("g1"),
+            Err(crate::store::StoreError::Corrupt { .. })
+        ));
+        assert!(store.device("g2").unwrap().is_some());
     }
 }

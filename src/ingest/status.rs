@@ -16,6 +16,9 @@ pub struct IngestStatus {
     progress: Arc<Mutex<BTreeMap<i32, (i64, i64)>>>,
     /// When the broker last answered ingest (unix ms).
     broker_ok_at: Arc<AtomicI64>,
+    /// Why ingest cannot move on right now (e.g. a dead-letter write that keeps failing);
+    /// `None` while it can.
+    stuck: Arc<Mutex<Option<String>>>,
 }
 
 /// How long without an answer from the broker before it counts as unreachable.
@@ -27,6 +30,7 @@ impl Default for IngestStatus {
             caught_up: watch::channel(false).0,
             progress: Arc::default(),
             broker_ok_at: Arc::new(AtomicI64::new(i64::MIN)),
+            stuck: Arc::default(),
         }
     }
 }
@@ -37,9 +41,36 @@ impl IngestStatus {
         *self.caught_up.borrow()
     }
 
+    /// The status of a store that no ingest feeds (one-shot `decide` and `inspect` on a
+    /// stopped instance's store): it is as caught up as it will ever be.
+    pub fn offline() -> Self {
+        let status = IngestStatus::default();
+        status.set_caught_up();
+        status
+    }
+
     pub(super) fn set_caught_up(&self) {
         self.caught_up
             .send_if_modified(|v| !std::mem::replace(v, true));
+    }
+
+    /// Not caught up any more: the state is being rebuilt from the topic's beginning.
+    pub(super) fn restart_catch_up(&self) {
+        self.caught_up.send_if_modified(std::mem::take);
+    }
+
+    /// Forgets every partition's progress (before a rebuild reassigns them).
+    pub(super) fn clear_progress(&self) {
+        locks::lock(&self.progress).clear();
+    }
+
+    /// Why ingest is held (for `/readyz`), or `None`.
+    pub fn stuck(&self) -> Option<String> {
+        locks::lock(&self.stuck).clone()
+    }
+
+    pub(super) fn set_stuck(&self, cause: Option<String>) {
+        *locks::lock(&self.stuck) = cause;
     }
 
     /// Waits until caught up; returns false if `cancelled` fired first.

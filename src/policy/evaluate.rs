@@ -40,6 +40,9 @@ pub(crate) enum Reason {
     /// The liveness age (see [`crate::liveness`]) is over the policy's `stale_after` and its
     /// `on_stale` is `deny`.
     StateStale,
+    /// The instance is not ready (ingest has not caught up since this start, or the store was
+    /// never fed): state cannot be trusted yet, so never an allow.
+    NotReady,
 }
 
 /// What the decision says about the device it matched.
@@ -95,6 +98,10 @@ pub struct EvalContext {
     /// Time since the newest record or heartbeat from any source (the liveness age, exported
     /// as `feed_age_seconds`); `None` when there was none.
     pub liveness_age: Option<Duration>,
+    /// Whether the state behind the directory can be trusted: ingest caught up since this
+    /// start and the store holds at least one record or heartbeat. Passed in, so that
+    /// evaluation stays pure.
+    pub ready: bool,
 }
 
 /// The parts of a valid request the procedure reads.
@@ -119,7 +126,7 @@ pub fn evaluate(
         .then_some(ctx.liveness_age);
     Decision {
         stale,
-        ..decide(policy, subject, dir, ctx.grace_millis, stale.is_some())
+        ..decide(policy, subject, dir, ctx, stale.is_some())
     }
 }
 
@@ -127,9 +134,10 @@ fn decide(
     policy: &Policy,
     subject: &Subject,
     dir: &impl DeviceDirectory,
-    grace_millis: i64,
+    ctx: &EvalContext,
     stale: bool,
 ) -> Decision {
+    let grace_millis = ctx.grace_millis;
     if !policy.require_trusted {
         return Decision::new(Outcome::Allow, Reason::AllowAllEndpoints);
     }
@@ -138,6 +146,12 @@ fn decide(
     }
     if !policy.block_compromised {
         return Decision::new(Outcome::Allow, Reason::SeCheckOff);
+    }
+    // Before any device-state rule: a store still catching up (or never fed) would answer
+    // `not_in_secure_endpoint` or `trusted_not_compromised` for a device it simply has not
+    // read yet, and with `unknown_device = "allow"` that is a wrongful allow.
+    if !ctx.ready {
+        return Decision::new(Outcome::Deny, Reason::NotReady);
     }
     if stale && policy.on_stale == OnStale::Deny {
         return Decision::new(Outcome::Deny, Reason::StateStale);

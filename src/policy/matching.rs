@@ -12,7 +12,9 @@ pub trait DeviceDirectory {
     fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, DirectoryError>;
     /// GUIDs of devices with this MAC (12 lower-case hex digits).
     fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, DirectoryError>;
-    /// GUIDs of devices named `hostname` or `hostname.<domain>`.
+    /// GUIDs of devices whose hostname matches `hostname` by the hostname rule, both ways
+    /// (`hostnames_match`): `hostname` itself, `hostname.<more labels>`, or a name that
+    /// `hostname` is followed by `.` and more labels.
     fn guids_by_hostname(&self, hostname: &str) -> Result<Vec<String>, DirectoryError>;
 }
 
@@ -28,6 +30,20 @@ impl DirectoryError {
     pub(crate) fn new(source: impl std::error::Error + Send + Sync + 'static) -> Self {
         DirectoryError(Box::new(source))
     }
+}
+
+/// The hostname rule, both ways: one (normalised, lower-case) name matches the other when it
+/// equals it or is it followed by `.` and more labels. So a request's short name finds a device
+/// SE knows by its FQDN, a request's FQDN finds a device SE knows by its short name
+/// (`ws-q-0200.corp.example.com` finds `ws-q-0200`), and two FQDNs with different domains do
+/// not match (`ws-q-0200.a.example` is not `ws-q-0200.b.example`).
+pub(crate) fn hostnames_match(a: &str, b: &str) -> bool {
+    fn extends(long: &str, short: &str) -> bool {
+        long.len() > short.len() && long.starts_with(short) && long.as_bytes()[short.len()] == b'.'
+    }
+    a.eq_ignore_ascii_case(b)
+        || extends(&a.to_ascii_lowercase(), &b.to_ascii_lowercase())
+        || extends(&b.to_ascii_lowercase(), &a.to_ascii_lowercase())
 }
 
 /// Which identifier matched. Ordered from strongest to weakest.
@@ -120,4 +136,35 @@ pub(crate) fn match_device(
         by: MatchedBy::None,
         devices: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hostnames_match;
+
+    /// The hostname rule's table, both ways.
+    #[test]
+    fn hostname_rule_table() {
+        let table = [
+            ("ws-q-0200", "ws-q-0200", true),
+            ("WS-Q-0200", "ws-q-0200", true),
+            ("ws-q-0200", "ws-q-0200.corp.example.com", true),
+            ("ws-q-0200.corp.example.com", "WS-Q-0200", true),
+            ("ws-q-0200.corp", "ws-q-0200.corp.example.com", true),
+            (
+                "ws-q-0200.corp.example.com",
+                "ws-q-0200.other.example.org",
+                false,
+            ),
+            ("ws-q-0200.a.example", "ws-q-0200.b.example", false),
+            ("ws-q-0200", "ws-q-02001", false),
+            ("ws-q-0200", "ws-q-0200-b.corp", false),
+            ("ws-q", "ws-q-0200", false),
+            ("ws-q-0200.c", "ws-q-0200.corp", false),
+        ];
+        for (a, b, expected) in table {
+            assert_eq!(hostnames_match(a, b), expected, "{a} vs {b}");
+            assert_eq!(hostnames_match(b, a), expected, "{b} vs {a}");
+        }
+    }
 }

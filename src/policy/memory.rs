@@ -53,14 +53,12 @@ impl DeviceDirectory for MemoryDirectory {
                 .is_some_and(|m| m.value.iter().any(|x| x == mac))
         }))
     }
-    /// The short-name rule: `host` itself, or `host` followed by `.` and a domain.
+    /// The hostname rule, both ways (`matching::hostnames_match`).
     fn guids_by_hostname(&self, host: &str) -> Result<Vec<String>, DirectoryError> {
         Ok(self.guids(|d| {
-            d.hostname.as_ref().is_some_and(|h| {
-                h.value == host
-                    || (h.value.starts_with(host)
-                        && h.value.as_bytes().get(host.len()) == Some(&b'.'))
-            })
+            d.hostname
+                .as_ref()
+                .is_some_and(|h| super::matching::hostnames_match(&h.value, host))
         }))
     }
 }

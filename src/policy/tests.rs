@@ -9,6 +9,7 @@ const GRACE: i64 = 600_000;
 const FRESH: EvalContext = EvalContext {
     grace_millis: GRACE,
     liveness_age: Some(std::time::Duration::from_secs(1)),
+    ready: true,
 };
 
 fn device(guid: &str, os: &str, compromised: bool) -> DeviceState {
@@ -344,6 +345,7 @@ fn staleness(
     let ctx = EvalContext {
         grace_millis: GRACE,
         liveness_age: age_secs.map(std::time::Duration::from_secs),
+        ready: true,
     };
     let guid = if reason == Reason::StateStale {
         "win-clean-1"
@@ -364,6 +366,7 @@ fn stale_deny_comes_after_rules_1_to_4() {
     let ctx = EvalContext {
         grace_millis: GRACE,
         liveness_age: None,
+        ready: true,
     };
     let d = evaluate(
         &p,
@@ -386,6 +389,99 @@ fn stale_deny_comes_after_rules_1_to_4() {
         (d.reason, d.stale.is_some()),
         (Reason::AllowAllEndpoints, true)
     );
+}
+
+#[test]
+fn not_ready_denies_after_rules_1_to_4_whatever_the_policy() {
+    let lenient = policy(true, true, UnknownDevice::Allow);
+    let ctx = EvalContext {
+        ready: false,
+        ..FRESH
+    };
+    for guid in ["win-clean-1", "not-a-known-device"] {
+        let d = evaluate(
+            &lenient,
+            &subject(true, Some(guid), None),
+            &directory(),
+            &ctx,
+        );
+        assert_eq!(
+            (d.outcome, d.reason),
+            (Outcome::Deny, Reason::NotReady),
+            "{guid}"
+        );
+    }
+    let untrusted = evaluate(
+        &lenient,
+        &subject(false, Some("win-clean-1"), None),
+        &directory(),
+        &ctx,
+    );
+    assert_eq!(untrusted.reason, Reason::UntrustedEndpoint);
+    let off = Policy {
+        block_compromised: false,
+        ..lenient
+    };
+    let d = evaluate(
+        &off,
+        &subject(true, Some("win-clean-1"), None),
+        &directory(),
+        &ctx,
+    );
+    assert_eq!(d.reason, Reason::SeCheckOff);
+}
+
+/// Issue #10 item 3: a request's FQDN finds a compromised device SE knows by its short name
+/// (today's one-way match ended in `not_in_secure_endpoint`, an allow by default); an FQDN under
+/// another domain does not.
+#[test]
+fn a_request_fqdn_finds_a_device_known_by_its_short_name() {
+    let mut dir = MemoryDirectory::default();
+    let mut bad = device("ws-q-0200", "Windows 10", true);
+    bad.hostname = Some(Stamped {
+        at: 1,
+        value: "ws-q-0200".into(),
+    });
+    dir.insert(bad);
+    let decide = |host: &str| {
+        evaluate(
+            &policy(true, true, UnknownDevice::Allow),
+            &Subject {
+                trusted: true,
+                os: None,
+                ids: RequestIdentifiers {
+                    hostname: Some(host.into()),
+                    ..Default::default()
+                },
+            },
+            &dir,
+            &FRESH,
+        )
+    };
+    let d = decide("ws-q-0200.corp.example.com");
+    assert_eq!((d.outcome, d.reason), (Outcome::Deny, Reason::Compromised));
+    assert_eq!(d.device.matched_by, Some(MatchedBy::Hostname));
+    let mut dir2 = MemoryDirectory::default();
+    let mut fqdn = device("ws-q-0201", "Windows 10", true);
+    fqdn.hostname = Some(Stamped {
+        at: 1,
+        value: "ws-q-0201.corp.example.com".into(),
+    });
+    dir2.insert(fqdn);
+    let other_domain = evaluate(
+        &policy(true, true, UnknownDevice::Deny),
+        &Subject {
+            trusted: true,
+            os: None,
+            ids: RequestIdentifiers {
+                hostname: Some("ws-q-0201.other.example.org".into()),
+                ..Default::default()
+            },
+        },
+        &dir2,
+        &FRESH,
+    );
+    assert_eq!(other_domain.device.matched_by, Some(MatchedBy::None));
 }
 
 /// A directory that cannot be read: every lookup fails.

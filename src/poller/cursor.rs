@@ -6,6 +6,12 @@
 //! can share one timestamp, and offline laptops upload detections late); the identities seen in
 //! that window make the re-read events duplicates we skip. A crash between publishing and
 //! checkpointing re-reads from the previous checkpoint: duplicates, never gaps.
+//!
+//! A cursor belongs to one tenant: the checkpoint records the `base_url` and `client_id` it was
+//! made for, and a checkpoint made for another tenant (or by a build that did not record one) is
+//! never used: it is logged and the poll starts from `initial_lookback` (re-reads are harmless
+//! duplicates; a foreign watermark would skip this tenant's detections). Two pollers on one
+//! `state_path` are refused by a lock file held for the poller's life.
 
 use crate::time::{format_millis, Millis};
 use serde::{Deserialize, Serialize};
@@ -91,6 +97,33 @@ impl Cursor {
     }
 }
 
+/// Whom a cursor was made for: the SE API and the API client it polled with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Tenant {
+    /// `[poller] base_url` (normalised, no trailing `/`).
+    pub(super) base_url: String,
+    /// `[poller] client_id`.
+    pub(super) client_id: Option<String>,
+}
+
+/// The checkpoint file: the cursor with the tenant it belongs to.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    /// Absent in checkpoints written before cursors recorded their tenant.
+    #[serde(default)]
+    tenant: Option<Tenant>,
+    #[serde(flatten)]
+    cursor: Cursor,
+}
+
+/// [`Stored`] as written, borrowing.
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    tenant: &'a Tenant,
+    #[serde(flatten)]
+    cursor: &'a Cursor,
+}
+
 /// Why the checkpoint could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum CheckpointError {
@@ -104,19 +137,56 @@ pub(super) enum CheckpointError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error(
+        "poller state {path} is in use by another poller (two pollers must not share a state_path)"
+    )]
+    Locked { path: PathBuf },
 }
 
-/// The cursor file inside `[poller] state_path` (a directory).
+/// The poller's hold on its `state_path`: an exclusive lock on a file in it, released when
+/// dropped (or when the process dies, so a crash leaves no stale lock).
+#[derive(Debug)]
+pub(super) struct StateLock {
+    _file: std::fs::File,
+}
+
+/// The cursor file inside `[poller] state_path` (a directory), for one tenant.
 #[derive(Debug, Clone)]
 pub(super) struct Checkpoint {
     dir: PathBuf,
+    tenant: Tenant,
 }
 
 const FILE: &str = "events-cursor.json";
+const LOCK_FILE: &str = "poller.lock";
 
 impl Checkpoint {
-    pub(super) fn new(dir: impl Into<PathBuf>) -> Checkpoint {
-        Checkpoint { dir: dir.into() }
+    /// The checkpoint in `dir` for `tenant`.
+    pub(super) fn new(dir: impl Into<PathBuf>, tenant: Tenant) -> Checkpoint {
+        Checkpoint {
+            dir: dir.into(),
+            tenant,
+        }
+    }
+
+    /// Takes the exclusive lock on the state directory (creating it), or fails with
+    /// [`CheckpointError::Locked`] when another poller holds it.
+    pub(super) fn lock(&self) -> Result<StateLock, CheckpointError> {
+        std::fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
+        let path = self.dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(self.io(&path))?;
+        match fs2::FileExt::try_lock_exclusive(&file) {
+            Ok(()) => Ok(StateLock { _file: file }),
+            Err(e) if e.kind() == fs2::lock_contended_error().kind() => {
+                Err(CheckpointError::Locked { path })
+            }
+            Err(e) => Err(self.io(&path)(e)),
+        }
     }
 
     fn path(&self) -> PathBuf {
@@ -128,15 +198,32 @@ impl Checkpoint {
         move |source| CheckpointError::Io { path, source }
     }
 
-    /// The last checkpoint, or an empty cursor when there is none yet.
+    /// The last checkpoint, or an empty cursor when there is none yet or the one there was
+    /// made for another tenant (logged).
     pub(super) fn load(&self) -> Result<Cursor, CheckpointError> {
         let path = self.path();
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|source| CheckpointError::Corrupt { path, source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Cursor::default()),
-            Err(e) => Err(self.io(&path)(e)),
+        let stored: Stored = match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|source| CheckpointError::Corrupt {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Cursor::default()),
+            Err(e) => return Err(self.io(&path)(e)),
+        };
+        if stored.tenant.as_ref() == Some(&self.tenant) {
+            return Ok(stored.cursor);
         }
+        tracing::warn!(
+            path = %path.display(),
+            cursor_base_url = stored.tenant.as_ref().map(|t| t.base_url.as_str()),
+            cursor_client_id = stored.tenant.as_ref().and_then(|t| t.client_id.as_deref()),
+            base_url = %self.tenant.base_url,
+            client_id = self.tenant.client_id.as_deref(),
+            "Poller cursor was made for another tenant; ignoring it and polling from initial_lookback."
+        );
+        Ok(Cursor::default())
     }
 
     /// Replaces the checkpoint atomically: a crash leaves either the old or the new one.
@@ -145,7 +232,11 @@ impl Checkpoint {
         std::fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
         let path = self.path();
         let tmp = self.dir.join(format!("{FILE}.tmp"));
-        let bytes = serde_json::to_vec(cursor).expect("a cursor serialises");
+        let stored = StoredRef {
+            tenant: &self.tenant,
+            cursor,
+        };
+        let bytes = serde_json::to_vec(&stored).expect("a cursor serialises");
         let mut file = std::fs::File::create(&tmp).map_err(self.io(&tmp))?;
         file.write_all(&bytes).map_err(self.io(&tmp))?;
         file.sync_all().map_err(self.io(&tmp))?;

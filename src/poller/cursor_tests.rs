@@ -62,13 +62,15 @@ fn keys_use_id_and_type_or_a_hash_of_the_bytes() {
 #[test]
 fn a_checkpoint_survives_a_restart_and_big_ids_stay_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let cp = Checkpoint::new(dir.path().join("state"));
+    let cp = Checkpoint::new(dir.path().join("state"), tenant("a"));
     assert_eq!(cp.load().unwrap(), Cursor::default(), "nothing yet");
     let mut c = Cursor::default();
     c.mark(event_key(Some(u64::MAX - 1), 2164260880, b""), 5 * S);
     c.advance(Some(5 * S), 6 * S, OVERLAP);
     cp.store(&c).unwrap();
-    let back = Checkpoint::new(dir.path().join("state")).load().unwrap();
+    let back = Checkpoint::new(dir.path().join("state"), tenant("a"))
+        .load()
+        .unwrap();
     assert_eq!(back, c);
     assert!(back.seen(&format!("{}:2164260880", u64::MAX - 1)));
     // No temporary file is left behind.
@@ -84,7 +86,7 @@ fn a_corrupt_checkpoint_is_an_error_not_a_silent_restart() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
     assert!(matches!(
-        Checkpoint::new(dir.path()).load(),
+        Checkpoint::new(dir.path(), tenant("a")).load(),
         Err(CheckpointError::Corrupt { .. })
     ));
 }
@@ -167,4 +169,60 @@ proptest! {
         let published = run(&events, interval_s * S, &crashes);
         prop_assert_eq!(published.len(), events.len());
     }
+}
+
+fn tenant(client_id: &str) -> Tenant {
+    Tenant {
+        base_url: "https://api.amp.cisco.com".into(),
+        client_id: Some(client_id.into()),
+    }
+}
+
+/// Issue #10 item 6: a cursor made for another tenant (another `client_id` or `base_url`, or
+/// written before cursors recorded theirs) is never used.
+#[test]
+fn a_cursor_from_another_tenant_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cursor::default();
+    c.mark(event_key(Some(1), 2, b""), 5 * S);
+    c.advance(Some(5 * S), 6 * S, OVERLAP);
+    Checkpoint::new(dir.path(), tenant("a")).store(&c).unwrap();
+    assert_eq!(Checkpoint::new(dir.path(), tenant("a")).load().unwrap(), c);
+    assert_eq!(
+        Checkpoint::new(dir.path(), tenant("b")).load().unwrap(),
+        Cursor::default()
+    );
+    let eu = Tenant {
+        base_url: "https://api.eu.amp.cisco.com".into(),
+        ..tenant("a")
+    };
+    assert_eq!(
+        Checkpoint::new(dir.path(), eu).load().unwrap(),
+        Cursor::default()
+    );
+    // A checkpoint from before tenants were recorded: whose it is cannot be told.
+    std::fs::write(dir.path().join(FILE), serde_json::to_vec(&c).unwrap()).unwrap();
+    assert_eq!(
+        Checkpoint::new(dir.path(), tenant("a")).load().unwrap(),
+        Cursor::default()
+    );
+}
+
+/// Issue #10 item 6: two pollers on one `state_path` are refused by the lock, which is
+/// released with its holder.
+#[test]
+fn two_pollers_on_one_state_path_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Checkpoint::new(dir.path().join("state"), tenant("a"))
+        .lock()
+        .unwrap();
+    let second = Checkpoint::new(dir.path().join("state"), tenant("b")).lock();
+    assert!(
+        matches!(second, Err(CheckpointError::Locked { .. })),
+        "{second:?}"
+    );
+    drop(first);
+    Checkpoint::new(dir.path().join("state"), tenant("b"))
+        .lock()
+        .unwrap();
 }

@@ -7,7 +7,7 @@
 //! one in force, so the next cycle re-reads (duplicates) instead of skipping (loss).
 
 use super::client::Page;
-use super::cursor::{event_key, Checkpoint, Cursor};
+use super::cursor::{event_key, Checkpoint, Cursor, StateLock, Tenant};
 use super::cycle::{cycle_failed, CycleError, PollContext};
 use crate::publish::OutRecord;
 use crate::se::{split_records, Event};
@@ -33,6 +33,8 @@ pub(super) struct EventPoll {
     ctx: PollContext,
     checkpoint: Checkpoint,
     cursor: Cursor,
+    /// Held while the poll lives: no second poller can share the state directory.
+    _lock: StateLock,
 }
 
 /// One event of a page that is new and publishable.
@@ -42,9 +44,15 @@ struct Fresh<'a> {
 }
 
 impl EventPoll {
-    /// Loads the checkpoint; a corrupt one stops start-up rather than re-reading silently.
+    /// Locks the state directory and loads this tenant's checkpoint; a corrupt one, or a
+    /// directory another poller holds, stops start-up rather than re-reading silently.
     pub(super) fn open(ctx: PollContext) -> Result<EventPoll, CycleError> {
-        let checkpoint = Checkpoint::new(&ctx.settings.state_path);
+        let tenant = Tenant {
+            base_url: ctx.settings.base_url.clone(),
+            client_id: ctx.settings.client_id.clone(),
+        };
+        let checkpoint = Checkpoint::new(&ctx.settings.state_path, tenant);
+        let lock = checkpoint.lock()?;
         let cursor = checkpoint.load()?;
         tracing::info!(
             watermark = cursor.describe(),
@@ -55,6 +63,7 @@ impl EventPoll {
             ctx,
             checkpoint,
             cursor,
+            _lock: lock,
         })
     }
 

@@ -8,10 +8,13 @@
 //! | processor-id index | `P` id `\0` guid | empty |
 //! | ingest offset | `O` topic `\0` partition (i32 BE) | next offset (i64 BE) |
 //! | source liveness | `F` source | newest record time, unix ms (i64 BE) |
+//! | last applied record | `R` topic `\0` partition (i32 BE) | its Kafka timestamp, unix ms (i64 BE) |
 //!
 //! Index values are normalised (lower case; MACs as 12 hex digits) and never contain `\0`.
 //! The hostname index is scanned by prefix: a stored `fin-lt-0042.corp.example.com` is found
-//! by `fin-lt-0042` because the byte after the prefix is `.`.
+//! by `fin-lt-0042` because the byte after the prefix is `.`; the other way, a stored
+//! `fin-lt-0042` is found by `fin-lt-0042.corp.example.com` through exact lookups of the
+//! request's name cut before each dot.
 
 use crate::fold::DeviceState;
 use std::collections::BTreeSet;
@@ -20,9 +23,12 @@ pub(crate) const DEVICE: u8 = b'D';
 pub(crate) const HOSTNAME: u8 = b'H';
 pub(crate) const MAC: u8 = b'M';
 pub(crate) const PROCESSOR: u8 = b'P';
-const OFFSET: u8 = b'O';
+pub(crate) const OFFSET: u8 = b'O';
 /// Liveness keys keep the `F` (for "feed") they were first written with.
 pub(crate) const LIVENESS: u8 = b'F';
+/// The Kafka timestamp of the record just before each stored offset: on start, the record
+/// found there must be the same one, or the topic was recreated under the same name.
+pub(crate) const LAST_RECORD: u8 = b'R';
 
 pub(crate) fn device(guid: &str) -> Vec<u8> {
     prefixed(DEVICE, guid.as_bytes())
@@ -86,6 +92,20 @@ pub(crate) fn offset_prefix(topic: &str) -> Vec<u8> {
 
 pub(crate) fn offset(topic: &str, partition: i32) -> Vec<u8> {
     let mut key = offset_prefix(topic);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+/// `R topic \0`: the prefix of every last-record key of `topic`.
+pub(crate) fn last_record_prefix(topic: &str) -> Vec<u8> {
+    let mut key = prefixed(LAST_RECORD, topic.as_bytes());
+    key.push(0);
+    key
+}
+
+/// `R topic \0 partition`: where the last applied record's time is kept.
+pub(crate) fn last_record(topic: &str, partition: i32) -> Vec<u8> {
+    let mut key = last_record_prefix(topic);
     key.extend_from_slice(&partition.to_be_bytes());
     key
 }

@@ -13,7 +13,7 @@ mod keys;
 mod tests;
 
 use crate::fold::DeviceState;
-use crate::time::Millis;
+use crate::time::{now_millis, Millis};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -57,6 +57,9 @@ pub struct ChunkUpdate {
     pub offsets: BTreeMap<(String, i32), i64>,
     /// Newest record time per source on the events topic (liveness).
     pub liveness: BTreeMap<String, Millis>,
+    /// Kafka timestamp of the chunk's last record per (topic, partition): the record just
+    /// before the stored next offset.
+    pub last_records: BTreeMap<(String, i32), Millis>,
 }
 
 impl Store {
@@ -101,7 +104,9 @@ impl Store {
         self.exact_index(keys::MAC, mac)
     }
 
-    /// GUIDs of devices named `host` or `host.<domain>` (normalised, lower case).
+    /// GUIDs of devices whose name matches `host` (normalised, lower case) both ways: named
+    /// `host`, `host.<more labels>`, or a name that `host` is followed by `.` and more labels
+    /// (the rule is `policy::hostnames_match`).
     pub fn guids_by_hostname(&self, host: &str) -> Result<Vec<String>, StoreError> {
         let prefix = keys::index_value_prefix(keys::HOSTNAME, host);
         let mut guids = Vec::new();
@@ -111,6 +116,11 @@ impl Store {
             if let Some(guid) = keys::hostname_match(rest) {
                 guids.push(guid);
             }
+        }
+        // The other way: a request's FQDN finds a device SE knows by a shorter name. Each
+        // shorter name is `host` cut before one of its dots, looked up exactly.
+        for (dot, _) in host.match_indices('.').filter(|(dot, _)| *dot > 0) {
+            guids.extend(self.exact_index(keys::HOSTNAME, &host[..dot])?);
         }
         guids.sort();
         guids.dedup();
@@ -143,13 +153,40 @@ impl Store {
         Ok(out)
     }
 
-    /// Newest record time per source (heartbeats included).
+    /// The Kafka timestamp of the record before each stored offset of `topic`, per partition
+    /// (absent for offsets stored before this was kept).
+    pub fn last_records(&self, topic: &str) -> Result<HashMap<i32, Millis>, StoreError> {
+        let prefix = keys::last_record_prefix(topic);
+        let mut out = HashMap::new();
+        for entry in self.db.scan_prefix(&prefix) {
+            let (key, value) = entry?;
+            let (partition, at) =
+                codec::decode_offset(&key[prefix.len()..], &value).ok_or_else(|| {
+                    StoreError::Corrupt {
+                        key: format!("{key:?}"),
+                        reason: "last record time".into(),
+                    }
+                })?;
+            out.insert(partition, at);
+        }
+        Ok(out)
+    }
+
+    /// Newest record time per source (heartbeats included). A time later than now (stored by a
+    /// build that did not clamp record times) is left out, as if that source had never written:
+    /// it must not keep `stale` off, and forgetting it errs toward `stale`.
     fn liveness(&self) -> Result<BTreeMap<String, Millis>, StoreError> {
+        let now = now_millis();
         let mut out = BTreeMap::new();
         for entry in self.db.scan_prefix([keys::LIVENESS]) {
             let (key, value) = entry?;
             let source = String::from_utf8_lossy(&key[1..]).into_owned();
-            out.insert(source, codec::decode_i64(&value).unwrap_or_default());
+            let at = codec::decode_i64(&value).unwrap_or_default();
+            if at > now {
+                tracing::warn!(source = %source, at, "Stored liveness time is in the future; ignoring it.");
+                continue;
+            }
+            out.insert(source, at);
         }
         Ok(out)
     }
@@ -190,10 +227,15 @@ impl Store {
         for ((topic, partition), offset) in &update.offsets {
             batch.insert(keys::offset(topic, *partition), &offset.to_be_bytes());
         }
+        for ((topic, partition), at) in &update.last_records {
+            batch.insert(keys::last_record(topic, *partition), &at.to_be_bytes());
+        }
         for (source, at) in &update.liveness {
             let key = keys::liveness(source);
+            // A stored time ahead of now (see `liveness`) is replaced, not kept as the max.
+            let now = now_millis();
             let newer = match self.db.get(&key)? {
-                Some(v) => codec::decode_i64(&v).map_or(true, |old| *at > old),
+                Some(v) => codec::decode_i64(&v).map_or(true, |old| *at > old || old > now),
                 None => true,
             };
             if newer {
@@ -202,6 +244,38 @@ impl Store {
         }
         self.db.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// Clears everything folded from the events topic (device states, indexes, ingest
+    /// offsets, liveness) in one atomic batch, so that ingest rebuilds from the topic's
+    /// beginning: after a crash the store holds either the old state with its offsets or
+    /// nothing, never old state with no offsets (which would fold the topic over it again).
+    pub fn clear_state(&self) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for space in [
+            keys::DEVICE,
+            keys::HOSTNAME,
+            keys::MAC,
+            keys::PROCESSOR,
+            keys::OFFSET,
+            keys::LIVENESS,
+            keys::LAST_RECORD,
+        ] {
+            for entry in self.db.scan_prefix([space]) {
+                let (key, _) = entry?;
+                batch.remove(key);
+                removed += 1;
+            }
+        }
+        self.db.apply_batch(batch)?;
+        Ok(removed)
+    }
+
+    /// Writes raw bytes under a raw key: lets tests corrupt a stored value.
+    #[cfg(test)]
+    pub(crate) fn write_raw_for_test(&self, key: &[u8], value: &[u8]) {
+        self.db.insert(key, value).unwrap();
     }
 
     /// Makes everything written so far durable (sled otherwise syncs every 500 ms).

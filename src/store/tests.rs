@@ -13,7 +13,7 @@
 //! Every shrunk failure is kept as a named regression test at the end of this file, with a
 //! one-line postmortem.
 
-use super::{ChunkUpdate, Store, DEFAULT_CACHE_BYTES};
+use super::{ChunkUpdate, Store, StoreError, DEFAULT_CACHE_BYTES};
 use crate::fold::{classify, Classified, DeviceState, FoldConfig, RecordInput};
 use crate::policy::{DeviceDirectory, MemoryDirectory};
 use crate::time::Millis;
@@ -34,6 +34,8 @@ const HOSTS: &[&str] = &[
     "fin-lt",
     " ",
     "fin-lt-1\0g2",
+    "WS-Q-0200",
+    "ws-q-0200.other.example.org",
 ];
 const MACS: &[&str] = &[
     "22:88:fe:2c:89:5c",
@@ -74,7 +76,7 @@ impl Rec {
 
     /// The fact this record states about a device, if it is a usable device record.
     fn fact(&self) -> Option<crate::fold::Fact> {
-        match classify(&self.input(), &FoldConfig::default()) {
+        match classify(&self.input(), &FoldConfig::default(), Millis::MAX) {
             Ok(Classified::Device(fact)) => Some(fact),
             _ => None,
         }
@@ -280,9 +282,15 @@ impl Queries {
         processors.insert("a".to_owned());
         let mut macs = norm(MACS, crate::se::normalize_mac);
         macs.insert("2288fe2c895".to_owned());
+        // And every name followed by more labels: a request's FQDN must find a device SE knows
+        // by its short name, and not one known under another domain.
         let hostnames = norm(HOSTS, crate::se::normalize_hostname)
             .iter()
-            .flat_map(|h| (1..=h.len()).map(move |n| h[..n].to_owned()))
+            .flat_map(|h| {
+                (1..=h.len()).map(move |n| h[..n].to_owned()).chain(
+                    [".corp.example.com", ".corp", ".other.example.org"].map(|d| h.clone() + d),
+                )
+            })
             .chain(["corp".to_owned(), "example.com".to_owned()])
             .collect::<BTreeSet<_>>();
         Queries {
@@ -332,7 +340,7 @@ impl Run {
                 // As `trustgate run` stops: flush, then let go of the store.
                 self.store().flush_blocking().unwrap();
                 self.store = None;
-                self.store = Some(Store::open(self.dir.path(), DEFAULT_CACHE_BYTES).unwrap());
+                self.store = Some(reopen(self.dir.path()));
             }
         }
     }
@@ -506,4 +514,86 @@ fn a_nul_in_an_identifier_does_not_change_a_match() {
     assert_eq!(from_store.by, from_model.by);
     assert_eq!(from_store.devices, from_model.devices);
     assert!(from_store.devices.is_empty());
+}
+
+/// A rebuild starts from nothing: `clear_state` leaves no device, index entry, offset, last
+/// record time or liveness behind (else the fold would run over the old state, or resume from
+/// old offsets, or keep a recreated topic's instance fresh on the old topic's times).
+#[test]
+fn clear_state_leaves_nothing_folded_from_the_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+    let mut device = DeviceState::new("g1");
+    device.hostname = Some(crate::fold::Stamped {
+        at: 1,
+        value: "host-1".into(),
+    });
+    let update = ChunkUpdate {
+        devices: BTreeMap::from([("g1".to_owned(), (None, device))]),
+        offsets: BTreeMap::from([(("events".to_owned(), 0), 7)]),
+        liveness: BTreeMap::from([("poll".to_owned(), 5)]),
+        last_records: BTreeMap::from([(("events".to_owned(), 0), 5)]),
+    };
+    store.apply(&update).unwrap();
+    assert_eq!(store.last_records("events").unwrap().get(&0), Some(&5));
+    assert!(store.clear_state().unwrap() > 0);
+    assert!(store.device("g1").unwrap().is_none());
+    assert!(store.guids_by_hostname("host-1").unwrap().is_empty());
+    assert!(store.offsets("events").unwrap().is_empty());
+    assert!(store.last_records("events").unwrap().is_empty());
+    assert!(store.liveness().unwrap().is_empty());
+}
+
+/// Issue #10 item 3: a request's FQDN finds a device SE knows by its short name, and two FQDNs
+/// with different domains do not match.
+#[test]
+fn hostnames_match_both_ways() {
+    let run = run(&[
+        computer_at("g1", "WS-Q-0200", &[], 1),
+        computer_at("g2", "fin-lt-7.corp.example.com", &[], 2),
+    ])
+    .unwrap();
+    let (store, model) = (run.store(), &run.model.devices);
+    for (host, expected) in [
+        ("ws-q-0200.corp.example.com", &["g1"][..]),
+        ("ws-q-0200", &["g1"]),
+        ("fin-lt-7", &["g2"]),
+        ("fin-lt-7.corp", &["g2"]),
+        ("fin-lt-7.corp.example.com", &["g2"]),
+        ("fin-lt-7.other.example.org", &[]),
+        ("ws-q-02001.corp.example.com", &[]),
+    ] {
+        assert_eq!(store.guids_by_hostname(host).unwrap(), expected, "{host}");
+        assert_eq!(model.guids_by_hostname(host).unwrap(), expected, "{host}");
+    }
+}
+
+/// Issue #10 item 2: a liveness time ahead of now (stored before record times were clamped) is
+/// not read back, and the next real time replaces it.
+#[test]
+fn a_liveness_time_ahead_is_ignored_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+    let year_ahead = crate::time::now_millis() + 365 * 86_400_000;
+    store.write_raw_for_test(&super::keys::liveness("poll"), &year_ahead.to_be_bytes());
+    assert_eq!(store.newest_liveness().unwrap(), None);
+    let mut update = ChunkUpdate::default();
+    update.liveness.insert("poll".into(), 1_000);
+    store.apply(&update).unwrap();
+    assert_eq!(store.newest_liveness().unwrap(), Some(1_000));
+}
+
+/// Opens the store again right after the last handle was dropped. sled's background threads can
+/// hold the file lock for a moment after the drop (seen once on a loaded machine), which a real
+/// restart, a new process, never meets; so wait for it, within a bound.
+fn reopen(dir: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir, DEFAULT_CACHE_BYTES) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
+    }
 }

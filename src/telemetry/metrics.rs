@@ -68,6 +68,22 @@ pub(crate) fn ingest_dead_lettered(count: u64) {
     counter!("trustgate_ingest_dead_lettered_total").increment(count);
 }
 
+/// Ingest cleared its state to rebuild it from the events topic's beginning, by `cause`
+/// (`beyond_end`, `partition_gone`, `offset_went_back`, `topic_recreated`, `record_changed`: see `ingest::consumer::Mismatch`).
+pub fn ingest_rebuild(cause: &'static str) {
+    counter!("trustgate_ingest_rebuilds_total", "cause" => cause).increment(1);
+}
+
+/// A dead-letter write that failed (ingest retries it and does not move past it).
+pub fn ingest_dead_letter_failed() {
+    counter!("trustgate_ingest_dead_letter_failures_total").increment(1);
+}
+
+/// 1 while ingest is held by `cause` (`dead_letter`: a dead-letter write keeps failing), else 0.
+pub fn ingest_stuck(cause: &'static str, stuck: bool) {
+    gauge!("trustgate_ingest_stuck", "cause" => cause).set(if stuck { 1.0 } else { 0.0 });
+}
+
 /// Records behind the high watermark, per events partition.
 pub(crate) fn ingest_lag(partition: i32, lag: i64) {
     gauge!("trustgate_ingest_lag_records", "partition" => partition.to_string()).set(lag as f64);

@@ -49,8 +49,13 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// ... and its body within this.
     pub body_timeout: Duration,
-    /// Deliveries handled at once; more are answered 503.
+    /// Authenticated deliveries handled at once (checked and published); more are answered 503.
+    /// Taken only once the signature verified, so unauthenticated senders cannot hold them.
     max_in_flight: usize,
+    /// Bodies being read at once, before anyone is authenticated; more are answered 503. Larger
+    /// than `max_in_flight`, and each read is cut off at `body_timeout`, so slow unauthenticated
+    /// bodies do not take the slots signed deliveries need.
+    max_reading: usize,
     /// How long a delivery's id is remembered once accepted.
     replay_window: Duration,
     /// How many accepted ids are remembered at most.
@@ -66,6 +71,7 @@ impl Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_in_flight: 256,
+            max_reading: 1024,
             // A captured delivery verifies for `tolerance` on either side of its timestamp, so
             // its id must be remembered for both halves.
             replay_window: settings.tolerance.saturating_mul(2),
@@ -86,7 +92,10 @@ struct Shared {
     publisher: EventsPublisher,
     limits: Limits,
     counters: Counters,
+    /// Permits for authenticated deliveries (`limits.max_in_flight`).
     in_flight: Semaphore,
+    /// Permits for bodies being read (`limits.max_reading`): bounds memory before any check.
+    reading: Semaphore,
 }
 
 impl WebhookState {
@@ -107,6 +116,7 @@ impl WebhookState {
                 replay: ReplayCache::new(limits.replay_window, limits.replay_capacity),
                 publisher,
                 in_flight: Semaphore::new(limits.max_in_flight),
+                reading: Semaphore::new(limits.max_reading),
                 counters: Counters::default(),
                 limits,
             }),

@@ -7,6 +7,7 @@
 
 use crate::se::{normalize_guid, split_records, Computer, Event, PageError};
 use crate::topic::Kind;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -105,6 +106,34 @@ fn connector_guid(endpoint: Endpoint, json: &str) -> Result<String, String> {
             normalize_guid(&computer.connector_guid).ok_or_else(|| "empty connector_guid".into())
         }
     }
+}
+
+/// The envelope's optional `observed_at` (RFC 3339): when the bridge read the records from SE.
+/// Only an envelope (`{"observed_at": "…", "data": […]}`) carries it; in a bare record the
+/// field would be the record's own. A value that is not RFC 3339 refuses the body (422) rather
+/// than being ignored: a bridge that means to date its reads must not be silently re-dated.
+pub fn envelope_observed_at(body: &[u8]) -> Result<Option<DateTime<Utc>>, BodyError> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(default, borrow)]
+        observed_at: Option<&'a RawValue>,
+        #[serde(default)]
+        data: Option<serde::de::IgnoredAny>,
+    }
+    let text = std::str::from_utf8(body).map_err(|e| BodyError::Json(e.to_string()))?;
+    if !text.trim_start().starts_with('{') {
+        return Ok(None);
+    }
+    let envelope: Envelope<'_> =
+        serde_json::from_str(text).map_err(|e| BodyError::Json(e.to_string()))?;
+    let (Some(raw), Some(_)) = (envelope.observed_at, envelope.data) else {
+        return Ok(None);
+    };
+    let not_rfc3339 = || BodyError::Shape("observed_at must be an RFC 3339 time".into());
+    let text: &str = serde_json::from_str(raw.get()).map_err(|_| not_rfc3339())?;
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|_| not_rfc3339())
 }
 
 #[derive(Deserialize)]
@@ -209,6 +238,33 @@ mod tests {
         assert!(validate(Endpoint::Events, br#"{"data":[]}"#)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn an_envelope_may_say_when_its_records_were_read() {
+        let at = |body: &str| envelope_observed_at(body.as_bytes());
+        let body = format!(r#"{{"observed_at":"2026-01-01T10:00:00+02:00","data":[{COMPUTER}]}}"#);
+        assert_eq!(
+            at(&body).unwrap().unwrap().to_rfc3339(),
+            "2026-01-01T08:00:00+00:00"
+        );
+        assert_eq!(
+            validate(Endpoint::Computers, body.as_bytes())
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(at(COMPUTER).unwrap(), None);
+        assert_eq!(at(&format!("[{COMPUTER}]")).unwrap(), None);
+        assert_eq!(
+            at(r#"{"observed_at":"2026-01-01T00:00:00Z","connector_guid":"g"}"#).unwrap(),
+            None,
+            "a record's own field"
+        );
+        for bad in [r#""yesterday""#, "1767225600", r#""2026-01-01 00:00""#] {
+            let body = format!(r#"{{"observed_at":{bad},"data":[]}}"#);
+            assert!(matches!(at(&body), Err(BodyError::Shape(_))), "{bad}");
+        }
     }
 
     #[test]

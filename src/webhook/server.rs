@@ -1,12 +1,17 @@
 //! The webhook listener, its router and its handlers.
 //!
 //! A delivery is checked in a fixed order, cheapest and least trusting first: size (before the
-//! body is read in full), signature (on the raw bytes, before any parsing), content type, JSON,
-//! records. Then the replay cache decides whether it publishes, and it is answered 202 only once
-//! the broker acknowledged every record.
+//! body is read in full), signature (on the raw bytes, before any parsing), content type,
+//! computers only when signed, JSON, records. Then the replay cache decides whether it
+//! publishes, and it is answered 202 only once the broker acknowledged every record.
+//!
+//! Two bounds: bodies being read (`max_reading`, before anyone is authenticated) and deliveries
+//! in flight (`max_in_flight`, taken after the signature verified), so a crowd of slow
+//! unauthenticated bodies cannot take the slots a signed delivery needs.
 
 use super::records::{self, BodyError, Endpoint, ItemError, Record};
 use super::replay::Claim;
+use super::signature::Delivery;
 use super::stats::Reject;
 use super::WebhookState;
 use crate::publish::OutRecord;
@@ -16,7 +21,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::TimeZone;
+use chrono::{DateTime, TimeZone, Utc};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -78,7 +83,7 @@ impl Rejection {
             Reject::BodyError | Reject::InvalidJson => StatusCode::BAD_REQUEST,
             Reject::Unauthorized => StatusCode::UNAUTHORIZED,
             Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Reject::InvalidRecords => StatusCode::UNPROCESSABLE_ENTITY,
+            Reject::InvalidRecords | Reject::UnsignedComputers => StatusCode::UNPROCESSABLE_ENTITY,
             Reject::Overloaded | Reject::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -164,23 +169,38 @@ async fn try_deliver(
     request: Request,
 ) -> Result<Outcome, Rejection> {
     let shared = &state.shared;
-    // Bounds memory (at most this many bodies buffered) and work under a flood.
-    let _permit = shared
-        .in_flight
-        .try_acquire()
-        .map_err(|_| Rejection::new(Reject::Overloaded, "too many deliveries in flight"))?;
+    let overloaded = || Rejection::new(Reject::Overloaded, "too many deliveries in flight");
+    // Bounds memory (at most this many bodies buffered) before anyone is authenticated.
+    let reading = shared.reading.try_acquire().map_err(|_| overloaded())?;
     let (parts, body) = request.into_parts();
     let bytes = read_body(&parts.headers, body, state).await?;
+    let received = chrono::Utc::now();
     let delivery = shared
         .verifier
-        .verify(&parts.headers, &bytes, chrono::Utc::now().timestamp())
+        .verify(&parts.headers, &bytes, received.timestamp())
         .map_err(|why| {
             // Which check failed is logged for the operator, never told to the sender.
             tracing::debug!(why = %why, "Webhook signature check failed.");
             Rejection::new(Reject::Unauthorized, "unauthorized")
         })?;
+    // Bounds the work (parsing, publishing) of authenticated deliveries. Taken only now, so
+    // that senders who cannot authenticate never hold it; the read slot is given back.
+    let _permit = shared.in_flight.try_acquire().map_err(|_| overloaded())?;
+    drop(reading);
     check_content_type(&parts.headers)?;
+    if endpoint == Endpoint::Computers && !delivery.signed {
+        return Err(Rejection::new(
+            Reject::UnsignedComputers,
+            "computers need a signed delivery (webhook-signature): a bearer-token delivery has \
+             no signed time and can be replayed, so its device state could clear newer \
+             detections; post events with the bearer token, or sign computers",
+        ));
+    }
     let records = records::validate(endpoint, &bytes)?;
+    let observed_at = match endpoint {
+        Endpoint::Computers => Some(observed_at(&delivery, &bytes, received)?),
+        Endpoint::Events => None,
+    };
     let pending = match &delivery.id {
         Some(id) => match shared.replay.claim(id).await {
             Claim::Duplicate => return Ok(Outcome::Duplicate),
@@ -188,7 +208,7 @@ async fn try_deliver(
         },
         None => None,
     };
-    publish(state, endpoint, delivery.timestamp, &records).await?;
+    publish(state, endpoint, observed_at, &records).await?;
     if let Some(pending) = pending {
         pending.accept();
     }
@@ -250,19 +270,36 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
     })
 }
 
+/// When a signed delivery's computers were observed: the earliest of the signed
+/// `webhook-timestamp`, the envelope's `observed_at` and the receipt time. A computer clears
+/// detections seen before its observation, so every source of time may only make it earlier:
+/// a bridge that read SE a while ago says so in `observed_at`, and a sender's clock running
+/// ahead (a timestamp within the tolerance but in the future) is capped at receipt.
+fn observed_at(
+    delivery: &Delivery,
+    body: &[u8],
+    received: DateTime<Utc>,
+) -> Result<DateTime<Utc>, Rejection> {
+    let signed = Utc
+        .timestamp_opt(delivery.timestamp, 0)
+        .single()
+        .unwrap_or(received);
+    let envelope = records::envelope_observed_at(body)?;
+    Ok([Some(signed), envelope, Some(received)]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(received))
+}
+
 /// Writes every record and waits for the broker's acknowledgement, within the publish timeout.
 async fn publish(
     state: &WebhookState,
     endpoint: Endpoint,
-    timestamp: i64,
+    observed_at: Option<DateTime<Utc>>,
     records: &[Record<'_>],
 ) -> Result<(), Rejection> {
     let shared = &state.shared;
-    // A computer's observation time is the signed delivery time: when the bridge read it.
-    let observed_at = match endpoint {
-        Endpoint::Computers => chrono::Utc.timestamp_opt(timestamp, 0).single(),
-        Endpoint::Events => None,
-    };
     let out: Vec<OutRecord<'_>> = records
         .iter()
         .map(|r| OutRecord {

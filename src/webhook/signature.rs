@@ -78,6 +78,11 @@ pub(super) struct Delivery {
     /// Unix seconds: the signed `webhook-timestamp`, or the receipt time for bearer deliveries
     /// (whose headers nobody signed).
     pub(super) timestamp: i64,
+    /// Whether a signature authenticated it. A bearer delivery is not tied to a time (no signed
+    /// timestamp, replayable for as long as the token lives), so it may carry events, whose
+    /// own dates say when they happened, but never computers, whose state would be taken as
+    /// current.
+    pub(super) signed: bool,
 }
 
 /// Verifies deliveries against the configured secrets and bearer token.
@@ -169,6 +174,7 @@ impl Verifier {
         Ok(Delivery {
             id: Some(id.to_owned()),
             timestamp,
+            signed: true,
         })
     }
 }
@@ -194,6 +200,7 @@ fn verify_bearer(
     Ok(Delivery {
         id: id.map(str::to_owned),
         timestamp: now,
+        signed: false,
     })
 }
 

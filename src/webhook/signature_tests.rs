@@ -219,6 +219,7 @@ fn the_bearer_token_authenticates_unsigned_deliveries() {
     h.insert(HEADER_ID, HeaderValue::from_static("msg_9"));
     let d = v.verify(&h, BODY, NOW).unwrap();
     assert_eq!((d.id.as_deref(), d.timestamp), (Some("msg_9"), NOW));
+    assert!(!d.signed, "a bearer delivery is not a signed one");
     h.insert(
         "authorization",
         HeaderValue::from_static("Bearer tok-sentinel-12"),

@@ -15,12 +15,14 @@ pub(super) enum Reject {
     UnsupportedMediaType,
     InvalidJson,
     InvalidRecords,
+    /// Computers in a delivery that no signature dates (bearer token only).
+    UnsignedComputers,
     Overloaded,
     Unavailable,
 }
 
 impl Reject {
-    const ALL: [Reject; 9] = [
+    const ALL: [Reject; 10] = [
         Reject::TooLarge,
         Reject::BodyTimeout,
         Reject::BodyError,
@@ -28,6 +30,7 @@ impl Reject {
         Reject::UnsupportedMediaType,
         Reject::InvalidJson,
         Reject::InvalidRecords,
+        Reject::UnsignedComputers,
         Reject::Overloaded,
         Reject::Unavailable,
     ];
@@ -41,6 +44,7 @@ impl Reject {
             Reject::UnsupportedMediaType => "unsupported_media_type",
             Reject::InvalidJson => "invalid_json",
             Reject::InvalidRecords => "invalid_records",
+            Reject::UnsignedComputers => "unsigned_computers",
             Reject::Overloaded => "overloaded",
             Reject::Unavailable => "unavailable",
         }

@@ -81,3 +81,15 @@ async fn decide_and_inspect_work_with_and_without_a_running_instance() {
     assert!(stop(&mut child).success());
     check_commands(&inst, "after stop");
 }
+
+/// (#10 item 6) A `[poller] base_url` that is not a URL is refused by `check-config` (exit 2,
+/// naming the key), not by a panic at the first poll.
+#[test]
+fn check_config_refuses_a_base_url_that_is_not_a_url() {
+    let mut inst = Instance::new("cli-base-url");
+    inst.extra_config = "[poller]\nbase_url = \"api.amp.cisco.com\"\n".into();
+    let out = run_cli(&inst, &["check-config"], "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("poller.base_url"), "{stderr}");
+}

@@ -89,7 +89,7 @@ fn model(records: &[Out]) -> BTreeMap<String, DeviceState> {
             observed_at: h(HEADER_OBSERVED_AT),
             timestamp: r.timestamp.unwrap(),
         };
-        if let Ok(Classified::Device(fact)) = classify(&input, &cfg) {
+        if let Ok(Classified::Device(fact)) = classify(&input, &cfg, i64::MAX) {
             states
                 .entry(fact.connector_guid.clone())
                 .or_insert_with(|| DeviceState::new(&fact.connector_guid))

@@ -3,15 +3,21 @@
 
 mod common;
 
+mod admin_auth;
 mod bench;
 mod cli;
+mod corrupt;
 mod crash;
 mod dead_letter;
+mod dead_letter_retry;
 mod late_detection;
 mod no_lost_replies;
 mod pipeline;
 mod poller;
+mod readiness;
+mod recreated_topic;
 mod replies;
 mod secrets;
 mod shutdown;
 mod webhook;
+mod webhook_trust;

@@ -18,6 +18,7 @@ async fn sentinel_secrets_appear_in_no_output() {
         .args(["check-config", "--config"])
         .arg(&config)
         .env("TRUSTGATE_KAFKA__SASL_PASSWORD", format!("{SENTINEL}-sasl"))
+        .env("TRUSTGATE_ADMIN__TOKEN", format!("{SENTINEL}-admin"))
         .output()
         .unwrap();
     assert!(
@@ -34,9 +35,20 @@ async fn sentinel_secrets_appear_in_no_output() {
 
     let mut child = inst.spawn_with(|run| {
         run.env("TRUSTGATE_KAFKA__SASL_PASSWORD", format!("{SENTINEL}-sasl"))
+            .env("TRUSTGATE_ADMIN__TOKEN", format!("{SENTINEL}-admin"))
             .env("RUST_LOG", "debug");
     });
     inst.wait_ready(&mut child).await;
+    // Requests with a wrong and the right admin token, so their handling is in the debug log.
+    for token in ["wrong".to_owned(), format!("{SENTINEL}-admin")] {
+        let r = reqwest::Client::new()
+            .get(inst.admin("/metrics"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().is_success(), token != "wrong");
+    }
     assert!(stop(&mut child).success());
     let log = inst.log();
     assert!(

@@ -1,13 +1,14 @@
 //! `trustgate decide`: one decision request (JSON) on stdin, its response on stdout.
 
 use crate::args::EXIT_BAD_INPUT;
-use crate::local::{admin_url, open_store};
+use crate::local::{admin_client, admin_url, reach, Reach};
 use anyhow::Context;
 use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
 use trustgate::config::Settings;
 use trustgate::decision::{Answer, Decider};
+use trustgate::ingest::IngestStatus;
 use trustgate::liveness::LivenessClock;
 
 /// Answers the request on stdin from the store, or through the running instance.
@@ -16,14 +17,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
     std::io::stdin()
         .read_to_end(&mut body)
         .context("reading the request from stdin")?;
-    let response = match open_store(&settings)? {
-        Some(store) => {
+    let response = match reach(&settings)? {
+        Reach::NoStore(missing) => {
+            eprintln!("trustgate: {missing}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+        Reach::Store(store) => {
             let liveness = LivenessClock::starting_at(store.newest_liveness()?);
             let decider = Decider::new(
                 Arc::new(settings.policies.clone()),
                 store,
                 settings.fold.grace_millis(),
                 liveness,
+                IngestStatus::offline(),
             );
             match decider.decide(&body) {
                 Answer::Reply(resp) => serde_json::to_value(resp)?,
@@ -33,8 +39,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        None => {
-            let resp = reqwest::Client::new()
+        Reach::Instance => {
+            let resp = admin_client(&settings)?
                 .post(admin_url(&settings, "/v1/decide"))
                 .header("content-type", "application/json")
                 .body(body)

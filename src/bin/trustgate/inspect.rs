@@ -1,7 +1,7 @@
 //! `trustgate inspect`: a device's state, found by connector GUID, MAC address or hostname.
 
 use crate::args::{EXIT_BAD_INPUT, EXIT_NOT_FOUND};
-use crate::local::{admin_url, open_store};
+use crate::local::{admin_client, admin_url, reach, Reach};
 use anyhow::Context;
 use std::process::ExitCode;
 use trustgate::admin::{lookup, DeviceLookup};
@@ -13,10 +13,14 @@ pub async fn run(settings: Settings, id: &str, json: bool) -> anyhow::Result<Exi
         eprintln!("trustgate: give a connector GUID, MAC address or hostname");
         return Ok(ExitCode::from(EXIT_BAD_INPUT));
     }
-    let found: Option<DeviceLookup> = match open_store(&settings)? {
-        Some(store) => lookup(&store, id, settings.fold.grace_millis())?,
-        None => {
-            let resp = reqwest::Client::new()
+    let found: Option<DeviceLookup> = match reach(&settings)? {
+        Reach::NoStore(missing) => {
+            eprintln!("trustgate: {missing}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+        Reach::Store(store) => lookup(&store, id, settings.fold.grace_millis())?,
+        Reach::Instance => {
+            let resp = admin_client(&settings)?
                 .get(admin_url(
                     &settings,
                     &format!("/v1/devices/{}", urlencode(id)),

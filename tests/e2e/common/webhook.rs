@@ -159,12 +159,23 @@ impl Bridge {
         secrets: &[&str],
         limits: impl FnOnce(&mut Limits),
     ) -> Bridge {
+        Bridge::start_with(brokers, events, secrets, "", limits).await
+    }
+
+    /// [`Bridge::start`] with more `[webhook]` lines (e.g. a `bearer_token`).
+    pub async fn start_with(
+        brokers: &str,
+        events: &str,
+        secrets: &[&str],
+        more: &str,
+        limits: impl FnOnce(&mut Limits),
+    ) -> Bridge {
         let id = super::unique("bridge");
         let secrets: Vec<String> = secrets.iter().map(|s| format!("{s:?}")).collect();
         let text = format!(
             "[kafka]\nbrokers = \"{brokers}\"\n\
              [topics]\nevents = \"{events}\"\nrequests = \"{id}.requests\"\nresponses = \"{id}.responses\"\ndlq = \"{id}.dlq\"\n\
-             [webhook]\nenabled = true\nsecrets = [{}]\n",
+             [webhook]\nenabled = true\nsecrets = [{}]\n{more}\n",
             secrets.join(", ")
         );
         let settings = trustgate::config::load_str(&text, "test", std::iter::empty())
@@ -208,8 +219,14 @@ pub async fn decide(inst: &Instance, guid: &str) -> serde_json::Value {
         .send()
         .await
         .unwrap();
-    assert!(r.status().is_success(), "decide: {}", r.status());
-    r.json().await.unwrap()
+    // 503 is the `not_ready` deny (e.g. before the first record reached a fresh store).
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        status.is_success() || (status == 503 && body["reason"] == "not_ready"),
+        "decide: {status} {body}"
+    );
+    body
 }
 
 /// Polls `/v1/decide` until the decision for `guid` has `reason`; returns when it did.

@@ -161,6 +161,14 @@ async fn under_run_a_401_marks_the_poller_unhealthy_and_decisions_continue() {
         .poller("enabled = true")
         .start(&mut inst);
     create_topic(&inst.events, 1).await;
+    // State from before the poller failed (another source's record): a store never fed would
+    // answer `not_ready` instead, whatever the poller does.
+    publish(
+        &producer(),
+        &inst.events,
+        &Out::new(r#"{"connector_guid":"known-before","operating_system":"Windows 11","is_compromised":false}"#),
+    )
+    .await;
     let mut child = inst.spawn();
     inst.wait_ready(&mut child).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
