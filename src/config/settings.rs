@@ -47,8 +47,8 @@ pub struct KafkaSettings {
     /// `<group_id>-ingest` id from it because librdkafka requires one.
     pub group_id: String,
     /// Static membership (`group.instance.id`): a worker restarted within the session timeout
-    /// gets its partitions back without a rebalance. When unset, the worker derives a stable one,
-    /// `trustgate-<host name>-<short hash of the store path>` (see `kafka::group_instance_id`).
+    /// gets its partitions back without a rebalance. Unset: a dynamic member (a derived default
+    /// is written, `kafka::group_instance_id`, but held back: see issue #10 item 4).
     pub group_instance_id: Option<String>,
     pub(crate) client_id: String,
     pub(crate) security_protocol: String,

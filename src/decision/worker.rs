@@ -14,7 +14,7 @@ use super::reply::ReplyRoute;
 use super::{Answer, Decider};
 use crate::config::Settings;
 use crate::ingest::IngestStatus;
-use crate::kafka::{client_config, group_instance_id, Role};
+use crate::kafka::{client_config, Role};
 use crate::store::Store;
 use crate::telemetry::metrics;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -36,11 +36,13 @@ pub(crate) async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyh
         return Ok(());
     }
     let topics = &ctx.settings.topics;
-    // Static membership by default: on a broker that never expires a vanished member (tansu
-    // 0.6), a restarted worker with a new identity would never get its partitions back.
-    let mut kafka = ctx.settings.kafka.clone();
-    let instance = group_instance_id(&kafka, &ctx.settings.store.path);
-    kafka.group_instance_id = Some(instance.clone());
+    // Static membership only when configured: a default one derived per instance
+    // (`kafka::group_instance_id`) left fresh workers without partitions on tansu 0.6 (#10.4).
+    let kafka = ctx.settings.kafka.clone();
+    let instance = kafka
+        .group_instance_id
+        .clone()
+        .unwrap_or_else(|| "(dynamic)".into());
     let replies = ReplyLoop::subscribe(
         &client_config(&kafka, Role::Decider),
         ctx.producer.clone(),
