@@ -168,6 +168,7 @@ async fn a_broker_restart_while_requests_flow_loses_no_reply() {
 /// fresh worker sometimes got no partitions within 90 s, and a restarted one none within 25 s,
 /// so that default is held back; without it this test is not yet verified either. Run it with
 /// `cargo test --test e2e -- --ignored sigkill`.
+#[tokio::test(flavor = "multi_thread")]
 #[ignore = "static-membership join on tansu 0.6 is not reliable yet; see the doc comment"]
 async fn sigkill_and_restart_in_a_row_leaves_no_request_unanswered() {
     let inst = Instance::new("kills");
