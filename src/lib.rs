@@ -22,6 +22,8 @@
 //! - [`decision`]: request/response contract, the shared decide path, the pipelined reply loop,
 //!   the Kafka worker and reply routing; the sled store as the decisions' device directory.
 //! - [`admin`]: the admin HTTP listener.
+//! - `http_listener`: the one HTTP/1 serve loop (header timeout, connection cap, drain) under
+//!   the admin and webhook listeners.
 //! - [`publish`]: the one producer path to the events topic for every source.
 //! - [`poller`]: the Secure Endpoint API poller (event poll and inventory sweep, within the rate
 //!   limit).
@@ -48,6 +50,7 @@ pub mod app;
 pub mod config;
 pub mod decision;
 pub mod fold;
+mod http_listener;
 pub mod ingest;
 pub mod kafka;
 pub mod liveness;

@@ -24,15 +24,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// What the admin handlers share; cloned into each request.
@@ -77,66 +72,23 @@ pub async fn serve(
     serve_router(listener, router(state), access, shutdown).await
 }
 
-/// The serve loop for any router, behind [`guard::guard`] (tests pass their own routes).
-///
-/// hyper directly rather than `axum::serve`, which has no header-read timeout: a client that
-/// opened connections and never finished a request head would hold them for ever.
+/// The serve loop for any router, behind [`guard::guard`] (tests pass their own routes), with
+/// the admin listener's connection limits.
 async fn serve_router(
     listener: tokio::net::TcpListener,
     router: Router,
     access: AdminAccess,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let addr: SocketAddr = listener.local_addr()?;
-    let limits = access.limits.clone();
-    let service = TowerToHyperService::new(guard::guard(router, Arc::new(access)));
-    // One permit per open connection. It is taken before `accept`, so past the cap new
-    // connections wait in the kernel's backlog instead of each costing a task and a buffer.
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
-    tracing::info!(%addr, "Admin listener started.");
-    loop {
-        let accepted = tokio::select! {
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => tokio::select! {
-                    accepted = listener.accept() => accepted.map(|(stream, _)| (stream, permit)),
-                    _ = shutdown.cancelled() => break,
-                },
-                Err(_) => break,
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let (stream, permit) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Usually fd exhaustion: back off instead of spinning.
-                tracing::warn!(error = %e, "Admin listener could not accept a connection.");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(stream), service.clone());
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "Admin connection ended with an error.");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    // A decision is quick; a client that keeps a connection idle is not waited for long.
-    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("Admin connections still open at shutdown; closing them.");
-    }
-    Ok(())
+    let connections = crate::http_listener::Connections {
+        name: "Admin",
+        header_timeout: access.limits.header_timeout,
+        max_open: Some(access.limits.max_connections),
+        // A decision is quick; a client that keeps a connection idle is not waited for long.
+        drain: Duration::from_secs(5),
+    };
+    let router = guard::guard(router, Arc::new(access));
+    crate::http_listener::serve(listener, router, connections, shutdown).await
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

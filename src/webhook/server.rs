@@ -23,9 +23,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, TimeZone, Utc};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -334,48 +331,17 @@ pub async fn serve(
     state: WebhookState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let addr = listener.local_addr()?;
-    let limits = state.shared.limits.clone();
-    let service = TowerToHyperService::new(router(state));
-    let graceful = GracefulShutdown::new();
-    tracing::info!(%addr, "Webhook listener started.");
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Usually fd exhaustion: back off instead of spinning.
-                    tracing::warn!(error = %e, "Webhook listener could not accept a connection.");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(stream), service.clone());
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "Webhook connection ended with an error.");
-            }
-        });
-    }
-    drop(listener);
-    // A delivery past its body is at most `publish_timeout` from its answer; a sender still
-    // trickling its body at shutdown is cut off (and retries).
-    let drain = limits.publish_timeout + Duration::from_secs(2);
-    tracing::info!("Webhook listener stopping; draining deliveries in flight.");
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("Webhook deliveries still in flight after {drain:?}; giving up on them.");
-    }
-    Ok(())
+    let limits = &state.shared.limits;
+    let connections = crate::http_listener::Connections {
+        name: "Webhook",
+        header_timeout: limits.header_timeout,
+        // Unauthenticated bodies are bounded inside the router (`max_reading`).
+        max_open: None,
+        // A delivery past its body is at most `publish_timeout` from its answer; a sender still
+        // trickling its body at shutdown is cut off (and retries).
+        drain: limits.publish_timeout + Duration::from_secs(2),
+    };
+    crate::http_listener::serve(listener, router(state), connections, shutdown).await
 }
 
 #[cfg(test)]
