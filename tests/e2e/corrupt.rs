@@ -3,18 +3,7 @@
 //! running, ingesting further records for it too.
 
 use crate::common::*;
-use trustgate::time::{format_millis, now_millis};
-use trustgate::topic::{HEADER_KIND, HEADER_OBSERVED_AT};
-
-fn clean(guid: &str, at: i64) -> Out {
-    Out::new(format!(
-        r#"{{"connector_guid":"{guid}","operating_system":"Windows 10","is_compromised":false}}"#
-    ))
-    .key(guid)
-    .header(HEADER_KIND, "computer")
-    .header(HEADER_OBSERVED_AT, format_millis(at))
-    .at(at)
-}
+use trustgate::time::now_millis;
 
 async fn decide(inst: &Instance, guid: &str) -> (reqwest::StatusCode, serde_json::Value) {
     let body = serde_json::json!({"request_id": guid, "application": "vpn",
@@ -35,7 +24,7 @@ async fn a_corrupt_device_value_denies_that_device_only_and_ingest_goes_on() {
     let producer = producer();
     let now = now_millis();
     for guid in ["cor-1", "cor-2"] {
-        publish(&producer, &inst.events, &clean(guid, now)).await;
+        publish(&producer, &inst.events, &clean_computer_record(guid, now)).await;
     }
     let mut child = inst.spawn();
     inst.wait_ready(&mut child).await;
@@ -55,7 +44,12 @@ async fn a_corrupt_device_value_denies_that_device_only_and_ingest_goes_on() {
     }
     // Further records for both devices: ingest meets the corrupt value on its first chunk.
     for guid in ["cor-1", "cor-2"] {
-        publish(&producer, &inst.events, &clean(guid, now_millis())).await;
+        publish(
+            &producer,
+            &inst.events,
+            &clean_computer_record(guid, now_millis()),
+        )
+        .await;
     }
     let mut child = inst.spawn();
     inst.wait_ready(&mut child).await;

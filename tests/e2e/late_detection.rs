@@ -3,19 +3,8 @@
 use crate::common::*;
 use std::time::Duration;
 use trustgate::time::{format_millis, now_millis};
-use trustgate::topic::{HEADER_KIND, HEADER_OBSERVED_AT};
 
 const HOUR: i64 = 3_600_000;
-
-fn clean(guid: &str, at: i64) -> Out {
-    Out::new(format!(
-        r#"{{"connector_guid":"{guid}","operating_system":"Windows 10","is_compromised":false}}"#
-    ))
-    .key(guid)
-    .header(HEADER_KIND, "computer")
-    .header(HEADER_OBSERVED_AT, format_millis(at))
-    .at(at)
-}
 
 fn detection(guid: &str, id: u64, date: i64, published_at: i64) -> Out {
     Out::new(format!(
@@ -33,7 +22,12 @@ async fn late_detection_compromises_and_redelivered_old_one_does_not() {
     let producer = producer();
     let now = now_millis();
     // An offline laptop: clean at now-1h, then uploads a detection dated now-3h at now-30m.
-    publish(&producer, &inst.events, &clean("laptop", now - HOUR)).await;
+    publish(
+        &producer,
+        &inst.events,
+        &clean_computer_record("laptop", now - HOUR),
+    )
+    .await;
     publish(
         &producer,
         &inst.events,
@@ -57,7 +51,12 @@ async fn late_detection_compromises_and_redelivered_old_one_does_not() {
         ),
     )
     .await;
-    publish(&producer, &inst.events, &clean("resolved", now - HOUR)).await;
+    publish(
+        &producer,
+        &inst.events,
+        &clean_computer_record("resolved", now - HOUR),
+    )
+    .await;
     publish(
         &producer,
         &inst.events,

@@ -5,7 +5,7 @@ use crate::common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use trustgate::decision::reply::HEADER_REPLY_TOPIC;
@@ -91,21 +91,7 @@ async fn topics(inst: &Instance, brokers: &str) {
 /// Reads `topic` from the beginning until every id in `want` has a reply or `within` passed;
 /// returns the ids still unanswered.
 fn unanswered(brokers: &str, topic: &str, want: &[String], within: Duration) -> Vec<String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = reader_from_beginning(brokers, topic, Duration::from_secs(30));
     let mut missing: BTreeSet<&String> = want.iter().collect();
     let deadline = Instant::now() + within;
     while !missing.is_empty() && Instant::now() < deadline {

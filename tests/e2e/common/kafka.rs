@@ -44,6 +44,20 @@ pub async fn create_topic_at(brokers: &str, name: &str, partitions: i32) {
     }
 }
 
+/// An SE computer record for `guid` (Windows, not compromised), observed and stamped at `at`.
+pub fn clean_computer_record(guid: &str, at: i64) -> Out {
+    Out::new(format!(
+        r#"{{"connector_guid":"{guid}","operating_system":"Windows 10","is_compromised":false}}"#
+    ))
+    .key(guid)
+    .header(trustgate::topic::HEADER_KIND, "computer")
+    .header(
+        trustgate::topic::HEADER_OBSERVED_AT,
+        trustgate::time::format_millis(at),
+    )
+    .at(at)
+}
+
 /// One record to publish.
 #[derive(Clone, Debug, Default)]
 pub struct Out {
@@ -104,6 +118,31 @@ pub async fn publish(producer: &FutureProducer, topic: &str, out: &Out) -> (i32,
     (delivery.partition, delivery.offset)
 }
 
+/// A consumer outside any group, assigned every partition of `topic` from its beginning
+/// (waiting up to `metadata_timeout` for the topic's metadata).
+pub fn reader_from_beginning(
+    brokers: &str,
+    topic: &str,
+    metadata_timeout: Duration,
+) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", super::unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), metadata_timeout)
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    consumer
+}
+
 /// Reads every record of `topic` from the beginning until `count` arrived or `timeout` passed.
 pub fn read_topic(topic: &str, count: usize, timeout: Duration) -> Vec<OwnedMessage> {
     read_topic_at(super::brokers(), topic, count, timeout)
@@ -116,21 +155,7 @@ pub fn read_topic_at(
     count: usize,
     timeout: Duration,
 ) -> Vec<OwnedMessage> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", super::unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = reader_from_beginning(brokers, topic, Duration::from_secs(10));
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
     while out.len() < count && Instant::now() < deadline {
