@@ -401,3 +401,20 @@ require_trusted = true
     });
 }
 
+/// RELIABILITY.md's table is what `scripts/reliability-table` makes of the catalog and the
+/// recorded results: a figure typed into it, or a results line not yet rendered, fails here.
+#[test]
+fn reliability_table_is_generated() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(root.join("scripts/reliability-table"))
+        .arg("--check")
+        .output()
+        .expect("python3 runs scripts/reliability-table");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
