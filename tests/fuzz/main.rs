@@ -13,7 +13,7 @@
 //! the structured mutations (duplicate members, nesting, numbers past 64 bits, invalid UTF-8,
 //! oversized strings, splices between fixtures) stand in for it.
 //!
-//! `cargo test --test fuzz` runs 300 executions per target (seconds);
+//! `cargo test --test fuzz` runs 1,000 executions per target (seconds);
 //! `scripts/fuzz` runs each target for minutes in release and records the figures.
 
 mod engine;
