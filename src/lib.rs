@@ -52,6 +52,7 @@ pub mod decision;
 pub mod fold;
 mod http_listener;
 pub mod ingest;
+pub mod json;
 pub mod kafka;
 pub mod liveness;
 pub mod locks;

@@ -22,6 +22,6 @@ mod tests;
 
 pub use compromise::FoldConfig;
 pub use device::{CompromiseEvent, DeviceState, EventKey, Fact, Observation, Stamped};
-pub use record::{classify, Classified, Heartbeat, RecordError, RecordInput};
+pub use record::{classify, Classified, Heartbeat, RecordError, RecordInput, RECORD_LIMITS};
 
 pub(crate) use compromise::DEFAULT_COMPROMISE_EVENT_TYPES;

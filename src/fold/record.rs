@@ -2,6 +2,7 @@
 
 use super::device::{CompromiseEvent, EventKey, Fact, Observation, RecordIdentifiers, Stamped};
 use super::FoldConfig;
+use crate::json::{self, JsonError};
 use crate::se::{self, Computer, Event, NetworkAddress};
 use crate::time::{parse_rfc3339, Millis};
 use crate::topic::Kind;
@@ -50,7 +51,7 @@ pub enum RecordError {
     /// The record has no value (a tombstone).
     #[error("record has no value")]
     NoValue,
-    /// Without a kind header, the value had to be read to infer one and is not a JSON object.
+    /// The value is not well-formed JSON.
     #[error("value is not a JSON object: {0}")]
     NotJsonObject(serde_json::Error),
     /// The `trustgate-kind` header names no kind trustgate knows.
@@ -66,9 +67,22 @@ pub enum RecordError {
     #[error("invalid Secure Endpoint computer: {0}")]
     InvalidComputer(serde_json::Error),
     /// The record is about no device trustgate could key.
-    #[error("record names no device: connector_guid is missing or empty")]
+    #[error("record names no device: connector_guid is missing, empty or not an identifier")]
     NoConnectorGuid,
+    /// The value breaks a rule no SE record breaks (see [`RECORD_LIMITS`] and [`crate::json`]):
+    /// too large, not UTF-8, nested too deep, a duplicate key, a number past 64 bits. Refused
+    /// whatever its kind, so that no reader of the topic has to guess what it says.
+    #[error("record refused: {0}")]
+    Refused(JsonError),
 }
+
+/// The bounds of an events-topic value. SE's records are a few KiB (the largest in the fixtures
+/// is 2 KiB, nested 4 deep); these leave ample room for SE to grow and none for a record built to
+/// exhaust memory or stack.
+pub const RECORD_LIMITS: json::Limits = json::Limits {
+    max_bytes: 256 * 1024,
+    max_depth: 32,
+};
 
 /// The top-level keys that tell an event from a computer when the kind header is missing.
 #[derive(Deserialize)]
@@ -94,6 +108,10 @@ pub fn classify(
     now: Millis,
 ) -> Result<Classified, RecordError> {
     let value = input.value.ok_or(RecordError::NoValue)?;
+    json::check(value, RECORD_LIMITS).map_err(|e| match e {
+        JsonError::Syntax(e) => RecordError::NotJsonObject(e),
+        hostile => RecordError::Refused(hostile),
+    })?;
     let clamped = RecordInput {
         timestamp: input.timestamp.min(now),
         ..*input
@@ -426,5 +444,127 @@ mod tests {
             panic!("heartbeat expected")
         };
         assert_eq!(beat.at, 1_790_000_000_000);
+    }
+
+    /// Issue #14 item 4: values no SE record looks like are refused whole, with a reason that
+    /// names the rule, whatever their kind header says. Each of these was applied before.
+    mod hostile {
+        use super::*;
+        use crate::json::JsonError;
+        use rstest::rstest;
+
+        const EVENT: &str = r#"{"id":7,"event_type_id":1090519054,"connector_guid":"G","date":"2024-01-01T00:00:00Z""#;
+
+        fn refused(value: &[u8], kind: Option<&'static [u8]>) -> JsonError {
+            let rec = RecordInput {
+                value: Some(value),
+                kind,
+                timestamp: 5,
+                ..Default::default()
+            };
+            match classify_now(&rec, &FoldConfig::default()) {
+                Err(RecordError::Refused(e)) => e,
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+
+        #[rstest]
+        #[case(None)]
+        #[case(Some(&b"event"[..]))]
+        fn an_oversized_record_is_refused(#[case] kind: Option<&'static [u8]>) {
+            let value = format!(
+                r#"{EVENT},"note":"{}"}}"#,
+                "x".repeat(RECORD_LIMITS.max_bytes)
+            );
+            let e = refused(value.as_bytes(), kind);
+            assert!(matches!(e, JsonError::TooLarge { .. }), "{e}");
+            assert!(RecordError::Refused(e)
+                .to_string()
+                .contains("at most 262144"));
+        }
+
+        #[test]
+        fn deep_nesting_is_refused_even_in_a_field_nobody_reads() {
+            let depth = 40; // below serde_json's own limit of 128, above any SE record
+            let value = format!(
+                r#"{EVENT},"extra":{}{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            let e = refused(value.as_bytes(), Some(b"event"));
+            assert!(matches!(e, JsonError::TooDeep { max: 32, .. }), "{e}");
+        }
+
+        #[test]
+        fn invalid_utf8_is_refused_even_in_a_field_nobody_reads() {
+            let mut value = format!(r#"{EVENT},"file":{{"name":""#).into_bytes();
+            value.extend_from_slice(b"\xc3\x28.exe\"}}");
+            let e = refused(&value, None);
+            assert!(matches!(e, JsonError::NotUtf8 { .. }), "{e}");
+        }
+
+        #[rstest]
+        #[case(r#"{"connector_guid":"G","is_compromised":false,"timestamp":18446744073709551616}"#)]
+        #[case(r#"{"connector_guid":"G","is_compromised":false,"x":[-99999999999999999999]}"#)]
+        fn numbers_past_64_bits_are_refused(#[case] value: &str) {
+            let e = refused(value.as_bytes(), Some(b"computer"));
+            assert!(matches!(e, JsonError::NumberOutOfRange { .. }), "{e}");
+        }
+
+        #[rstest]
+        #[case(
+            r#"{"connector_guid":"G","is_compromised":true,"is_compromised":false}"#,
+            "is_compromised"
+        )]
+        #[case(
+            r#"{"connector_guid":"G","connector_guid":"H","is_compromised":true}"#,
+            "connector_guid"
+        )]
+        #[case(
+            r#"{"id":1,"id":2,"event_type_id":1090519054,"connector_guid":"G"}"#,
+            "id"
+        )]
+        #[case(r#"{"event_type_id":1090519054,"connector_guid":"G","computer":{"hostname":"a","hostname":"b"}}"#, "hostname")]
+        #[case(
+            r#"{"connector_guid":"G","is_compromised":true,"links":{"self":"a","self":"b"}}"#,
+            "self"
+        )]
+        fn a_duplicate_key_is_refused_not_guessed(#[case] value: &str, #[case] key: &str) {
+            for kind in [None, Some(&b"computer"[..]), Some(&b"event"[..])] {
+                match refused(value.as_bytes(), kind) {
+                    JsonError::DuplicateKey { key: k, .. } => assert_eq!(k, key),
+                    e => panic!("{e}"),
+                }
+            }
+        }
+
+        #[test]
+        fn a_hostile_heartbeat_is_refused_too() {
+            let e = refused(
+                br#"{"source":"poll","source":"webhook"}"#,
+                Some(b"heartbeat"),
+            );
+            assert!(matches!(e, JsonError::DuplicateKey { .. }), "{e}");
+        }
+
+        #[test]
+        fn every_fixture_record_passes_the_checks() {
+            let cfg = FoldConfig::default();
+            let pages = [
+                include_str!("../../tests/fixtures/computers-page.json"),
+                include_str!("../../tests/fixtures/events-correlation-detection-id.json"),
+                include_str!("../../tests/fixtures/events-query-detection-sha256.json"),
+            ];
+            let lines = include_str!("../../tests/fixtures/events-elastic.jsonl").lines();
+            for body in pages.into_iter().chain(lines) {
+                for record in crate::se::split_records(body).unwrap().records {
+                    let result = classify_now(&input(record.get(), 1), &cfg);
+                    assert!(
+                        !matches!(result, Err(RecordError::Refused(_))),
+                        "{result:?}"
+                    );
+                }
+            }
+        }
     }
 }

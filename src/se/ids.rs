@@ -7,10 +7,15 @@ pub(crate) fn normalize_guid(guid: &str) -> Option<String> {
     usable(guid).then(|| guid.to_ascii_lowercase())
 }
 
+/// The longest identifier accepted: a DNS name is at most 253 bytes, a GUID 36, a processor id
+/// 16. A longer one is no SE identifier, and would only grow index keys.
+pub(crate) const MAX_IDENTIFIER_BYTES: usize = 255;
+
 /// No SE identifier holds a control character; one that does is not an identifier (a NUL would
-/// also end an index value early in the store's key layout).
+/// also end an index value early in the store's key layout). Nor is one longer than
+/// [`MAX_IDENTIFIER_BYTES`].
 fn usable(id: &str) -> bool {
-    !id.is_empty() && !id.chars().any(char::is_control)
+    !id.is_empty() && id.len() <= MAX_IDENTIFIER_BYTES && !id.chars().any(char::is_control)
 }
 
 /// Hostnames are compared case-insensitively (DNS names are), without a trailing root dot.
@@ -71,5 +76,34 @@ mod tests {
         assert_eq!(normalize_hostname(id), None);
         assert_eq!(normalize_processor_id(id), None);
         assert_eq!(normalize_guid(id), None);
+    }
+
+    #[test]
+    fn an_overlong_identifier_is_none() {
+        let long = "a".repeat(MAX_IDENTIFIER_BYTES);
+        assert_eq!(normalize_hostname(&long).as_deref(), Some(long.as_str()));
+        let longer = "a".repeat(MAX_IDENTIFIER_BYTES + 1);
+        assert_eq!(normalize_hostname(&longer), None);
+        assert_eq!(normalize_guid(&longer), None);
+        assert_eq!(normalize_processor_id(&longer), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever the input, a normalised identifier is usable as an index key: non-empty,
+        /// bounded, no control character (no NUL), lower case; a MAC is 12 hex digits.
+        #[test]
+        fn normalised_identifiers_are_index_safe(s in "\\PC{0,300}|[\\x00-\\x7f]{0,20}|.{0,300}") {
+            for id in [normalize_guid(&s), normalize_hostname(&s), normalize_processor_id(&s)]
+                .into_iter()
+                .flatten()
+            {
+                proptest::prop_assert!(!id.is_empty() && id.len() <= MAX_IDENTIFIER_BYTES);
+                proptest::prop_assert!(!id.chars().any(char::is_control));
+                proptest::prop_assert_eq!(id.to_ascii_lowercase(), id.clone());
+            }
+            if let Some(mac) = normalize_mac(&s) {
+                proptest::prop_assert!(mac.len() == 12 && mac.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            }
+        }
     }
 }

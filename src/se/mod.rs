@@ -19,7 +19,9 @@ pub use event::Event;
 pub use page::{split_records, PageError, RawRecords};
 pub use platform::Platform;
 
-pub(crate) use ids::{normalize_guid, normalize_hostname, normalize_mac, normalize_processor_id};
+pub(crate) use ids::{
+    normalize_guid, normalize_hostname, normalize_mac, normalize_processor_id, MAX_IDENTIFIER_BYTES,
+};
 
 use serde::Deserialize;
 

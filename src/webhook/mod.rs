@@ -22,12 +22,11 @@ mod signature;
 mod stats;
 
 pub use server::serve;
-pub use signature::{sign, KeyError};
+pub use signature::{sign, AuthError, Delivery, KeyError, Verifier};
 
 use crate::config::WebhookSettings;
 use crate::publish::EventsPublisher;
 use replay::ReplayCache;
-use signature::Verifier;
 use stats::Counters;
 use std::sync::Arc;
 use std::time::Duration;

@@ -86,6 +86,9 @@ pub(super) fn validate(endpoint: Endpoint, body: &[u8]) -> Result<Vec<Record<'_>
 
 /// The key a record is published under, or why it cannot be used.
 fn connector_guid(endpoint: Endpoint, json: &str) -> Result<String, String> {
+    // What ingest would dead-letter is refused here, before it reaches the topic.
+    crate::json::check(json.as_bytes(), crate::fold::RECORD_LIMITS)
+        .map_err(|e| format!("record refused: {e}"))?;
     match endpoint {
         Endpoint::Events => {
             let event: Event =
@@ -274,5 +277,26 @@ mod tests {
             panic!("expected record errors");
         };
         assert_eq!(items.len(), MAX_ITEMS);
+    }
+
+    #[test]
+    fn hostile_records_are_refused_before_the_topic() {
+        let body = br#"[{"connector_guid":"g","is_compromised":true,"is_compromised":false}]"#;
+        match validate(Endpoint::Computers, body) {
+            Err(BodyError::Records(items)) => {
+                assert_eq!(items[0].index, 0);
+                assert!(
+                    items[0].error.contains("duplicate key"),
+                    "{}",
+                    items[0].error
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let body = br#"{"event_type_id":1,"connector_guid":"g","n":18446744073709551616}"#;
+        assert!(matches!(
+            validate(Endpoint::Events, body),
+            Err(BodyError::Records(_))
+        ));
     }
 }

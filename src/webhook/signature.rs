@@ -57,36 +57,42 @@ pub enum KeyError {
 
 /// Why a delivery was not authenticated. Never sent to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(super) enum AuthError {
+pub enum AuthError {
+    /// A header the scheme needs is absent.
     #[error("a webhook header is missing")]
     Missing,
+    /// A header is repeated, not text, or not of its format.
     #[error("a webhook header is malformed")]
     Malformed,
+    /// The signed timestamp is further from now than the tolerance.
     #[error("webhook-timestamp is outside the tolerance")]
     Stale,
+    /// No `v1` signature matches any configured secret.
     #[error("no signature matches a configured secret")]
     Mismatch,
+    /// The bearer token is not the configured one.
     #[error("the bearer token does not match")]
     BadToken,
 }
 
 /// What an authenticated delivery says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Delivery {
+pub struct Delivery {
     /// `webhook-id`: the idempotency key (signed; optional for bearer deliveries).
-    pub(super) id: Option<String>,
+    pub id: Option<String>,
     /// Unix seconds: the signed `webhook-timestamp`, or the receipt time for bearer deliveries
     /// (whose headers nobody signed).
-    pub(super) timestamp: i64,
+    pub timestamp: i64,
     /// Whether a signature authenticated it. A bearer delivery is not tied to a time (no signed
     /// timestamp, replayable for as long as the token lives), so it may carry events, whose
     /// own dates say when they happened, but never computers, whose state would be taken as
     /// current.
-    pub(super) signed: bool,
+    pub signed: bool,
 }
 
-/// Verifies deliveries against the configured secrets and bearer token.
-pub(super) struct Verifier {
+/// Verifies deliveries against the configured secrets and bearer token. Public for the
+/// hostile-input fuzz targets (`tests/fuzz/`) and for bridges that want to check their signing.
+pub struct Verifier {
     keys: Vec<SecretSlice<u8>>,
     /// SHA-256 of the token: comparing digests keeps the comparison constant-time whatever the
     /// presented token's length.
@@ -105,7 +111,9 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    pub(super) fn new(
+    /// A verifier for `secrets` (`whsec_<base64>`, several for rotation), an optional bearer
+    /// token, and the allowed clock difference of a signed timestamp.
+    pub fn new(
         secrets: &[SecretString],
         bearer: Option<&SecretString>,
         tolerance: Duration,
@@ -127,7 +135,7 @@ impl Verifier {
     /// Authenticates a delivery at `now` (unix seconds). A delivery carrying a signature is
     /// judged by it when secrets are configured; otherwise, with a bearer token configured, by the
     /// token.
-    pub(super) fn verify(
+    pub fn verify(
         &self,
         headers: &HeaderMap,
         body: &[u8],
