@@ -8,7 +8,7 @@ mod secrets;
 mod settings;
 
 pub use settings::{
-    AdminSettings, KafkaSettings, LogFormat, LogSettings, PollerSettings, Settings, StoreSettings,
+    AdminSettings, AuditSettings, KafkaSettings, LogFormat, LogSettings, PollerSettings, Settings, StoreSettings,
     TopicSettings, WebhookSettings,
 };
 
