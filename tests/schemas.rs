@@ -61,8 +61,9 @@ fn request_examples_validate_and_bad_ones_do_not() {
 /// The audit record's schema, with the response schema it refers to.
 fn audit_schema() -> jsonschema::Validator {
     let load = |name: &str| -> Value {
-        let text = std::fs::read_to_string(format!("{}/schemas/{name}", env!("CARGO_MANIFEST_DIR")))
-            .unwrap();
+        let text =
+            std::fs::read_to_string(format!("{}/schemas/{name}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap();
         serde_json::from_str(&text).unwrap()
     };
     let response = load("decision-response.v1.json");
@@ -153,7 +154,10 @@ fn our_responses_and_audit_records_validate() {
             }
         }
     }
-    assert_eq!(report_only, 4, "both report-only requests, under both deciders");
+    assert_eq!(
+        report_only, 4,
+        "both report-only requests, under both deciders"
+    );
 }
 
 #[test]

@@ -257,7 +257,10 @@ mod tests {
             .matches(&r)
         };
         assert!(device("0D5E4F3A-AAAA"));
-        assert!(device("fin-lt-0042"), "short name against the request's FQDN");
+        assert!(
+            device("fin-lt-0042"),
+            "short name against the request's FQDN"
+        );
         assert!(device("22-88-fe-2c-89-5c"));
         assert!(!device("fin-lt-0043"));
         assert!(!device("22-88-fe-2c-89-5d"));

@@ -104,7 +104,10 @@ pub(super) fn encode(
         .connector_guid()
         .unwrap_or(&response.request_id)
         .to_owned();
-    (key, serde_json::to_vec(&record).expect("audit records serialise"))
+    (
+        key,
+        serde_json::to_vec(&record).expect("audit records serialise"),
+    )
 }
 
 #[cfg(test)]
@@ -170,8 +173,11 @@ mod tests {
         dir.insert(d);
         let policies = Arc::new(Policies {
             global: policy("global", PolicyMode::Enforce),
-            by_application: [("wiki".to_owned(), policy("wiki-rollout", PolicyMode::ReportOnly))]
-                .into(),
+            by_application: [(
+                "wiki".to_owned(),
+                policy("wiki-rollout", PolicyMode::ReportOnly),
+            )]
+            .into(),
         });
         let decider = Decider::new(
             policies.clone(),

@@ -214,9 +214,13 @@ fn audit_and_policy_mode() {
     assert_eq!(p.for_application("wiki").mode, PolicyMode::ReportOnly);
     assert_eq!(p.for_application("vpn").mode, PolicyMode::Enforce);
 
-    let global = load_str("", "t", env(&[("TRUSTGATE_POLICY__GLOBAL__MODE", "report_only")]))
-        .unwrap()
-        .settings;
+    let global = load_str(
+        "",
+        "t",
+        env(&[("TRUSTGATE_POLICY__GLOBAL__MODE", "report_only")]),
+    )
+    .unwrap()
+    .settings;
     assert_eq!(global.policies.global.mode, PolicyMode::ReportOnly);
 
     let err = load_str("[policy.global]\nmode = \"audit\"\n", "t", env(&[]))

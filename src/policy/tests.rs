@@ -536,14 +536,24 @@ fn report_only_allows_a_compromised_device_and_records_the_deny() {
     );
     assert_eq!((d.outcome, d.reason), (Outcome::Allow, Reason::ReportOnly));
     assert_eq!(d.would, Some((Outcome::Deny, Reason::Compromised)));
-    assert_eq!(d.device.compromised, Some(true), "the state is still reported");
+    assert_eq!(
+        d.device.compromised,
+        Some(true),
+        "the state is still reported"
+    );
 }
 
 /// Report-only never denies, whatever enforcement would answer (not ready and an unreadable
 /// store included), and records exactly what enforcement answers; enforcement is unchanged.
 #[rstest]
 #[case::compromised("win-bad-2", true, FRESH, Outcome::Deny, Reason::Compromised)]
-#[case::clean("win-clean-1", true, FRESH, Outcome::Allow, Reason::TrustedNotCompromised)]
+#[case::clean(
+    "win-clean-1",
+    true,
+    FRESH,
+    Outcome::Allow,
+    Reason::TrustedNotCompromised
+)]
 #[case::untrusted("win-clean-1", false, FRESH, Outcome::Deny, Reason::UntrustedEndpoint)]
 #[case::unknown_denied("nobody-9", true, FRESH, Outcome::Deny, Reason::NotInSecureEndpoint)]
 #[case::not_ready("win-clean-1", true, EvalContext { ready: false, ..FRESH }, Outcome::Deny, Reason::NotReady)]

@@ -47,7 +47,10 @@ fn audit_ids(inst: &Instance, filters: &[&str]) -> Vec<String> {
         .lines()
         .map(|line| {
             let record: Value = serde_json::from_str(line).unwrap();
-            record["response"]["request_id"].as_str().unwrap().to_owned()
+            record["response"]["request_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
         })
         .collect()
 }
@@ -93,15 +96,30 @@ async fn every_decision_is_audited_and_read_back_filtered() {
     };
     let sent: Vec<(Value, &str)> = vec![
         (
-            request("k-deny", "vpn", "alice", json!({"connector_guid": "AUDIT-BAD"})),
+            request(
+                "k-deny",
+                "vpn",
+                "alice",
+                json!({"connector_guid": "AUDIT-BAD"}),
+            ),
             "kafka",
         ),
         (
-            request("k-allow", "vpn", "bob", json!({"connector_guid": "audit-good"})),
+            request(
+                "k-allow",
+                "vpn",
+                "bob",
+                json!({"connector_guid": "audit-good"}),
+            ),
             "kafka",
         ),
         (
-            request("h-report", "wiki", "alice", json!({"hostname": "fin-lt-0042"})),
+            request(
+                "h-report",
+                "wiki",
+                "alice",
+                json!({"hostname": "fin-lt-0042"}),
+            ),
             "http",
         ),
         (
@@ -109,7 +127,12 @@ async fn every_decision_is_audited_and_read_back_filtered() {
             "http",
         ),
         (
-            request("c-deny", "vpn", "dave", json!({"connector_guid": "audit-bad"})),
+            request(
+                "c-deny",
+                "vpn",
+                "dave",
+                json!({"connector_guid": "audit-bad"}),
+            ),
             "cli",
         ),
     ];
@@ -155,7 +178,12 @@ async fn every_decision_is_audited_and_read_back_filtered() {
     assert_eq!(replies.len(), 2, "{}", inst.log());
 
     let records = read_topic(&inst.audit, sent.len(), Duration::from_secs(30));
-    assert_eq!(records.len(), sent.len(), "one record per decision\n{}", inst.log());
+    assert_eq!(
+        records.len(),
+        sent.len(),
+        "one record per decision\n{}",
+        inst.log()
+    );
     let by_id: HashMap<String, (Option<String>, Value)> = records
         .iter()
         .map(|m| {
@@ -220,13 +248,20 @@ async fn every_decision_is_audited_and_read_back_filtered() {
     let mut denies = audit_ids(&inst, &["--decision", "deny"]);
     denies.sort();
     assert_eq!(denies, ["c-deny", "k-deny"], "report-only allowed h-report");
-    assert_eq!(audit_ids(&inst, &["--user", "alice", "--application", "wiki"]), ["h-report"]);
+    assert_eq!(
+        audit_ids(&inst, &["--user", "alice", "--application", "wiki"]),
+        ["h-report"]
+    );
     let mut bad = audit_ids(&inst, &["--device", "fin-lt-0042"]);
     bad.sort();
     assert_eq!(bad, ["h-report"], "by the hostname the request gave");
     let mut bad = audit_ids(&inst, &["--device", "AUDIT-BAD"]);
     bad.sort();
-    assert_eq!(bad, ["c-deny", "h-report", "k-deny"], "by the matched device");
+    assert_eq!(
+        bad,
+        ["c-deny", "h-report", "k-deny"],
+        "by the matched device"
+    );
     assert_eq!(audit_ids(&inst, &[]).len(), sent.len());
     let future = format_millis(now_millis() + 60 * MINUTE);
     assert!(audit_ids(&inst, &["--since", &future]).is_empty());

@@ -90,12 +90,8 @@ async fn write_audit(settings: &Settings, body: &[u8], resp: &DecisionResponse) 
     }
     let written = tokio::time::timeout(AUDIT_BUDGET, async {
         let producer = trustgate::kafka::start_producer(&settings.kafka, &settings.topics).await?;
-        let (sink, writer) = audit::channel(
-            true,
-            producer,
-            &settings.topics.audit,
-            &settings.policies,
-        );
+        let (sink, writer) =
+            audit::channel(true, producer, &settings.topics.audit, &settings.policies);
         sink.record(AuditSource::Cli, body, resp);
         drop(sink);
         let writer = writer.expect("an enabled audit has a writer");
@@ -104,9 +100,9 @@ async fn write_audit(settings: &Settings, body: &[u8], resp: &DecisionResponse) 
     .await;
     match written {
         Ok(Ok(summary)) if summary.written == 1 => {}
-        Ok(Ok(summary)) => eprintln!(
-            "trustgate: the decision's audit record was not acknowledged ({summary:?})"
-        ),
+        Ok(Ok(summary)) => {
+            eprintln!("trustgate: the decision's audit record was not acknowledged ({summary:?})")
+        }
         Ok(Err(e)) => eprintln!("trustgate: the decision's audit record was not written: {e:#}"),
         Err(_) => eprintln!(
             "trustgate: the decision's audit record was not written within {AUDIT_BUDGET:?}"
