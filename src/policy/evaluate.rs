@@ -192,25 +192,29 @@ fn decide(
         .iter()
         .map(|d| d.is_compromised(grace_millis))
         .collect();
-    let reported = matched
-        .devices
-        .get(compromised.iter().position(|c| *c).unwrap_or(0));
+    let reported = compromised.iter().position(|c| *c).unwrap_or(0);
     let mut verdict = DeviceVerdict {
-        connector_guid: reported.map(|d| d.connector_guid.clone()),
+        connector_guid: matched
+            .devices
+            .get(reported)
+            .map(|d| d.connector_guid.clone()),
         matched_by: Some(matched.by),
         ambiguous: matched.devices.len() > 1,
         compromised: None,
-        state_as_of: reported.and_then(|d| d.newest_record_at),
-        observed_at: reported.and_then(|d| d.observation).map(|o| o.at),
-        detection_ids: reported.map_or_else(Vec::new, |d| {
-            let mut ids: Vec<String> = d
-                .open_events(grace_millis)
-                .filter_map(|(_, e)| e.detection_id.clone())
-                .collect();
-            ids.sort();
-            ids.dedup();
-            ids
-        }),
+        state_as_of: matched
+            .devices
+            .get(reported)
+            .and_then(|d| d.newest_record_at),
+        observed_at: matched
+            .devices
+            .get(reported)
+            .and_then(|d| d.observation)
+            .map(|o| o.at),
+        detection_ids: matched
+            .devices
+            .get(reported)
+            .map(|d| open_detection_ids(d, grace_millis))
+            .unwrap_or_default(),
     };
     if !platform(&matched.devices, subject.os).map_or(true, Platform::se_checked) {
         return Decision {
@@ -258,4 +262,16 @@ fn platform(devices: &[DeviceState], requested: Option<Platform>) -> Option<Plat
         .find(|p| p.se_checked())
         .or(requested)
         .or_else(|| from_se.first().copied())
+}
+
+/// For the audit: the detection ids of a device's compromise-class events that its latest
+/// observation has not cleared (what made it compromised), sorted, each once.
+fn open_detection_ids(device: &DeviceState, grace_millis: i64) -> Vec<String> {
+    let mut ids: Vec<String> = device
+        .open_events(grace_millis)
+        .filter_map(|(_, e)| e.detection_id.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
