@@ -77,7 +77,7 @@ impl AuditSink {
                 }
             }
             Err(mpsc::error::TrySendError::Full(entry)) => {
-                metrics::audit_failed("queue_full");
+                metrics::audit_failed("queue_full", 1);
                 if !self.dropping.swap(true, Ordering::Relaxed) {
                     tracing::warn!(request_id = %entry.response.request_id,
                         "Audit queue is full; audit records are dropped until it has room \
@@ -85,7 +85,7 @@ impl AuditSink {
                 }
             }
             Err(mpsc::error::TrySendError::Closed(entry)) => {
-                metrics::audit_failed("closed");
+                metrics::audit_failed("closed", 1);
                 tracing::warn!(request_id = %entry.response.request_id,
                     "Audit writer has stopped; audit record dropped.");
             }
@@ -111,6 +111,14 @@ pub struct AuditSummary {
     pub failed: u64,
     /// Records still unacknowledged when the writer stopped waiting.
     pub unconfirmed: u64,
+}
+
+/// The writer's counts, and whether writes are failing now: an outage (a missing topic, a
+/// broker down) is logged once when it starts and once when it ends, not once per decision.
+#[derive(Default)]
+struct Tally {
+    summary: AuditSummary,
+    failing: bool,
 }
 
 /// A sink and its writer for `topic` (the writer is `None`, and the sink takes nothing, when
@@ -143,7 +151,7 @@ impl AuditWriter {
     /// `LAST_RECORDS` after `shutdown`, then waits (at most `DRAIN`) for the outstanding
     /// acknowledgements.
     pub async fn run(mut self, shutdown: CancellationToken) -> AuditSummary {
-        let mut summary = AuditSummary::default();
+        let mut tally = Tally::default();
         let mut pending = FuturesUnordered::new();
         let last_records = async {
             shutdown.cancelled().await;
@@ -155,7 +163,7 @@ impl AuditWriter {
                 _ = &mut last_records => {
                     self.rx.close();
                     if !self.rx.is_empty() {
-                        metrics::audit_failed("closed");
+                        metrics::audit_failed("closed", self.rx.len() as u64);
                         tracing::warn!(queued = self.rx.len(),
                             "Audit writer stopping at the shutdown deadline; queued records are not written.");
                     }
@@ -163,36 +171,36 @@ impl AuditWriter {
                 }
                 entry = self.rx.recv() => match entry {
                     Some(entry) => {
-                        if let Some(delivery) = self.produce(&entry, &mut summary).await {
+                        if let Some(delivery) = self.produce(&entry, &mut tally).await {
                             pending.push(delivery);
                         }
                     }
                     None => break,
                 },
                 Some(outcome) = pending.next(), if !pending.is_empty() => {
-                    settle(outcome, &mut summary);
+                    settle(outcome, &mut tally);
                 }
             }
         }
         let drained = tokio::time::timeout(DRAIN, async {
             while let Some(outcome) = pending.next().await {
-                settle(outcome, &mut summary);
+                settle(outcome, &mut tally);
             }
         })
         .await;
         if drained.is_err() {
-            summary.unconfirmed = pending.len() as u64;
+            tally.summary.unconfirmed = pending.len() as u64;
             tracing::warn!(
                 unconfirmed = pending.len(),
                 "Audit records still unacknowledged at shutdown."
             );
         }
-        summary
+        tally.summary
     }
 
     /// Builds one record and hands it to the producer (waiting only while the producer's own
     /// queue is full: the sink's queue absorbs that, not the decision).
-    async fn produce(&self, entry: &Entry, summary: &mut AuditSummary) -> Option<DeliveryFuture> {
+    async fn produce(&self, entry: &Entry, tally: &mut Tally) -> Option<DeliveryFuture> {
         let (key, value) = encode(
             entry.source,
             &entry.request,
@@ -208,10 +216,7 @@ impl AuditWriter {
         match kafka::enqueue(&self.producer, record).await {
             Ok(delivery) => Some(delivery),
             Err(e) => {
-                summary.failed += 1;
-                metrics::audit_failed("delivery");
-                tracing::warn!(error = %e, request_id = %entry.response.request_id,
-                    topic = %self.topic, "Audit record not written.");
+                failed(tally, &e.to_string());
                 None
             }
         }
@@ -219,22 +224,30 @@ impl AuditWriter {
 }
 
 /// Counts one acknowledgement or failure (`E`: the producer dropped the delivery unsettled).
-fn settle<E>(outcome: Result<OwnedDeliveryResult, E>, summary: &mut AuditSummary) {
+fn settle<E>(outcome: Result<OwnedDeliveryResult, E>, tally: &mut Tally) {
     match outcome {
         Ok(Ok(_)) => {
-            summary.written += 1;
+            tally.summary.written += 1;
             metrics::audit_written();
+            if std::mem::take(&mut tally.failing) {
+                tracing::info!("Audit records are written again.");
+            }
         }
-        Ok(Err((e, _))) => {
-            summary.failed += 1;
-            metrics::audit_failed("delivery");
-            tracing::warn!(error = %e, "Audit record not delivered.");
-        }
-        Err(_) => {
-            summary.failed += 1;
-            metrics::audit_failed("delivery");
-            tracing::warn!("Audit record's delivery was dropped by the producer.");
-        }
+        Ok(Err((e, _))) => failed(tally, &e.to_string()),
+        Err(_) => failed(tally, "the producer dropped the delivery"),
+    }
+}
+
+/// One record not written: counted, and logged when it starts an outage.
+fn failed(tally: &mut Tally, error: &str) {
+    tally.summary.failed += 1;
+    metrics::audit_failed("delivery", 1);
+    if !std::mem::replace(&mut tally.failing, true) {
+        tracing::warn!(
+            error,
+            "Audit records are not being written (counted in trustgate_audit_failures_total; \
+             decisions are answered regardless)."
+        );
     }
 }
 

@@ -190,6 +190,6 @@ pub(crate) fn audit_written() {
 /// An audit record not written, by `cause`: `queue_full` (the writer fell behind; dropped
 /// without delaying the decision), `delivery` (the producer or broker refused it), `closed`
 /// (the writer had stopped).
-pub(crate) fn audit_failed(cause: &'static str) {
-    counter!("trustgate_audit_failures_total", "cause" => cause).increment(1);
+pub(crate) fn audit_failed(cause: &'static str, count: u64) {
+    counter!("trustgate_audit_failures_total", "cause" => cause).increment(count);
 }
