@@ -12,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// How long a metadata, watermark or offset lookup may take.
@@ -125,53 +125,53 @@ pub fn read(kafka: &KafkaSettings, topic: &str, filter: &AuditFilter) -> anyhow:
     if partitions.is_empty() {
         bail!("audit topic {topic} does not exist (nothing audited yet, or [topics] audit names another topic)");
     }
-    // Where each partition ends now: records appended during the read are left for next time.
+    // Where each partition starts and ends now: records appended during the read are left for
+    // next time.
     let mut ends = HashMap::new();
+    let mut next = HashMap::new();
     for &p in &partitions {
-        let (_, high) = consumer
+        let (low, high) = consumer
             .fetch_watermarks(topic, p, LOOKUP_TIMEOUT)
             .with_context(|| format!("reading the end of {topic}/{p}"))?;
         ends.insert(p, high);
+        next.insert(p, low);
     }
-    let mut starts = TopicPartitionList::new();
+    let mut assignment = TopicPartitionList::new();
     for &p in &partitions {
         let start = filter.since.map_or(Offset::Beginning, Offset::Offset);
-        starts.add_partition_offset(topic, p, start)?;
+        assignment.add_partition_offset(topic, p, start)?;
     }
     if filter.since.is_some() {
         // Records are stamped with their decision time, so the first record at or after
         // `since` by timestamp is where the read can start.
-        starts = consumer
-            .offsets_for_times(starts, LOOKUP_TIMEOUT)
+        assignment = consumer
+            .offsets_for_times(assignment, LOOKUP_TIMEOUT)
             .context("seeking to --since")?;
-    }
-    let mut assignment = TopicPartitionList::new();
-    for element in starts.elements() {
-        let p = element.partition();
-        let end = ends[&p];
-        let open = match element.offset() {
-            Offset::Offset(o) => o < end,
-            Offset::Beginning => end > 0,
-            _ => false,
-        };
-        if open {
-            assignment.add_partition_offset(topic, p, element.offset())?;
-        } else {
-            ends.remove(&p);
+        for element in assignment.elements() {
+            let p = element.partition();
+            match element.offset() {
+                Offset::Offset(o) => next.insert(p, o),
+                // No record at or after `since`: nothing to read there.
+                _ => next.insert(p, ends[&p]),
+            };
         }
-    }
-    if assignment.count() == 0 {
-        return Ok(AuditRead::default());
     }
     consumer.assign(&assignment)?;
 
+    // A partition is read once the consumer says it reached the end (partition EOF) and the
+    // read got at least as far as the end noted above. Neither alone: tansu 0.6 has been seen
+    // noting an end short of records already there, and an end-of-partition can come from a
+    // fetch that saw an older end.
+    let mut open: HashSet<i32> = partitions.iter().copied().collect();
     let mut found: Vec<(i64, i32, i64, Value)> = Vec::new();
     let mut unreadable = 0;
     let mut last_progress = Instant::now();
-    while !ends.is_empty() {
+    while !open.is_empty() {
         let Some(polled) = consumer.poll(Duration::from_millis(200)) else {
             if last_progress.elapsed() > STALL_TIMEOUT {
-                bail!("reading {topic} stalled: no record for {STALL_TIMEOUT:?}");
+                bail!(
+                    "reading {topic} stalled: partitions {open:?} gave no record or end for {STALL_TIMEOUT:?}"
+                );
             }
             continue;
         };
@@ -179,9 +179,7 @@ pub fn read(kafka: &KafkaSettings, topic: &str, filter: &AuditFilter) -> anyhow:
         match polled {
             Ok(msg) => {
                 let p = msg.partition();
-                if ends.get(&p).is_some_and(|end| msg.offset() + 1 >= *end) {
-                    ends.remove(&p);
-                }
+                next.insert(p, msg.offset() + 1);
                 match msg.payload().map(serde_json::from_slice::<Value>) {
                     Some(Ok(record)) if filter.matches(&record) => {
                         let at = msg.timestamp().to_millis().unwrap_or_default();
@@ -192,7 +190,9 @@ pub fn read(kafka: &KafkaSettings, topic: &str, filter: &AuditFilter) -> anyhow:
                 }
             }
             Err(KafkaError::PartitionEOF(p)) => {
-                ends.remove(&p);
+                if next.get(&p).copied().unwrap_or(0) >= ends.get(&p).copied().unwrap_or(0) {
+                    open.remove(&p);
+                }
             }
             Err(e) => bail!("reading {topic}: {e}"),
         }
