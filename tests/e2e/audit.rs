@@ -276,4 +276,31 @@ async fn every_decision_is_audited_and_read_back_filtered() {
     assert!(text.contains("777"), "the detection id is shown:\n{text}");
 
     assert!(stop(&mut child).success());
+
+    // With no instance running, `decide` answers from the store and writes the record itself.
+    let offline = request(
+        "c-offline",
+        "vpn",
+        "erin",
+        json!({"connector_guid": "audit-bad"}),
+    );
+    let out = cli(&inst, &["decide"], &offline.to_string());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["reason"], "compromised", "{answer}");
+    let out = cli(&inst, &["audit", "--json", "--user", "erin"], "");
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["source"], "cli");
+    assert_eq!(lines[0]["request"], offline);
+    assert_eq!(lines[0]["state"]["detection_ids"], json!(["777"]));
 }
