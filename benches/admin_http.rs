@@ -53,6 +53,7 @@ fn bench(c: &mut Criterion) {
             liveness.clone(),
             trustgate::ingest::IngestStatus::offline(),
         ),
+        audit: trustgate::audit::AuditSink::disabled(),
         store,
         ingest: IngestStatus::default(),
         grace_millis: settings.fold.grace_millis(),

@@ -8,6 +8,7 @@
 //! the whole sequence is bounded by `SHUTDOWN_BUDGET` (20 s).
 
 use crate::admin::{self, AdminState, ComponentHealth};
+use crate::audit;
 use crate::config::Settings;
 use crate::decision::{worker, Decider};
 use crate::ingest::{self, IngestContext, IngestStatus};
@@ -55,6 +56,23 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         status.clone(),
     );
     let mut tasks = tokio::task::JoinSet::new();
+    let (audit, audit_writer) = audit::channel(
+        settings.audit.enabled,
+        producer.clone(),
+        &settings.topics.audit,
+        &settings.policies,
+    );
+    if let Some(writer) = audit_writer {
+        // Ends once every sink (the worker's, the admin listener's) is dropped, i.e. after
+        // the last decision, and has then waited for that decision's record; bounded after
+        // `shutdown` in any case.
+        let audit_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            writer.run(audit_shutdown).await;
+            ("audit writer", Ok(()))
+        });
+    }
+    audit::warn_report_only(&settings.policies);
 
     let ingest_ctx = IngestContext {
         settings: settings.clone(),
@@ -71,6 +89,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         decider: decider.clone(),
         producer: producer.clone(),
         ingest: status.clone(),
+        audit: audit.clone(),
     };
     let worker_shutdown = shutdown.clone();
     tasks.spawn(async move {
@@ -86,6 +105,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let admin_addr = listener.local_addr()?;
     let admin_state = AdminState {
         decider,
+        audit,
         store: store.clone(),
         ingest: status.clone(),
         grace_millis: grace,

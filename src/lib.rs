@@ -22,6 +22,7 @@
 //! - [`decision`]: request/response contract, the shared decide path, the pipelined reply loop,
 //!   the Kafka worker and reply routing; the sled store as the decisions' device directory.
 //! - [`admin`]: the admin HTTP listener.
+//! - [`audit`]: the decision audit: every decision written to the audit topic, and read back.
 //! - `http_listener`: the one HTTP/1 serve loop (header timeout, connection cap, drain) under
 //!   the admin and webhook listeners.
 //! - [`publish`]: the one producer path to the events topic for every source.
@@ -47,6 +48,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod decision;
 pub mod fold;

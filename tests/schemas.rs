@@ -3,11 +3,12 @@
 
 use serde_json::{json, Value};
 use std::sync::Arc;
+use trustgate::audit::{audit_record, AuditSource};
 use trustgate::decision::Decider;
 use trustgate::fold::{DeviceState, Observation, Stamped};
 use trustgate::ingest::IngestStatus;
 use trustgate::liveness::LivenessClock;
-use trustgate::policy::{MemoryDirectory, OnStale, Policies, Policy, UnknownDevice};
+use trustgate::policy::{MemoryDirectory, OnStale, Policies, Policy, PolicyMode, UnknownDevice};
 
 fn schema(name: &str) -> jsonschema::Validator {
     let text =
@@ -57,6 +58,23 @@ fn request_examples_validate_and_bad_ones_do_not() {
     }
 }
 
+/// The audit record's schema, with the response schema it refers to.
+fn audit_schema() -> jsonschema::Validator {
+    let load = |name: &str| -> Value {
+        let text =
+            std::fs::read_to_string(format!("{}/schemas/{name}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let response = load("decision-response.v1.json");
+    let id = response["$id"].as_str().unwrap().to_owned();
+    jsonschema::options()
+        .with_resource(id, jsonschema::Resource::from_contents(response).unwrap())
+        .build(&load("audit-record.v1.json"))
+        .unwrap_or_else(|e| panic!("audit-record.v1.json is not a valid schema: {e}"))
+}
+
+/// The global policy enforces; `wiki` is under a report-only policy.
 fn policies() -> Arc<Policies> {
     let global = Policy {
         name: "global".into(),
@@ -65,16 +83,24 @@ fn policies() -> Arc<Policies> {
         unknown_device: UnknownDevice::Allow,
         stale_after: std::time::Duration::from_secs(900),
         on_stale: OnStale::LastKnown,
+        mode: PolicyMode::Enforce,
+    };
+    let rollout = Policy {
+        name: "wiki-rollout".into(),
+        mode: PolicyMode::ReportOnly,
+        ..global.clone()
     };
     Arc::new(Policies {
         global,
-        by_application: Default::default(),
+        by_application: [("wiki".to_owned(), rollout)].into(),
     })
 }
 
 #[test]
-fn our_responses_validate() {
+fn our_responses_and_audit_records_validate() {
     let v = schema("decision-response.v1.json");
+    let audit = audit_schema();
+    let mut report_only = 0;
     let mut dir = MemoryDirectory::default();
     let mut d = DeviceState::new("g1");
     d.operating_system = Some(Stamped {
@@ -111,12 +137,49 @@ fn our_responses_validate() {
             r#"{"request_id":"c","application":"vpn","device":{"trusted":false}}"#,
             r#"{"request_id":"d","application":"vpn","device":{"trusted":true,"os":"ios"}}"#,
             r#"{"request_id":"e","device":{}}"#,
+            r#"{"request_id":"f","application":"wiki","user":"ann","device":{"trusted":true,"connector_guid":"g1"}}"#,
+            r#"{"request_id":"g","application":"wiki","device":{"trusted":false}}"#,
         ] {
             let trustgate::decision::Answer::Reply(resp) = decider.decide(body.as_bytes()) else {
                 panic!("{body}")
             };
-            assert_valid(&v, &serde_json::to_value(&resp).unwrap());
+            let response = serde_json::to_value(&resp).unwrap();
+            assert_valid(&v, &response);
+            if response["reason"] == "report_only" {
+                report_only += 1;
+            }
+            for source in [AuditSource::Kafka, AuditSource::Http, AuditSource::Cli] {
+                let (_, record) = audit_record(source, body.as_bytes(), &resp, &policies());
+                assert_valid(&audit, &serde_json::from_slice(&record).unwrap());
+            }
         }
+    }
+    assert_eq!(
+        report_only, 4,
+        "both report-only requests, under both deciders"
+    );
+}
+
+#[test]
+fn would_fields_come_only_with_report_only() {
+    let v = schema("decision-response.v1.json");
+    let base = json!({"request_id": "r", "decision": "allow", "reason": "report_only", "policy": "p",
+        "device": {"connector_guid": null, "matched_by": "none", "ambiguous": false, "compromised": null,
+            "state_as_of": null},
+        "decided_at": "2026-01-14T09:12:00.000Z", "would_decide": "deny", "would_reason": "compromised"});
+    assert_valid(&v, &base);
+    let with = |edit: fn(&mut Value)| {
+        let mut value = base.clone();
+        edit(&mut value);
+        value
+    };
+    for bad in [
+        with(|b| b["decision"] = json!("deny")),
+        with(|b| drop(b.as_object_mut().unwrap().remove("would_reason"))),
+        with(|b| b["reason"] = json!("compromised")),
+        with(|b| b["would_reason"] = json!("report_only")),
+    ] {
+        assert!(!v.is_valid(&bad), "{bad} should be invalid");
     }
 }
 

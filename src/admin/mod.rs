@@ -12,6 +12,7 @@ pub use devices::{lookup, DeviceLookup, DeviceView, EventView};
 pub use guard::{AdminAccess, AdminLimits};
 pub use health::ComponentHealth;
 
+use crate::audit::{AuditSink, AuditSource};
 use crate::decision::{Answer, Decider};
 use crate::ingest::IngestStatus;
 use crate::liveness::LivenessClock;
@@ -20,7 +21,7 @@ use crate::store::Store;
 use crate::telemetry::metrics;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -35,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 pub struct AdminState {
     /// Answers `POST /v1/decide`: the same decide path as the Kafka worker.
     pub decider: Decider<Store>,
+    /// Every `/v1/decide` answer is also handed here (without waiting) for the audit topic.
+    pub audit: AuditSink,
     /// Read by `GET /v1/devices/{id}`.
     pub store: Store,
     /// Catch-up, lag and broker reachability, for `/readyz` and `/metrics`.
@@ -95,12 +98,22 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-async fn decide(State(state): State<AdminState>, body: Bytes) -> Response {
+/// Sent by `trustgate decide` when it asks a running instance, so that the audit says `cli`.
+pub const HEADER_SOURCE: &str = "trustgate-source";
+
+async fn decide(State(state): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
     let decider = state.decider.clone();
     let started = std::time::Instant::now();
+    // Only the audit's provenance: it changes nothing about the decision.
+    let source = match headers.get(HEADER_SOURCE).map(|v| v.as_bytes()) {
+        Some(b"cli") => AuditSource::Cli,
+        _ => AuditSource::Http,
+    };
+    let request = body.clone();
     match tokio::task::spawn_blocking(move || decider.decide(&body)).await {
         Ok(Answer::Reply(resp)) => {
             metrics::decision(&resp.policy, resp.decision, resp.reason, started.elapsed());
+            state.audit.record(source, &request, &resp);
             // Not ready is a deny the caller should retry elsewhere or later: 503, with the
             // deny in the body for callers that read it.
             let status = if resp.reason == Reason::NotReady {

@@ -8,8 +8,8 @@ mod secrets;
 mod settings;
 
 pub use settings::{
-    AdminSettings, KafkaSettings, LogFormat, LogSettings, PollerSettings, Settings, StoreSettings,
-    TopicSettings, WebhookSettings,
+    AdminSettings, AuditSettings, KafkaSettings, LogFormat, LogSettings, PollerSettings, Settings,
+    StoreSettings, TopicSettings, WebhookSettings,
 };
 
 use raw::RawConfig;

@@ -17,6 +17,7 @@ pub(super) struct RawConfig {
     pub(super) policy: RawPolicies,
     pub(super) poller: RawPoller,
     pub(super) webhook: RawWebhook,
+    pub(super) audit: RawAudit,
     pub(super) log: RawLog,
 }
 
@@ -76,6 +77,8 @@ pub(super) struct RawTopics {
     pub(super) requests: String,
     pub(super) responses: String,
     pub(super) dlq: String,
+    /// Every decision, as an audit record.
+    pub(super) audit: String,
     /// Partitions for topics trustgate creates.
     pub(super) partitions: i32,
     /// Replication factor for topics trustgate creates.
@@ -91,6 +94,7 @@ impl Default for RawTopics {
             requests: "auth.decision.requests".into(),
             responses: "auth.decision.responses".into(),
             dlq: "trustgate.dlq".into(),
+            audit: "trustgate.decisions".into(),
             partitions: 3,
             replication_factor: 1,
             create: true,
@@ -162,6 +166,8 @@ pub(super) struct RawGlobalPolicy {
     pub(super) unknown_device: String,
     pub(super) stale_after: String,
     pub(super) on_stale: String,
+    /// `enforce` or `report_only`.
+    pub(super) mode: String,
 }
 
 impl Default for RawGlobalPolicy {
@@ -172,6 +178,7 @@ impl Default for RawGlobalPolicy {
             unknown_device: "allow".into(),
             stale_after: "15m".into(),
             on_stale: "last_known".into(),
+            mode: "enforce".into(),
         }
     }
 }
@@ -192,6 +199,8 @@ pub(super) struct RawCustomPolicy {
     pub(super) stale_after: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) on_stale: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) mode: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -269,6 +278,19 @@ impl Default for RawWebhook {
             max_body_bytes: 1024 * 1024,
             publish_timeout: "10s".into(),
         }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAudit {
+    /// Write every decision to `[topics] audit`.
+    pub(super) enabled: bool,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit { enabled: true }
     }
 }
 

@@ -4,7 +4,7 @@
 use super::raw::*;
 use super::ConfigError;
 use crate::fold::FoldConfig;
-use crate::policy::{OnStale, Policies, Policy, UnknownDevice};
+use crate::policy::{OnStale, Policies, Policy, PolicyMode, UnknownDevice};
 use secrecy::SecretString;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -33,6 +33,8 @@ pub struct Settings {
     pub poller: PollerSettings,
     /// The webhook listener (`[webhook]`).
     pub webhook: WebhookSettings,
+    /// The decision audit (`[audit]`).
+    pub audit: AuditSettings,
     /// Log format and level (`[log]`).
     pub log: LogSettings,
 }
@@ -83,7 +85,7 @@ impl std::fmt::Debug for KafkaProperty {
     }
 }
 
-/// The four topics, and how trustgate creates them when they are missing.
+/// The topics trustgate uses, and how it creates them when they are missing.
 #[derive(Debug, Clone)]
 pub struct TopicSettings {
     /// Secure Endpoint records from every source; ingest folds them into the store.
@@ -94,6 +96,8 @@ pub struct TopicSettings {
     pub responses: String,
     /// Dead letters: events records and requests that could not be used, with the reason.
     pub dlq: String,
+    /// Every decision as an audit record (when `[audit] enabled`).
+    pub audit: String,
     /// Partitions of the topics trustgate creates.
     pub partitions: i32,
     /// Replication factor of the topics trustgate creates.
@@ -102,9 +106,10 @@ pub struct TopicSettings {
 }
 
 impl TopicSettings {
-    /// trustgate's own topics: never a valid reply destination.
+    /// trustgate's own topics: never a valid reply destination (a reply on the audit topic
+    /// would read as a decision trustgate made).
     pub(crate) fn is_own(&self, topic: &str) -> bool {
-        topic == self.events || topic == self.requests || topic == self.dlq
+        topic == self.events || topic == self.requests || topic == self.dlq || topic == self.audit
     }
 }
 
@@ -161,6 +166,13 @@ pub struct WebhookSettings {
     pub(crate) tolerance: Duration,
     pub(crate) max_body_bytes: usize,
     pub(crate) publish_timeout: Duration,
+}
+
+/// The decision audit.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// Whether every decision is also written to `[topics] audit`.
+    pub enabled: bool,
 }
 
 /// How log lines are written.
@@ -234,6 +246,9 @@ impl Settings {
             policies,
             poller,
             webhook: webhook(raw.webhook)?,
+            audit: AuditSettings {
+                enabled: raw.audit.enabled,
+            },
             log: LogSettings {
                 format: match raw.log.format.as_str() {
                     "text" => LogFormat::Text,
@@ -317,7 +332,13 @@ fn kafka(raw: RawKafka) -> Result<KafkaSettings, ConfigError> {
 }
 
 fn topics(raw: RawTopics) -> Result<TopicSettings, ConfigError> {
-    let names = [&raw.events, &raw.requests, &raw.responses, &raw.dlq];
+    let names = [
+        &raw.events,
+        &raw.requests,
+        &raw.responses,
+        &raw.dlq,
+        &raw.audit,
+    ];
     if names.iter().any(|n| n.trim().is_empty()) {
         return Err(invalid("topic names must not be empty"));
     }
@@ -336,6 +357,7 @@ fn topics(raw: RawTopics) -> Result<TopicSettings, ConfigError> {
         requests: raw.requests,
         responses: raw.responses,
         dlq: raw.dlq,
+        audit: raw.audit,
         partitions: raw.partitions,
         replication_factor: raw.replication_factor,
         create: raw.create,
@@ -362,6 +384,16 @@ fn on_stale(key: &str, text: &str) -> Result<OnStale, ConfigError> {
     }
 }
 
+fn mode(key: &str, text: &str) -> Result<PolicyMode, ConfigError> {
+    match text {
+        "enforce" => Ok(PolicyMode::Enforce),
+        "report_only" => Ok(PolicyMode::ReportOnly),
+        other => Err(invalid(format!(
+            "{key} = {other:?}: expected enforce or report_only"
+        ))),
+    }
+}
+
 fn policies(raw: RawPolicies) -> Result<Policies, ConfigError> {
     let g = raw.global;
     let global = Policy {
@@ -371,6 +403,7 @@ fn policies(raw: RawPolicies) -> Result<Policies, ConfigError> {
         unknown_device: unknown_device("policy.global.unknown_device", &g.unknown_device)?,
         stale_after: duration("policy.global.stale_after", &g.stale_after)?,
         on_stale: on_stale("policy.global.on_stale", &g.on_stale)?,
+        mode: mode("policy.global.mode", &g.mode)?,
     };
     let mut names = HashSet::from(["global".to_owned()]);
     let mut by_application = HashMap::new();
@@ -402,6 +435,10 @@ fn policies(raw: RawPolicies) -> Result<Policies, ConfigError> {
             on_stale: match &custom.on_stale {
                 Some(s) => on_stale(&key("on_stale"), s)?,
                 None => global.on_stale,
+            },
+            mode: match &custom.mode {
+                Some(m) => mode(&key("mode"), m)?,
+                None => global.mode,
             },
         };
         for app in custom.applications {

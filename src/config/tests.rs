@@ -184,3 +184,53 @@ fn a_non_loopback_admin_listener_needs_a_token() {
         assert!(load_str(&text, "t", env(&[])).is_ok(), "{listen}");
     }
 }
+
+/// Issue #12 items 4, 5: the audit topic and switch, and each policy's mode, with their
+/// defaults; a custom policy inherits the global mode unless it sets its own.
+#[test]
+fn audit_and_policy_mode() {
+    use crate::policy::PolicyMode;
+    let defaults = load_str("", "t", env(&[])).unwrap().settings;
+    assert_eq!(defaults.topics.audit, "trustgate.decisions");
+    assert!(defaults.audit.enabled);
+    assert_eq!(defaults.policies.global.mode, PolicyMode::Enforce);
+    assert!(
+        defaults.topics.is_own("trustgate.decisions"),
+        "no reply may land on it"
+    );
+
+    let loaded = load_str(
+        "[audit]\nenabled = false\n[topics]\naudit = \"decisions\"\n\
+         [[policy.custom]]\nname = \"rollout\"\napplications = [\"wiki\"]\nmode = \"report_only\"\n\
+         [[policy.custom]]\nname = \"vpn\"\napplications = [\"vpn\"]\n",
+        "t",
+        env(&[]),
+    )
+    .unwrap()
+    .settings;
+    assert!(!loaded.audit.enabled);
+    assert_eq!(loaded.topics.audit, "decisions");
+    let p = &loaded.policies;
+    assert_eq!(p.for_application("wiki").mode, PolicyMode::ReportOnly);
+    assert_eq!(p.for_application("vpn").mode, PolicyMode::Enforce);
+
+    let global = load_str(
+        "",
+        "t",
+        env(&[("TRUSTGATE_POLICY__GLOBAL__MODE", "report_only")]),
+    )
+    .unwrap()
+    .settings;
+    assert_eq!(global.policies.global.mode, PolicyMode::ReportOnly);
+
+    let err = load_str("[policy.global]\nmode = \"audit\"\n", "t", env(&[]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("policy.global.mode"), "{err}");
+    let err = load_str("[topics]\naudit = \"trustgate.dlq\"\n", "t", env(&[]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("two purposes"), "{err}");
+}

@@ -69,6 +69,7 @@ mod corrupt_tests {
             unknown_device: UnknownDevice::Allow,
             stale_after: std::time::Duration::from_secs(900),
             on_stale: OnStale::LastKnown,
+            mode: crate::policy::PolicyMode::Enforce,
         };
         let subject = Subject {
             trusted: true,

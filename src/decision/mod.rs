@@ -125,6 +125,7 @@ mod tests {
             unknown_device: UnknownDevice::Allow,
             stale_after: std::time::Duration::from_secs(900),
             on_stale: OnStale::LastKnown,
+            mode: crate::policy::PolicyMode::Enforce,
         };
         let policies = Policies {
             global,

@@ -91,6 +91,7 @@ mod tests {
             requests: "req".into(),
             responses: "resp".into(),
             dlq: "dlq".into(),
+            audit: "audit".into(),
             partitions: 1,
             replication_factor: 1,
             create: true,
@@ -127,7 +128,7 @@ mod tests {
 
     #[test]
     fn own_topics_are_refused() {
-        for own in ["ev", "req", "dlq"] {
+        for own in ["ev", "req", "dlq", "audit"] {
             let r = route(
                 [(HEADER_REPLY_TOPIC, Some(own.as_bytes()))].into_iter(),
                 &topics(),

@@ -15,6 +15,9 @@ pub struct DecisionResponse {
     device: DeviceSection,
     /// RFC 3339 UTC.
     decided_at: String,
+    /// `decided_at` as unix ms, not on the wire: the audit record's Kafka timestamp.
+    #[serde(skip)]
+    decided_millis: Millis,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     /// Present (true) only when the liveness age behind the decision is over `stale_after`.
@@ -24,6 +27,13 @@ pub struct DecisionResponse {
     /// `stale`. The field's name is the wire contract.
     #[serde(skip_serializing_if = "Option::is_none")]
     feed_age_seconds: Option<u64>,
+    /// Under a `report_only` policy (then `decision` is `allow` and `reason` `report_only`):
+    /// what enforcement would have answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) would_decide: Option<Outcome>,
+    /// With `would_decide`: the reason enforcement would have given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) would_reason: Option<Reason>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -33,6 +43,12 @@ struct DeviceSection {
     ambiguous: bool,
     compromised: Option<bool>,
     state_as_of: Option<String>,
+    /// Not on the wire: the audit's `state.observed_at`.
+    #[serde(skip)]
+    observed_at: Option<Millis>,
+    /// Not on the wire: the audit's `state.detection_ids`.
+    #[serde(skip)]
+    detection_ids: Vec<String>,
 }
 
 impl DecisionResponse {
@@ -53,11 +69,37 @@ impl DecisionResponse {
                 ambiguous: decision.device.ambiguous,
                 compromised: decision.device.compromised,
                 state_as_of: decision.device.state_as_of.map(format_millis),
+                observed_at: decision.device.observed_at,
+                detection_ids: decision.device.detection_ids,
             },
             decided_at: format_millis(decided_at),
+            decided_millis: decided_at,
             error: decision.error,
             stale: decision.stale.map(|_| true),
             feed_age_seconds: decision.stale.flatten().map(|age| age.as_secs()),
+            would_decide: decision.would.map(|(outcome, _)| outcome),
+            would_reason: decision.would.map(|(_, reason)| reason),
         }
+    }
+
+    /// The device the decision matched (its connector GUID), if any.
+    pub(crate) fn connector_guid(&self) -> Option<&str> {
+        self.device.connector_guid.as_deref()
+    }
+
+    /// The device state the decision was based on: whether it was compromised (`None`: SE
+    /// state was not consulted), its latest observation time, and the detection ids that made
+    /// it compromised.
+    pub(crate) fn state_basis(&self) -> (Option<bool>, Option<Millis>, &[String]) {
+        (
+            self.device.compromised,
+            self.device.observed_at,
+            &self.device.detection_ids,
+        )
+    }
+
+    /// When it was decided (unix ms).
+    pub(crate) fn decided_millis(&self) -> Millis {
+        self.decided_millis
     }
 }

@@ -12,6 +12,7 @@
 use super::pipeline::{Disposition, ReplyLoop};
 use super::reply::ReplyRoute;
 use super::{Answer, Decider};
+use crate::audit::{AuditSink, AuditSource};
 use crate::config::Settings;
 use crate::ingest::IngestStatus;
 use crate::kafka::{client_config, Role};
@@ -27,6 +28,8 @@ pub(crate) struct WorkerContext {
     pub(crate) decider: Decider<Store>,
     pub(crate) producer: FutureProducer,
     pub(crate) ingest: IngestStatus,
+    /// Every answer is also handed here (without waiting) for the audit topic.
+    pub(crate) audit: AuditSink,
 }
 
 /// Runs until `shutdown`, then drains: every reply already produced is acknowledged and its
@@ -53,7 +56,7 @@ pub(crate) async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyh
         group_instance_id = %instance, "Decision worker started.");
     replies
         .run(
-            |msg, route| answer(&ctx.decider, &topics.responses, msg, route),
+            |msg, route| answer(&ctx.decider, &ctx.audit, &topics.responses, msg, route),
             shutdown,
         )
         .await?;
@@ -64,9 +67,10 @@ pub(crate) async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyh
 /// Decides one request; a reply route that was refused turns the answer into
 /// `invalid_request`, and a request without a readable `request_id` is dead-lettered. A route
 /// of the requester's choosing comes with the `invalid_request` answer to send instead if it
-/// turns out not to exist.
+/// turns out not to exist. Every answer is handed to `audit` as it is sent.
 fn answer(
     decider: &Decider<Store>,
+    audit: &AuditSink,
     responses: &str,
     msg: &BorrowedMessage<'_>,
     route: &ReplyRoute,
@@ -82,6 +86,7 @@ fn answer(
     match answer {
         Answer::Reply(resp) => {
             metrics::decision(&resp.policy, resp.decision, resp.reason, started.elapsed());
+            audit.record(AuditSource::Kafka, body, &resp);
             let unroutable = (route.topic != responses || route.partition.is_some()).then(|| {
                 let invalid = decider.invalid(
                     resp.request_id.clone(),

@@ -6,7 +6,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use std::time::Duration;
 
-/// Creates the events, requests, responses and dead-letter topics when they are missing.
+/// Creates the events, requests, responses, dead-letter and audit topics when they are missing.
 pub async fn ensure_topics(kafka: &KafkaSettings, topics: &TopicSettings) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> =
         super::client_config(kafka, super::Role::Admin).create()?;
@@ -15,6 +15,7 @@ pub async fn ensure_topics(kafka: &KafkaSettings, topics: &TopicSettings) -> any
         &topics.requests,
         &topics.responses,
         &topics.dlq,
+        &topics.audit,
     ];
     let new: Vec<NewTopic<'_>> = names
         .iter()

@@ -2,7 +2,7 @@
 //! the reason; the order is the product's contract (README, "Evaluation order").
 
 use super::matching::{match_device, DeviceDirectory, MatchedBy, RequestIdentifiers};
-use super::{OnStale, Policy, UnknownDevice};
+use super::{OnStale, Policy, PolicyMode, UnknownDevice};
 use crate::fold::DeviceState;
 use crate::se::Platform;
 use crate::time::Millis;
@@ -43,6 +43,9 @@ pub(crate) enum Reason {
     /// The instance is not ready (ingest has not caught up since this start, or the store was
     /// never fed): state cannot be trusted yet, so never an allow.
     NotReady,
+    /// The policy is `report_only`: allowed whatever the rules say; what they say is in
+    /// [`Decision::would`].
+    ReportOnly,
 }
 
 /// What the decision says about the device it matched.
@@ -54,6 +57,11 @@ pub(crate) struct DeviceVerdict {
     /// `None` when SE state was not consulted.
     pub(crate) compromised: Option<bool>,
     pub(crate) state_as_of: Option<Millis>,
+    /// The reported device's latest inventory observation time (for the audit).
+    pub(crate) observed_at: Option<Millis>,
+    /// The detection ids of the reported device's open compromise-class events: what made it
+    /// compromised (for the audit).
+    pub(crate) detection_ids: Vec<String>,
 }
 
 /// What [`evaluate`] decided: the outcome, the reason (the first rule that applied) and the
@@ -68,6 +76,8 @@ pub struct Decision {
     /// Set when the liveness age is over the policy's `stale_after`: that age, or `None` inside
     /// when no source has ever written.
     pub(crate) stale: Option<Option<Duration>>,
+    /// Set under a `report_only` policy: what enforcement would have answered.
+    pub(crate) would: Option<(Outcome, Reason)>,
 }
 
 impl Decision {
@@ -78,6 +88,7 @@ impl Decision {
             device: DeviceVerdict::default(),
             error: None,
             stale: None,
+            would: None,
         }
     }
 
@@ -124,9 +135,20 @@ pub fn evaluate(
         .liveness_age
         .map_or(true, |age| age > policy.stale_after)
         .then_some(ctx.liveness_age);
-    Decision {
+    let decision = Decision {
         stale,
         ..decide(policy, subject, dir, ctx, stale.is_some())
+    };
+    match policy.mode {
+        PolicyMode::Enforce => decision,
+        // Whatever the rules said (not ready, store unavailable included): report-only never
+        // enforces, which is what the operator asked for by setting it.
+        PolicyMode::ReportOnly => Decision {
+            outcome: Outcome::Allow,
+            reason: Reason::ReportOnly,
+            would: Some((decision.outcome, decision.reason)),
+            ..decision
+        },
     }
 }
 
@@ -183,6 +205,16 @@ fn decide(
             .devices
             .get(reported)
             .and_then(|d| d.newest_record_at),
+        observed_at: matched
+            .devices
+            .get(reported)
+            .and_then(|d| d.observation)
+            .map(|o| o.at),
+        detection_ids: matched
+            .devices
+            .get(reported)
+            .map(|d| open_detection_ids(d, grace_millis))
+            .unwrap_or_default(),
     };
     if !platform(&matched.devices, subject.os).map_or(true, Platform::se_checked) {
         return Decision {
@@ -230,4 +262,16 @@ fn platform(devices: &[DeviceState], requested: Option<Platform>) -> Option<Plat
         .find(|p| p.se_checked())
         .or(requested)
         .or_else(|| from_se.first().copied())
+}
+
+/// For the audit: the detection ids of a device's compromise-class events that its latest
+/// observation has not cleared (what made it compromised), sorted, each once.
+fn open_detection_ids(device: &DeviceState, grace_millis: i64) -> Vec<String> {
+    let mut ids: Vec<String> = device
+        .open_events(grace_millis)
+        .filter_map(|(_, e)| e.detection_id.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }

@@ -19,6 +19,8 @@ pub use memory::MemoryDirectory;
 
 pub(crate) use evaluate::{Outcome, Reason};
 pub(crate) use matching::MatchedBy;
+// The audit reader finds a device by hostname with the same rule as decisions.
+pub(crate) use matching::hostnames_match;
 // The store's tests check that the sled store and the in-memory model match alike.
 #[cfg(test)]
 pub(crate) use matching::match_device;
@@ -45,6 +47,18 @@ pub enum OnStale {
     Deny,
 }
 
+/// Whether a policy's decisions are enforced or only reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyMode {
+    /// Answer what the rules decide (the default).
+    #[default]
+    Enforce,
+    /// Always answer `allow` (reason `report_only`) and record what enforcement would have
+    /// answered (`would_decide`, `would_reason`): for rolling blocking out safely.
+    ReportOnly,
+}
+
 /// One policy: Duo's Trusted Endpoints settings for a set of applications.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -60,6 +74,8 @@ pub struct Policy {
     pub stale_after: Duration,
     /// What to do when the liveness age is over `stale_after`.
     pub on_stale: OnStale,
+    /// Enforce the decision, or only report it.
+    pub mode: PolicyMode,
 }
 
 /// The global policy and the custom policies by application.
@@ -72,6 +88,12 @@ pub struct Policies {
 }
 
 impl Policies {
+    /// Every policy: the global one, then the custom ones (a custom policy that covers several
+    /// applications comes once per application).
+    pub fn iter(&self) -> impl Iterator<Item = &Policy> {
+        std::iter::once(&self.global).chain(self.by_application.values())
+    }
+
     /// The policy for an application: its custom policy, else the global one.
     pub(crate) fn for_application(&self, application: &str) -> &Policy {
         self.by_application.get(application).unwrap_or(&self.global)

@@ -56,6 +56,7 @@ fn policy(require_trusted: bool, block_compromised: bool, unknown: UnknownDevice
         unknown_device: unknown,
         stale_after: std::time::Duration::from_secs(900),
         on_stale: OnStale::LastKnown,
+        mode: PolicyMode::Enforce,
     }
 }
 
@@ -514,4 +515,137 @@ fn an_unreadable_directory_denies_with_its_error_text() {
         (d.outcome, d.reason, d.error.as_deref()),
         (Outcome::Deny, Reason::StoreUnavailable, Some("disk gone"))
     );
+}
+
+fn report_only(p: Policy) -> Policy {
+    Policy {
+        mode: PolicyMode::ReportOnly,
+        ..p
+    }
+}
+
+/// Issue #12 item 5: a compromised device under a report-only policy is allowed, and the
+/// decision says enforcement would have denied it as compromised.
+#[test]
+fn report_only_allows_a_compromised_device_and_records_the_deny() {
+    let d = evaluate(
+        &report_only(policy(true, true, UnknownDevice::Allow)),
+        &subject(true, Some("win-bad-2"), None),
+        &directory(),
+        &FRESH,
+    );
+    assert_eq!((d.outcome, d.reason), (Outcome::Allow, Reason::ReportOnly));
+    assert_eq!(d.would, Some((Outcome::Deny, Reason::Compromised)));
+    assert_eq!(
+        d.device.compromised,
+        Some(true),
+        "the state is still reported"
+    );
+}
+
+/// Report-only never denies, whatever enforcement would answer (not ready and an unreadable
+/// store included), and records exactly what enforcement answers; enforcement is unchanged.
+#[rstest]
+#[case::compromised("win-bad-2", true, FRESH, Outcome::Deny, Reason::Compromised)]
+#[case::clean(
+    "win-clean-1",
+    true,
+    FRESH,
+    Outcome::Allow,
+    Reason::TrustedNotCompromised
+)]
+#[case::untrusted("win-clean-1", false, FRESH, Outcome::Deny, Reason::UntrustedEndpoint)]
+#[case::unknown_denied("nobody-9", true, FRESH, Outcome::Deny, Reason::NotInSecureEndpoint)]
+#[case::not_ready("win-clean-1", true, EvalContext { ready: false, ..FRESH }, Outcome::Deny, Reason::NotReady)]
+#[case::stale("win-clean-1", true, EvalContext { liveness_age: None, ..FRESH }, Outcome::Deny, Reason::StateStale)]
+fn report_only_never_denies_and_records_enforcement(
+    #[case] guid: &str,
+    #[case] trusted: bool,
+    #[case] ctx: EvalContext,
+    #[case] outcome: Outcome,
+    #[case] reason: Reason,
+) {
+    let strict = Policy {
+        on_stale: OnStale::Deny,
+        ..policy(true, true, UnknownDevice::Deny)
+    };
+    let s = subject(trusted, Some(guid), None);
+    let enforced = evaluate(&strict, &s, &directory(), &ctx);
+    assert_eq!((enforced.outcome, enforced.reason), (outcome, reason));
+    assert_eq!(enforced.would, None, "enforce records no would-be decision");
+    let reported = evaluate(&report_only(strict), &s, &directory(), &ctx);
+    assert_eq!(
+        (reported.outcome, reported.reason, reported.would),
+        (Outcome::Allow, Reason::ReportOnly, Some((outcome, reason)))
+    );
+    assert_eq!(reported.device, enforced.device);
+    assert_eq!(reported.stale, enforced.stale);
+}
+
+#[test]
+fn report_only_allows_over_an_unreadable_store() {
+    let d = evaluate(
+        &report_only(policy(true, true, UnknownDevice::Allow)),
+        &subject(true, Some("win-clean-1"), None),
+        &Unreadable,
+        &FRESH,
+    );
+    assert_eq!(
+        (d.outcome, d.reason, d.would),
+        (
+            Outcome::Allow,
+            Reason::ReportOnly,
+            Some((Outcome::Deny, Reason::StoreUnavailable))
+        )
+    );
+    assert_eq!(d.error.as_deref(), Some("disk gone"));
+}
+
+/// The audit's device state: the latest observation's time, and the detection ids of the
+/// open compromise-class events only (a cleared detection is not why the device is compromised).
+#[test]
+fn the_verdict_carries_observation_time_and_open_detection_ids() {
+    let mut dir = directory();
+    let mut d = device("win-late-8", "Windows 10", false);
+    let event = |id: u64, detection: Option<&str>, seen: i64| {
+        (
+            EventKey::Id {
+                id,
+                event_type_id: 1090519054,
+            },
+            CompromiseEvent {
+                event_type_id: 1090519054,
+                detection_id: detection.map(str::to_owned),
+                date: Some(0),
+                first_seen: seen,
+            },
+        )
+    };
+    for (key, e) in [
+        event(1, Some("det-open"), 1_000_000 - GRACE + 1),
+        event(2, Some("det-open"), 1_000_000 + 5),
+        event(3, None, 1_000_000 + 6),
+        event(4, Some("det-cleared"), 1_000_000 - GRACE - 1),
+    ] {
+        d.events.insert(key, e);
+    }
+    dir.insert(d);
+    let r = evaluate(
+        &policy(true, true, UnknownDevice::Allow),
+        &subject(true, Some("win-late-8"), None),
+        &dir,
+        &FRESH,
+    );
+    assert_eq!(r.reason, Reason::Compromised);
+    assert_eq!(r.device.observed_at, Some(1_000_000));
+    assert_eq!(r.device.detection_ids, vec!["det-open".to_owned()]);
+
+    let clean = evaluate(
+        &policy(true, true, UnknownDevice::Allow),
+        &subject(true, Some("win-clean-1"), None),
+        &dir,
+        &FRESH,
+    );
+    assert_eq!(clean.device.observed_at, Some(1_000_000));
+    assert!(clean.device.detection_ids.is_empty());
 }

@@ -179,3 +179,17 @@ pub(crate) fn webhook_duplicate() {
 pub(crate) fn webhook_rejected(reason: &'static str) {
     counter!("trustgate_webhook_rejected_total", "reason" => reason).increment(1);
 }
+
+// The decision audit (`trustgate_audit_*`).
+
+/// An audit record acknowledged by the broker.
+pub(crate) fn audit_written() {
+    counter!("trustgate_audit_written_total").increment(1);
+}
+
+/// An audit record not written, by `cause`: `queue_full` (the writer fell behind; dropped
+/// without delaying the decision), `delivery` (the producer or broker refused it), `closed`
+/// (the writer had stopped).
+pub(crate) fn audit_failed(cause: &'static str, count: u64) {
+    counter!("trustgate_audit_failures_total", "cause" => cause).increment(count);
+}

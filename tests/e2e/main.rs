@@ -4,6 +4,7 @@
 mod common;
 
 mod admin_auth;
+mod audit;
 mod bench;
 mod cli;
 mod corrupt;

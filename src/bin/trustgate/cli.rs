@@ -44,6 +44,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the decision audit (every decision, from the audit topic), filtered.
+    Audit(crate::audit::AuditArgs),
     /// Validate the configuration and print it, secrets redacted.
     CheckConfig(ConfigArg),
     /// Run the Secure Endpoint poller alone, or print its request budget with --plan.
@@ -63,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(c) | Command::Decide(c) | Command::CheckConfig(c) => c.config.clone(),
         Command::Inspect { config, .. } => config.config.clone(),
         Command::Poll(p) => p.config.config.clone(),
+        Command::Audit(a) => a.config.config.clone(),
         Command::Simulate(_) | Command::Demo(_) => None,
         Command::Bench(args) => args.config.config.clone(),
     };
@@ -102,6 +105,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect { id, json, .. } => {
             runtime.block_on(crate::inspect::run(settings, &id, json))
         }
+        Command::Audit(args) => runtime.block_on(crate::audit::run(settings, args)),
         Command::Poll(args) if args.plan => Ok(crate::poll::plan(&settings, &args)),
         Command::Poll(_) => {
             until_signalled(&runtime, |shutdown| crate::poll::run(settings, shutdown))

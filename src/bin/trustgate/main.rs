@@ -3,10 +3,12 @@
 //!
 //! - `cli`: the subcommands and their dispatch; `args`: arguments and exit codes they share.
 //! - `decide`, `inspect` (with `local`: the store, or the running instance): one-shot queries.
+//! - `audit`: the decision audit read back.
 //! - `poll`: the poller alone, or its request budget.
 //! - `demo`: the whole story in one command. `bench`: the end-to-end load tool.
 
 mod args;
+mod audit;
 mod bench;
 mod cli;
 mod decide;

@@ -23,6 +23,8 @@ pub struct Instance {
     pub requests: String,
     pub responses: String,
     pub dlq: String,
+    /// The decision audit topic: each test its own, not the shared default.
+    pub audit: String,
     pub group: String,
     pub extra_config: String,
     /// The broker this instance's runs use; the shared test broker when `None`.
@@ -50,6 +52,7 @@ impl Instance {
             requests: format!("{id}.requests"),
             responses: format!("{id}.responses"),
             dlq: format!("{id}.dlq"),
+            audit: format!("{id}.audit"),
             group: format!("{id}-deciders"),
             extra_config: String::new(),
             brokers: None,
@@ -69,7 +72,7 @@ impl Instance {
         let admin = admin.unwrap_or_else(|| ([127, 0, 0, 1], 0).into());
         let text = format!(
             "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\nsession_timeout = \"6s\"\n\
-             [topics]\nevents = \"{events}\"\nrequests = \"{requests}\"\nresponses = \"{responses}\"\ndlq = \"{dlq}\"\n\
+             [topics]\nevents = \"{events}\"\nrequests = \"{requests}\"\nresponses = \"{responses}\"\ndlq = \"{dlq}\"\naudit = \"{audit}\"\n\
              [store]\npath = \"{store}\"\ncache_bytes = 16777216\n[admin]\nlisten = \"{admin}\"\n{extra}",
             brokers = self.brokers.as_deref().unwrap_or_else(|| super::brokers()),
             group = self.group,
@@ -77,6 +80,7 @@ impl Instance {
             requests = self.requests,
             responses = self.responses,
             dlq = self.dlq,
+            audit = self.audit,
             store = self.dir.path().join("store").display(),
             extra = self.extra_config,
         );
