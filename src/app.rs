@@ -1,5 +1,6 @@
 //! `trustgate run`: wires ingest, the decision worker, the admin listener and (when enabled) the
-//! webhook listener together, and shuts them down in order.
+//! poller, the webhook listener and the AMQP stream consumer together, and shuts them down in
+//! order.
 //!
 //! Shutdown (the token, which the binary cancels on SIGTERM/SIGINT): the admin listener and the decision worker stop
 //! taking new work and finish what is in flight (the worker waits for every reply it produced
@@ -160,6 +161,38 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     }
     if settings.webhook.enabled {
         spawn_webhook(&settings, &producer, &shutdown, &mut tasks).await?;
+    }
+    if settings.amqp.enabled {
+        let (amqp_settings, amqp_producer, amqp_shutdown) =
+            (settings.clone(), producer.clone(), shutdown.clone());
+        let amqp_health = health.clone();
+        // Like the poller: a stream consumer that cannot start (no credentials file, no queue)
+        // is reported unhealthy and leaves decisions to the other sources and `stale`; lost
+        // connections are retried inside it and never end it.
+        tasks.spawn(async move {
+            use futures::FutureExt;
+            let consumed = std::panic::AssertUnwindSafe(crate::amqp::run(
+                &amqp_settings,
+                amqp_producer,
+                amqp_shutdown,
+            ))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                Err(anyhow::anyhow!(
+                    "AMQP stream consumer panicked: {}",
+                    panic_text(&*panic)
+                ))
+            });
+            if let Err(e) = consumed {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "AMQP stream consumer stopped; decisions continue from the last known state."
+                );
+                amqp_health.fail("amqp", format!("{e:#}"));
+            }
+            ("amqp stream consumer", Ok(()))
+        });
     }
 
     Ok(Running {

@@ -29,6 +29,7 @@
 //! - [`poller`]: the Secure Endpoint API poller (event poll and inventory sweep, within the rate
 //!   limit).
 //! - [`webhook`]: the signed HTTP push bridge (Standard Webhooks) into the events topic.
+//! - [`amqp`]: the Secure Endpoint Event Stream consumer (AMQP 0.9.1) into the events topic.
 //! - [`kafka`]: librdkafka client construction, topic creation, the producer (start, enqueue,
 //!   flush).
 //! - [`config`]: configuration file, environment overrides, validated settings.
@@ -47,6 +48,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod amqp;
 pub mod app;
 pub mod audit;
 pub mod config;

@@ -26,6 +26,9 @@ pub const HEADER_DLQ_PARTITION: &str = "trustgate-dlq-partition";
 pub const HEADER_DLQ_OFFSET: &str = "trustgate-dlq-offset";
 /// Why the record could not be used.
 pub const HEADER_DLQ_ERROR: &str = "trustgate-dlq-error";
+/// For a message from the SE Event Stream (AMQP): the queue it was read from (it has no topic,
+/// partition or offset).
+pub const HEADER_DLQ_QUEUE: &str = "trustgate-dlq-queue";
 
 /// What an events-topic record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -97,6 +97,26 @@ fn trustgate_services_use_only_real_config_keys() {
 }
 
 #[test]
+fn the_stream_path_runs_against_the_simulator() {
+    let doc = compose();
+    let env: std::collections::HashMap<_, _> =
+        env_of(service(&doc, "trustgate")).into_iter().collect();
+    let settings = trustgate::config::load_str("", "trustgate", env.clone().into_iter())
+        .unwrap()
+        .settings;
+    assert!(settings.amqp.enabled);
+    let create: std::collections::HashMap<_, _> =
+        env_of(service(&doc, "stream-create")).into_iter().collect();
+    assert_eq!(
+        create["TRUSTGATE_AMQP__CREDENTIALS_PATH"], env["TRUSTGATE_AMQP__CREDENTIALS_PATH"],
+        "stream create writes where run reads"
+    );
+    let simulator = serde_yaml::to_string(&service(&doc, "simulator")["command"]).unwrap();
+    assert!(simulator.contains("--amqp-url") && simulator.contains("@rabbitmq:5672"));
+    assert!(doc["services"].get("rabbitmq").is_some());
+}
+
+#[test]
 fn the_poller_points_at_the_simulator_with_its_credentials() {
     let doc = compose();
     let env: std::collections::HashMap<_, _> =
@@ -137,7 +157,12 @@ fn the_poller_points_at_the_simulator_with_its_credentials() {
 #[test]
 fn service_commands_are_valid_trustgate_command_lines() {
     let doc = compose();
-    for name in ["simulator", "trustgate", "trustgate-tenant"] {
+    for name in [
+        "simulator",
+        "stream-create",
+        "trustgate",
+        "trustgate-tenant",
+    ] {
         let args: Vec<String> = service(&doc, name)["command"]
             .as_sequence()
             .unwrap()

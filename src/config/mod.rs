@@ -8,9 +8,13 @@ mod secrets;
 mod settings;
 
 pub use settings::{
-    AdminSettings, AuditSettings, KafkaSettings, LogFormat, LogSettings, PollerSettings, Settings,
-    StoreSettings, TopicSettings, WebhookSettings,
+    AdminSettings, AmqpSettings, AuditSettings, KafkaSettings, LogFormat, LogSettings,
+    PollerSettings, Settings, StoreSettings, TopicSettings, WebhookSettings,
 };
+
+/// Scrubs quoted values out of a parser's message (for files other than the configuration that
+/// may hold secrets, such as the AMQP credentials file).
+pub(crate) use secrets::scrub_values as scrub;
 
 use raw::RawConfig;
 use std::path::Path;

@@ -18,6 +18,7 @@ pub(super) struct RawConfig {
     pub(super) poller: RawPoller,
     pub(super) webhook: RawWebhook,
     pub(super) audit: RawAudit,
+    pub(super) amqp: RawAmqp,
     pub(super) log: RawLog,
 }
 
@@ -207,6 +208,8 @@ pub(super) struct RawCustomPolicy {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawPoller {
     pub(super) enabled: bool,
+    /// The event poll; off when the Event Stream (`[amqp]`) brings the events.
+    pub(super) events: bool,
     /// `nam`, `eu` or `apjc`; ignored when `base_url` is set.
     pub(super) region: String,
     pub(super) base_url: Option<String>,
@@ -232,6 +235,7 @@ impl Default for RawPoller {
     fn default() -> Self {
         RawPoller {
             enabled: false,
+            events: true,
             region: "nam".into(),
             base_url: None,
             client_id: None,
@@ -291,6 +295,39 @@ pub(super) struct RawAudit {
 impl Default for RawAudit {
     fn default() -> Self {
         RawAudit { enabled: true }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAmqp {
+    pub(super) enabled: bool,
+    /// `amqps://user:password@host:port/vhost`; a secret (it may carry the password).
+    pub(super) url: Option<String>,
+    /// The stream's `amqp_credentials` as `trustgate stream create` wrote them.
+    pub(super) credentials_path: Option<String>,
+    /// Overrides the credentials file's `queue_name`.
+    pub(super) queue: Option<String>,
+    pub(super) prefetch: u16,
+    /// A PEM file of extra CA certificates for `amqps://` (a private broker's CA).
+    pub(super) ca_file: Option<String>,
+    pub(super) heartbeat_interval: String,
+    /// How long a message's Kafka write may wait for room in the producer's queue.
+    pub(super) publish_timeout: String,
+}
+
+impl Default for RawAmqp {
+    fn default() -> Self {
+        RawAmqp {
+            enabled: false,
+            url: None,
+            credentials_path: None,
+            queue: None,
+            prefetch: 500,
+            ca_file: None,
+            heartbeat_interval: "30s".into(),
+            publish_timeout: "30s".into(),
+        }
     }
 }
 

@@ -14,6 +14,8 @@ const OWN_SECRET_KEYS: &[&str] = &[
     "secrets",
     "bearer_token",
     "token",
+    // `[amqp] url`: `amqps://user:password@host…`.
+    "url",
 ];
 
 /// librdkafka's properties flagged `_RK_SENSITIVE` (librdkafka 2.12, `rdkafka_conf.c`), plus

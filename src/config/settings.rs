@@ -35,6 +35,8 @@ pub struct Settings {
     pub webhook: WebhookSettings,
     /// The decision audit (`[audit]`).
     pub audit: AuditSettings,
+    /// The Secure Endpoint Event Stream consumer (`[amqp]`).
+    pub amqp: AmqpSettings,
     /// Log format and level (`[log]`).
     pub log: LogSettings,
 }
@@ -138,6 +140,8 @@ pub struct AdminSettings {
 pub struct PollerSettings {
     /// Whether `trustgate run` starts the poller (`trustgate poll` runs it regardless).
     pub enabled: bool,
+    /// Whether the event poll runs (`[poller] events`); the inventory sweep always does.
+    pub events: bool,
     pub(crate) base_url: String,
     pub(crate) client_id: Option<String>,
     pub(crate) api_key: Option<SecretString>,
@@ -173,6 +177,31 @@ pub struct WebhookSettings {
 pub struct AuditSettings {
     /// Whether every decision is also written to `[topics] audit`.
     pub enabled: bool,
+}
+
+/// The Secure Endpoint Event Stream consumer (AMQP 0.9.1): where it connects, which queue it
+/// drains, and how much it holds unacknowledged.
+#[derive(Debug, Clone)]
+pub struct AmqpSettings {
+    /// Whether `trustgate run` starts the consumer (`trustgate stream consume` runs it
+    /// regardless).
+    pub enabled: bool,
+    /// `[amqp] url`, when set: scheme, host, port and virtual host, and the user and password
+    /// unless the credentials file gives them. A secret: it may carry the password.
+    pub url: Option<SecretString>,
+    /// Where `trustgate stream create` writes the stream's `amqp_credentials` and the consumer
+    /// reads them.
+    pub credentials_path: Option<PathBuf>,
+    /// The queue to drain, when the credentials file's `queue_name` is not the one.
+    pub queue: Option<String>,
+    /// Unacknowledged deliveries the broker may send ahead (`basic.qos`).
+    pub prefetch: u16,
+    /// Extra CA certificates (PEM) trusted for `amqps://`, beside the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// How often a heartbeat record is written while the consumer is attached.
+    pub heartbeat_interval: Duration,
+    /// How long a message's Kafka write may wait for room in the producer's local queue.
+    pub publish_timeout: Duration,
 }
 
 /// How log lines are written.
@@ -249,6 +278,7 @@ impl Settings {
             audit: AuditSettings {
                 enabled: raw.audit.enabled,
             },
+            amqp: amqp(raw.amqp)?,
             log: LogSettings {
                 format: match raw.log.format.as_str() {
                     "text" => LogFormat::Text,
@@ -517,6 +547,7 @@ fn poller(raw: RawPoller, store_path: &std::path::Path) -> Result<PollerSettings
     }
     Ok(PollerSettings {
         enabled: raw.enabled,
+        events: raw.events,
         base_url,
         client_id: raw.client_id,
         api_key,
@@ -561,5 +592,49 @@ fn webhook(raw: RawWebhook) -> Result<WebhookSettings, ConfigError> {
         tolerance: duration("webhook.tolerance", &raw.tolerance)?,
         max_body_bytes: raw.max_body_bytes,
         publish_timeout: duration("webhook.publish_timeout", &raw.publish_timeout)?,
+    })
+}
+
+/// Checks `[amqp]`: a usable URL (never echoed: it may carry the password), something to
+/// connect with when enabled, a prefetch that bounds what is in flight.
+fn amqp(raw: RawAmqp) -> Result<AmqpSettings, ConfigError> {
+    let url = secret(raw.url);
+    if let Some(url) = &url {
+        use secrecy::ExposeSecret;
+        let parsed: lapin::uri::AMQPUri = url
+            .expose_secret()
+            .parse()
+            .map_err(|_| invalid("amqp.url is not an amqp:// or amqps:// URL"))?;
+        if parsed.authority.host.is_empty() {
+            return Err(invalid("amqp.url has no host"));
+        }
+    }
+    let credentials_path = raw
+        .credentials_path
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    if raw.enabled && url.is_none() && credentials_path.is_none() {
+        return Err(invalid(
+            "amqp.enabled needs amqp.credentials_path (written by `trustgate stream create`) or amqp.url",
+        ));
+    }
+    if raw.prefetch == 0 {
+        return Err(invalid(
+            "amqp.prefetch must be at least 1 (0 would let the broker send without bound)",
+        ));
+    }
+    let heartbeat_interval = duration("amqp.heartbeat_interval", &raw.heartbeat_interval)?;
+    if heartbeat_interval.is_zero() {
+        return Err(invalid("amqp.heartbeat_interval must be positive"));
+    }
+    Ok(AmqpSettings {
+        enabled: raw.enabled,
+        url,
+        credentials_path,
+        queue: raw.queue.filter(|q| !q.is_empty()),
+        prefetch: raw.prefetch,
+        ca_file: raw.ca_file.filter(|p| !p.is_empty()).map(PathBuf::from),
+        heartbeat_interval,
+        publish_timeout: duration("amqp.publish_timeout", &raw.publish_timeout)?,
     })
 }

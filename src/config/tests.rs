@@ -234,3 +234,31 @@ fn audit_and_policy_mode() {
         .to_string();
     assert!(err.contains("two purposes"), "{err}");
 }
+
+#[test]
+fn amqp_settings_are_checked_and_the_url_is_a_secret() {
+    let loaded = load_str(
+        "[amqp]\nenabled = true\nqueue = \"q\"\n",
+        "t",
+        env(&[(
+            "TRUSTGATE_AMQP__URL",
+            "amqps://u:SENTINEL-AMQP@stream.example:443",
+        )]),
+    )
+    .unwrap();
+    let amqp = &loaded.settings.amqp;
+    assert!(amqp.enabled);
+    assert_eq!(amqp.prefetch, 500, "the default bound");
+    let printed = format!("{:?}\n{}", loaded.settings, loaded.redacted_toml());
+    assert!(!printed.contains("SENTINEL"), "{printed}");
+
+    for (text, why) in [
+        ("[amqp]\nenabled = true\n", "credentials_path"),
+        ("[amqp]\nurl = \"http://SENTINEL@x\"\n", "amqp.url"),
+        ("[amqp]\nurl = \"amqp://x\"\nprefetch = 0\n", "prefetch"),
+    ] {
+        let err = load_str(text, "t", env(&[])).err().unwrap().to_string();
+        assert!(err.contains(why), "{err}");
+        assert!(!err.contains("SENTINEL"), "{err}");
+    }
+}

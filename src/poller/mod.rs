@@ -75,7 +75,14 @@ pub async fn run(
         publisher,
         settings: poller.clone(),
     };
-    let event_poll = EventPoll::open(ctx.clone())?;
+    // Off (`[poller] events = false`) when the Event Stream brings the events: then neither
+    // the cursor nor its lock is touched.
+    let event_poll = if poller.events {
+        Some(EventPoll::open(ctx.clone())?)
+    } else {
+        tracing::info!("Event poll off (poller.events = false); inventory sweep only.");
+        None
+    };
     tracing::info!(
         base_url = poller.base_url,
         events_interval_s = poller.events_interval.as_secs(),
@@ -89,6 +96,9 @@ pub async fn run(
     let events_task = {
         let stop = stop.clone();
         async move {
+            let Some(event_poll) = event_poll else {
+                return Ok(());
+            };
             let r = events::run(event_poll, poller.events_interval, stop.clone()).await;
             stop.cancel();
             r

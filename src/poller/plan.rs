@@ -35,6 +35,10 @@ pub struct Plan {
     compromise_freshness: Duration,
     /// From a resolution in SE's console to the clean observation being on the topic, at worst.
     resolution_freshness: Duration,
+    /// Whether the event poll runs (`[poller] events`).
+    event_poll: bool,
+    /// Whether the Event Stream (`[amqp] enabled`) brings events too.
+    stream: bool,
 }
 
 fn pages(items: f64, page_size: u32) -> u64 {
@@ -50,9 +54,17 @@ impl Plan {
     pub fn new(s: &PollerSettings, tenant: Tenant) -> Plan {
         let window = (s.events_interval + s.events_overlap).as_secs_f64();
         let per_poll = tenant.events_per_hour as f64 * window / 3600.0;
-        let event_pages = pages(per_poll, s.page_size);
+        let event_pages = if s.events {
+            pages(per_poll, s.page_size)
+        } else {
+            0
+        };
         let sweep_pages = pages(tenant.computers as f64, s.page_size);
-        let events_rph = per_hour(s.events_interval) * event_pages as f64;
+        let events_rph = if s.events {
+            per_hour(s.events_interval) * event_pages as f64
+        } else {
+            0.0
+        };
         let inventory_rph = per_hour(s.inventory_interval) * sweep_pages as f64;
         // At worst a poll or a sweep starts when the other one has just drained the burst, so
         // the pages past the burst go out one quota period apart.
@@ -69,12 +81,27 @@ impl Plan {
             reserve: s.reserve,
             compromise_freshness: s.events_interval + wait,
             resolution_freshness: s.inventory_interval + wait,
+            event_poll: s.events,
+            stream: false,
         }
+    }
+
+    /// Accounts for the Event Stream (`[amqp] enabled`): detections arrive within seconds and
+    /// spend no request budget; the event poll, if on, is then a safety net.
+    pub fn with_stream(mut self, stream: bool) -> Plan {
+        self.stream = stream;
+        self
     }
 
     /// Why the plan cannot be sustained; empty when it fits.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        if !self.event_poll && !self.stream {
+            w.push(
+                "poller.events = false and no Event Stream ([amqp] enabled): no detection reaches trustgate except through other producers"
+                    .to_owned(),
+            );
+        }
         if self.total_requests_per_hour > f64::from(self.quota) {
             w.push(format!(
                 "the poller needs {:.0} requests/hour but the quota is {}: polls will fall behind; lengthen events_interval or inventory_interval, or raise requests_per_hour",
@@ -107,7 +134,11 @@ impl Plan {
         );
         for (name, n) in [
             (
-                format!("events ({} pages/poll)", self.event_pages_per_poll),
+                if self.event_poll {
+                    format!("events ({} pages/poll)", self.event_pages_per_poll)
+                } else {
+                    "events (off)".to_owned()
+                },
                 self.events_requests_per_hour,
             ),
             (
@@ -135,10 +166,18 @@ impl Plan {
                 "worst-case freshness: unbounded (the poller needs more than its quota)"
             );
         } else {
+            let poll = humantime::format_duration(round(self.compromise_freshness)).to_string();
+            let compromise = match (self.stream, self.event_poll) {
+                (true, true) => {
+                    format!("seconds (Event Stream; event poll {poll} as a safety net)")
+                }
+                (true, false) => "seconds (Event Stream, no request budget)".to_owned(),
+                (false, true) => format!("(event poll) {poll}"),
+                (false, false) => "never (no event source)".to_owned(),
+            };
             let _ = writeln!(
                 out,
-                "worst-case freshness: compromise (event poll) {}; resolution (inventory sweep) {}",
-                humantime::format_duration(round(self.compromise_freshness)),
+                "worst-case freshness: compromise {compromise}; resolution (inventory sweep) {}",
                 humantime::format_duration(round(self.resolution_freshness)),
             );
         }

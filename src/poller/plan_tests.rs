@@ -107,3 +107,32 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn the_event_stream_replaces_or_backs_the_event_poll() {
+    let tenant = Tenant {
+        computers: 1_000,
+        events_per_hour: 1_000,
+    };
+    let mut s = settings(30, 3600, 2400);
+    s.events = false;
+    let off = Plan::new(&s, tenant).with_stream(true);
+    assert_eq!(off.events_requests_per_hour, 0.0);
+    assert_eq!(off.total_requests_per_hour, off.inventory_requests_per_hour);
+    let text = off.render(tenant);
+    assert!(text.contains("events (off)"), "{text}");
+    assert!(
+        text.contains("compromise seconds (Event Stream, no request budget)"),
+        "{text}"
+    );
+    assert!(off.warnings().is_empty(), "{:?}", off.warnings());
+
+    let alone = Plan::new(&s, tenant);
+    assert!(
+        alone.warnings()[0].contains("no Event Stream"),
+        "{:?}",
+        alone.warnings()
+    );
+    let both = Plan::new(&settings(300, 3600, 2400), tenant).with_stream(true);
+    assert!(both.render(tenant).contains("as a safety net"));
+}

@@ -193,3 +193,40 @@ pub(crate) fn audit_written() {
 pub(crate) fn audit_failed(cause: &'static str, count: u64) {
     counter!("trustgate_audit_failures_total", "cause" => cause).increment(count);
 }
+
+// The Secure Endpoint Event Stream consumer (`trustgate_amqp_*`).
+
+/// A message delivered by the stream's queue.
+pub(crate) fn amqp_received() {
+    counter!("trustgate_amqp_received_total").increment(1);
+}
+
+/// A message's body acknowledged by Kafka on the events topic.
+pub(crate) fn amqp_published() {
+    counter!("trustgate_amqp_published_total").increment(1);
+}
+
+/// A message that is not a usable SE event, acknowledged by Kafka on the dead-letter topic.
+pub(crate) fn amqp_dead_lettered() {
+    counter!("trustgate_amqp_dead_lettered_total").increment(1);
+}
+
+/// A message read but not published, by `reason` (`no_connector_guid`: an account event).
+pub(crate) fn amqp_skipped(reason: &'static str) {
+    counter!("trustgate_amqp_skipped_total", "reason" => reason).increment(1);
+}
+
+/// A message acknowledged to the broker (after Kafka acknowledged what it became).
+pub(crate) fn amqp_acked() {
+    counter!("trustgate_amqp_acked_total").increment(1);
+}
+
+/// 1 while consuming the stream's queue, else 0.
+pub(crate) fn amqp_connected(connected: bool) {
+    gauge!("trustgate_amqp_connected").set(if connected { 1.0 } else { 0.0 });
+}
+
+/// A connection attempt after a failure or a lost connection.
+pub(crate) fn amqp_reconnect() {
+    counter!("trustgate_amqp_reconnects_total").increment(1);
+}

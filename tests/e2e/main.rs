@@ -4,6 +4,7 @@
 mod common;
 
 mod admin_auth;
+mod amqp;
 mod audit;
 mod bench;
 mod cli;

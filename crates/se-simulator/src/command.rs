@@ -60,6 +60,10 @@ pub struct SimulateArgs {
     /// Queue a fault at start, as JSON (repeatable), e.g. '{"kind":"status","status":503,"count":3}'.
     #[arg(long = "fault")]
     faults: Vec<String>,
+    /// A RabbitMQ (`amqp://user:password@host:port`) that event streams push to: every event
+    /// created after a stream (`POST /v1/event_streams`) goes to that stream's queue.
+    #[arg(long, env = "TRUSTGATE_SIM_AMQP_URL", hide_env_values = true, value_parser = parse_secret)]
+    amqp_url: Option<SecretString>,
     /// Allow a non-loopback `--listen` address, for a container network (compose) only: the
     /// simulator accepts test credentials and must never face a real network.
     #[arg(long)]
@@ -164,7 +168,18 @@ pub async fn run(args: SimulateArgs, shutdown: CancellationToken) -> anyhow::Res
     if args.client_id.is_none() {
         tracing::warn!("No --client-id/--api-key: every request is accepted.");
     }
-    crate::serve(listener, sim, shutdown).await
+    let pusher = match &args.amqp_url {
+        Some(url) => {
+            use secrecy::ExposeSecret;
+            Some(sim.push_streams_to(url.expose_secret(), shutdown.clone())?)
+        }
+        None => None,
+    };
+    let served = crate::serve(listener, sim, shutdown).await;
+    if let Some(pusher) = pusher {
+        let _ = pusher.await;
+    }
+    served
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub(crate) struct StoredEvent {
     seq: u64,
     pub(crate) event_type_id: u64,
     pub(crate) connector_guid: Option<String>,
-    group_guids: Vec<String>,
+    pub(crate) group_guids: Vec<String>,
     detection_sha256: Option<String>,
     application_sha256: Option<String>,
     pub(crate) raw: Box<RawValue>,
@@ -140,6 +140,18 @@ impl EventLog {
     }
 
     /// Every event, newest first.
+    /// The sequence number the next event will get.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Events added at or after sequence number `seq`, in the order they were added.
+    pub(crate) fn added_since(&self, seq: u64) -> Vec<&StoredEvent> {
+        let mut added: Vec<&StoredEvent> = self.events.iter().filter(|e| e.seq >= seq).collect();
+        added.sort_by_key(|e| e.seq);
+        added
+    }
+
     pub(crate) fn all(&self) -> &[StoredEvent] {
         &self.events
     }

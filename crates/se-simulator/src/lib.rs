@@ -86,6 +86,7 @@ mod routes;
 mod scenario;
 mod server;
 pub mod shapes;
+mod streams;
 #[cfg(test)]
 mod tests;
 
@@ -198,6 +199,10 @@ struct Inner {
     faults: Mutex<FaultQueue>,
     stats: Mutex<Stats>,
     credentials: Option<Credentials>,
+    /// The tenant's event streams (`/v1/event_streams`).
+    streams: Mutex<streams::Streams>,
+    /// The RabbitMQ the streams push to (`--amqp-url`), once set.
+    broker: std::sync::OnceLock<streams::Broker>,
     /// Added to the wall clock, so tests can jump ahead (`POST /_sim/advance`).
     offset_ms: AtomicI64,
 }
@@ -218,6 +223,8 @@ impl Simulator {
                 faults: Mutex::new(FaultQueue::new(seed)),
                 stats: Mutex::new(Stats::default()),
                 credentials: config.credentials,
+                streams: Mutex::new(streams::Streams::default()),
+                broker: std::sync::OnceLock::new(),
                 offset_ms: AtomicI64::new(0),
             }),
         }
@@ -335,6 +342,36 @@ impl Simulator {
             ratelimit_remaining: lock(&self.inner.limit).peek(now).remaining,
             now: generate::computer_date(now),
         }
+    }
+
+    /// Runs `f` on the event streams.
+    pub(crate) fn streams<R>(&self, f: impl FnOnce(&mut streams::Streams) -> R) -> R {
+        f(&mut lock(&self.inner.streams))
+    }
+
+    /// The broker event streams push to, if one was given.
+    pub(crate) fn stream_broker(&self) -> Option<streams::Broker> {
+        self.inner.broker.get().cloned()
+    }
+
+    /// Pushes every event created after a stream's creation to that stream's queue on the
+    /// RabbitMQ at `amqp_url` (`amqp://user:password@host:port`; its user and password become
+    /// every stream's credentials), until `shutdown`. Call once; a second call is refused.
+    ///
+    /// # Errors
+    ///
+    /// `amqp_url` is not an `amqp://` / `amqps://` URL with user info, or a broker is already set.
+    pub fn push_streams_to(
+        &self,
+        amqp_url: &str,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let broker = streams::Broker::parse(amqp_url)?;
+        self.inner
+            .broker
+            .set(broker.clone())
+            .map_err(|_| anyhow::anyhow!("event streams already push to a broker"))?;
+        Ok(tokio::spawn(streams::push(self.clone(), broker, shutdown)))
     }
 
     /// Updates the request counters.

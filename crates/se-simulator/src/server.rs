@@ -3,14 +3,14 @@
 
 use super::faults::Fault;
 use super::rate_limit::Quota;
-use super::{hooks, routes, Simulator};
+use super::{hooks, routes, streams, Simulator};
 use crate::envelope::se_error;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +44,11 @@ fn router(sim: Simulator) -> Router {
         .route("/v1/computers", get(routes::computers))
         .route("/v1/computers/{guid}", get(routes::computer))
         .route("/v1/event_types", get(routes::event_types))
+        .route(
+            "/v1/event_streams",
+            get(streams::list).post(streams::create),
+        )
+        .route("/v1/event_streams/{id}", delete(streams::delete))
         .fallback(routes::not_found)
         .layer(middleware::from_fn_with_state(sim.clone(), gate));
     Router::new()

@@ -502,3 +502,62 @@ async fn version_and_event_types_use_the_envelope() {
         "A threat was found on this system."
     );
 }
+
+/// Event streams without a broker: SE's shapes, the password only at creation, the limit of 5.
+#[tokio::test]
+async fn event_streams_are_created_listed_limited_and_deleted() {
+    let r = start(2, 3000).await;
+    let url = format!("{}/v1/event_streams", r.base);
+    let post = |name: String| {
+        r.http
+            .post(&url)
+            .basic_auth(ID, Some(KEY))
+            .json(&json!({"name": name, "event_type": [1090519054]}))
+            .send()
+    };
+    for i in 1..=5 {
+        let created = post(format!("s{i}")).await.unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let body: Value = created.json().await.unwrap();
+        assert_eq!(body["data"]["id"], i);
+        let creds = &body["data"]["amqp_credentials"];
+        for field in [
+            "user_name",
+            "password",
+            "queue_name",
+            "host",
+            "port",
+            "proto",
+        ] {
+            assert!(creds[field].is_string(), "{field}: {body}");
+        }
+        assert_eq!(creds["queue_name"], format!("event_stream_{i}"));
+    }
+    let refused = post("s6".into()).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["errors"][0]["details"][0]
+        .as_str()
+        .unwrap()
+        .contains("at most 5"));
+
+    let listed: Value = r.get("/v1/event_streams").await.json().await.unwrap();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 5);
+    assert!(!listed.to_string().contains("password"), "{listed}");
+    assert_eq!(listed["data"][0]["event_type"][0], 1090519054);
+
+    let delete = |id: u64| {
+        r.http
+            .delete(format!("{url}/{id}"))
+            .basic_auth(ID, Some(KEY))
+            .send()
+    };
+    assert_eq!(delete(3).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(delete(3).await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        post("again".into()).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let unauthorized = r.http.get(&url).send().await.unwrap();
+    assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+}

@@ -50,6 +50,8 @@ pub enum Command {
     CheckConfig(ConfigArg),
     /// Run the Secure Endpoint poller alone, or print its request budget with --plan.
     Poll(crate::poll::PollArgs),
+    /// The Secure Endpoint Event Stream (AMQP): create, list, delete streams; consume one alone.
+    Stream(crate::stream::StreamArgs),
     /// Serve a simulated Secure Endpoint v1 API (test double and demo data source).
     Simulate(se_simulator::SimulateArgs),
     /// The whole story in one command: in-process broker, SE simulator, poller, decisions.
@@ -66,6 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect { config, .. } => config.config.clone(),
         Command::Poll(p) => p.config.config.clone(),
         Command::Audit(a) => a.config.config.clone(),
+        Command::Stream(s) => s.config().config.clone(),
         Command::Simulate(_) | Command::Demo(_) => None,
         Command::Bench(args) => args.config.config.clone(),
     };
@@ -111,6 +114,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             until_signalled(&runtime, |shutdown| crate::poll::run(settings, shutdown))
                 .map(|_| ExitCode::SUCCESS)
         }
+        Command::Stream(args) => match args.command {
+            crate::stream::StreamCommand::Consume(_) => until_signalled(&runtime, |shutdown| {
+                crate::stream::consume(settings, shutdown)
+            })
+            .map(|_| ExitCode::SUCCESS),
+            command => Ok(runtime.block_on(crate::stream::manage(settings, command))),
+        },
         Command::Simulate(args) => {
             until_signalled(&runtime, |shutdown| se_simulator::run(args, shutdown))
                 .map(|_| ExitCode::SUCCESS)

@@ -5,6 +5,7 @@
 //! - `decide`, `inspect` (with `local`: the store, or the running instance): one-shot queries.
 //! - `audit`: the decision audit read back.
 //! - `poll`: the poller alone, or its request budget.
+//! - `stream`: the Secure Endpoint Event Stream (AMQP) consumer alone.
 //! - `demo`: the whole story in one command. `bench`: the end-to-end load tool.
 
 mod args;
@@ -16,6 +17,7 @@ mod demo;
 mod inspect;
 mod local;
 mod poll;
+mod stream;
 
 use clap::Parser;
 use std::process::ExitCode;

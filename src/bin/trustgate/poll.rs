@@ -28,7 +28,7 @@ pub fn plan(settings: &Settings, args: &PollArgs) -> ExitCode {
         computers: args.computers.unwrap_or(0),
         events_per_hour: args.events_per_hour.unwrap_or(0),
     };
-    let plan = Plan::new(&settings.poller, tenant);
+    let plan = Plan::new(&settings.poller, tenant).with_stream(settings.amqp.enabled);
     print!("{}", plan.render(tenant));
     let warnings = plan.warnings();
     for w in &warnings {

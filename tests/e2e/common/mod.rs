@@ -5,6 +5,7 @@ pub mod instance;
 pub mod kafka;
 pub mod poller;
 pub mod process;
+pub mod rabbitmq;
 pub mod simulator;
 pub mod tansu;
 pub mod webhook;
