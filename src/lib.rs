@@ -16,6 +16,8 @@
 //! - [`fold`]: pure fold of records into device state; the compromise rule.
 //! - [`store`]: sled persistence, indexes, ingest offsets and each source's liveness.
 //! - [`ingest`]: the events-topic consumer and dead-lettering.
+//! - [`replay`]: the state rebuilt from the events topic's beginning into a fresh store and
+//!   swapped in for the live one (`trustgate replay`; also the repair path).
 //! - [`liveness`]: when a source last wrote (the age behind `stale`, exported as
 //!   `feed_age_seconds`).
 //! - [`policy`]: policies, device matching and the pure decision procedure.
@@ -63,6 +65,7 @@ pub mod locks;
 pub mod policy;
 pub mod poller;
 pub mod publish;
+pub mod replay;
 pub mod se;
 pub mod shutdown;
 pub mod store;

@@ -46,6 +46,9 @@ pub enum Command {
     },
     /// Print the decision audit (every decision, from the audit topic), filtered.
     Audit(crate::audit::AuditArgs),
+    /// Rebuild the device state from the beginning of the events topic into a fresh store and
+    /// swap it in (no instance may hold the store); also repairs a damaged store.
+    Replay(crate::replay::ReplayArgs),
     /// Validate the configuration and print it, secrets redacted.
     CheckConfig(ConfigArg),
     /// Run the Secure Endpoint poller alone, or print its request budget with --plan.
@@ -68,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect { config, .. } => config.config.clone(),
         Command::Poll(p) => p.config.config.clone(),
         Command::Audit(a) => a.config.config.clone(),
+        Command::Replay(r) => r.config.config.clone(),
         Command::Stream(s) => s.config().config.clone(),
         Command::Simulate(_) | Command::Demo(_) => None,
         Command::Bench(args) => args.config.config.clone(),
@@ -109,6 +113,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(crate::inspect::run(settings, &id, json))
         }
         Command::Audit(args) => runtime.block_on(crate::audit::run(settings, args)),
+        Command::Replay(args) => until_signalled(&runtime, |interrupt| {
+            crate::replay::run(settings, args, interrupt)
+        }),
         Command::Poll(args) if args.plan => Ok(crate::poll::plan(&settings, &args)),
         Command::Poll(_) => {
             until_signalled(&runtime, |shutdown| crate::poll::run(settings, shutdown))

@@ -4,6 +4,7 @@
 //! - `cli`: the subcommands and their dispatch; `args`: arguments and exit codes they share.
 //! - `decide`, `inspect` (with `local`: the store, or the running instance): one-shot queries.
 //! - `audit`: the decision audit read back.
+//! - `replay`: the state rebuilt from the events topic and swapped in.
 //! - `poll`: the poller alone, or its request budget.
 //! - `stream`: the Secure Endpoint Event Stream (AMQP) consumer alone.
 //! - `demo`: the whole story in one command. `bench`: the end-to-end load tool.
@@ -17,6 +18,7 @@ mod demo;
 mod inspect;
 mod local;
 mod poll;
+mod replay;
 mod stream;
 
 use clap::Parser;
