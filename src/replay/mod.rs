@@ -444,3 +444,75 @@ async fn confirm_end(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DEFAULT_CACHE_BYTES;
+
+    fn settings_at(path: &Path) -> StoreSettings {
+        StoreSettings {
+            path: path.to_owned(),
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
+
+    #[test]
+    fn a_store_another_handle_holds_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let _running = Store::open(&path, DEFAULT_CACHE_BYTES).unwrap();
+        assert!(matches!(
+            hold_live(&settings_at(&path)),
+            Err(ReplayError::InUse { .. })
+        ));
+    }
+
+    #[test]
+    fn a_free_store_is_held_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        drop(Store::open(&path, DEFAULT_CACHE_BYTES).unwrap());
+        let held = hold_live(&settings_at(&path)).unwrap();
+        assert!(matches!(held, Live::Held(_)));
+        // While replay holds it, an instance starting on it is locked out.
+        assert!(matches!(
+            Store::open(&path, DEFAULT_CACHE_BYTES),
+            Err(StoreError::Locked { .. })
+        ));
+        drop(held);
+        assert!(Store::open(&path, DEFAULT_CACHE_BYTES).is_ok());
+    }
+
+    #[test]
+    fn a_store_whose_files_are_damaged_is_the_repair_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        drop(Store::open(&path, DEFAULT_CACHE_BYTES).unwrap());
+        std::fs::write(path.join("conf"), b"\xde\xad\xbe\xef garbage").unwrap();
+        assert!(matches!(
+            hold_live(&settings_at(&path)).unwrap(),
+            Live::Unreadable(_)
+        ));
+    }
+
+    #[test]
+    fn no_store_at_the_path_is_absent_and_none_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        assert!(matches!(
+            hold_live(&settings_at(&path)).unwrap(),
+            Live::Absent
+        ));
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn corrupt_device_values_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store"), DEFAULT_CACHE_BYTES).unwrap();
+        store.write_raw_for_test(b"Dg1", b"\x01\xff\xff");
+        store.write_raw_for_test(b"Dg2", b"\x01\xff\xff");
+        assert_eq!(count_corrupt(&store), 2);
+    }
+}

@@ -63,7 +63,11 @@ pub fn swap_in(fresh: &Path, live: &Path, previous: &Path) -> io::Result<Swap> {
             Err(e) => return Err(e),
         },
     };
-    sync_dir(live.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
+    sync_dir(
+        live.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )?;
     Ok(swap)
 }
 

@@ -18,6 +18,7 @@ mod pipeline;
 mod poller;
 mod readiness;
 mod recreated_topic;
+mod replay;
 mod replies;
 mod secrets;
 mod shutdown;

@@ -1,0 +1,388 @@
+//! (#12 item 1) `trustgate replay`: the state rebuilt from the events topic's beginning equals
+//! the state a live instance folded (devices, indexes, decisions); it repairs a store holding a
+//! corrupt value or one that does not open; it is refused while an instance holds the store.
+
+use crate::common::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use trustgate::fold::DeviceState;
+use trustgate::store::Store;
+use trustgate::time::{format_millis, now_millis};
+
+const HOUR: i64 = 3_600_000;
+
+/// A device and the (decision, reason) a trusted device named by it gets.
+type Expected = (&'static str, (&'static str, &'static str));
+
+fn run_cli(inst: &Instance, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(binary())
+        .args(args)
+        .arg("--config")
+        .arg(inst.config_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn replay(inst: &Instance) -> Output {
+    run_cli(inst, &["replay"], "")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// An instance whose decisions are not audited (each `trustgate decide` would otherwise write a
+/// record, which these tests do not look at).
+fn instance(name: &str) -> Instance {
+    let mut inst = Instance::new(name);
+    inst.extra_config = "[audit]\nenabled = false\n".into();
+    inst
+}
+
+fn store_path(inst: &Instance) -> PathBuf {
+    inst.dir.path().join("store")
+}
+
+/// The directories beside the store whose names start with `prefix` (`store.replay-`, …).
+fn beside_store(inst: &Instance, prefix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(inst.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect()
+}
+
+/// Every device state in the store at `path`, in GUID order, with its per-partition last
+/// record times (what ingest resumes against).
+fn snapshot(path: &Path, topic: &str) -> (Vec<DeviceState>, Vec<(i32, i64)>) {
+    let store = Store::open(path, 16 << 20).unwrap();
+    let devices = store.scan_devices().collect::<Result<Vec<_>, _>>().unwrap();
+    let mut last: Vec<(i32, i64)> = store.last_records(topic).unwrap().into_iter().collect();
+    last.sort();
+    (devices, last)
+}
+
+/// `trustgate decide` on the store for a trusted device named by `guid`: (decision, reason).
+fn decide(inst: &Instance, guid: &str) -> (String, String) {
+    let req = serde_json::json!({"request_id": guid, "application": "vpn",
+        "device": {"trusted": true, "connector_guid": guid}});
+    let out = run_cli(inst, &["decide"], &req.to_string());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let resp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        resp["decision"].as_str().unwrap().to_owned(),
+        resp["reason"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// `trustgate inspect --json` for `id` (exit code, output).
+fn inspect(inst: &Instance, id: &str) -> (Option<i32>, String) {
+    let out = run_cli(inst, &["inspect", id, "--json"], "");
+    (out.status.code(), text(&out.stdout))
+}
+
+fn detection(guid: &str, id: u64, date: i64, published_at: i64) -> Out {
+    Out::new(format!(
+        r#"{{"id":{id},"event_type_id":1090519054,"event_type":"Threat Detected","detection_id":"{id}","date":"{}","computer":{{"connector_guid":"{guid}","hostname":"{guid}"}}}}"#,
+        format_millis(date).replace(".000Z", "+00:00")
+    ))
+    .key(guid)
+    .at(published_at)
+}
+
+fn computer(guid: &str, hostname: &str, mac: &str, compromised: bool, at: i64) -> Out {
+    Out::new(format!(
+        r#"{{"connector_guid":"{guid}","hostname":"{hostname}","operating_system":"Windows 11","network_addresses":[{{"mac":"{mac}","ip":"10.0.0.1"}}],"is_compromised":{compromised}}}"#
+    ))
+    .key(guid)
+    .header(trustgate::topic::HEADER_KIND, "computer")
+    .header(trustgate::topic::HEADER_OBSERVED_AT, format_millis(at))
+    .at(at)
+}
+
+/// A mixed history: a compromise, a resolution with the detection redelivered after it, a late
+/// upload, a renamed device (its computer record delivered twice), SE's own verdict, a
+/// heartbeat and a record that is dead-lettered. The devices with the answer a trusted device
+/// gets from the state they fold to.
+fn mixed_history(now: i64) -> (Vec<Out>, Vec<Expected>) {
+    let records = vec![
+        computer(
+            "rp-hit",
+            "rp-hit",
+            "02:00:00:00:00:01",
+            false,
+            now - 2 * HOUR,
+        ),
+        detection("rp-hit", 7_000_000_000_000_000_001, now - HOUR, now - HOUR),
+        detection(
+            "rp-fixed",
+            7_000_000_000_000_000_002,
+            now - 3 * HOUR,
+            now - 2 * HOUR,
+        ),
+        computer(
+            "rp-fixed",
+            "rp-fixed",
+            "02:00:00:00:00:02",
+            false,
+            now - HOUR,
+        ),
+        // The same event again, long after the observation that cleared it.
+        detection("rp-fixed", 7_000_000_000_000_000_002, now - 3 * HOUR, now),
+        computer("rp-late", "rp-late", "02:00:00:00:00:03", false, now - HOUR),
+        // An offline laptop uploads a detection dated before that clean observation.
+        detection(
+            "rp-late",
+            7_000_000_000_000_000_003,
+            now - 3 * HOUR,
+            now - HOUR / 2,
+        ),
+        computer(
+            "rp-moved",
+            "old-name",
+            "02:00:00:00:00:04",
+            false,
+            now - 2 * HOUR,
+        ),
+        computer(
+            "rp-moved",
+            "new-name",
+            "02:00:00:00:00:05",
+            false,
+            now - HOUR,
+        ),
+        computer(
+            "rp-moved",
+            "new-name",
+            "02:00:00:00:00:05",
+            false,
+            now - HOUR,
+        ),
+        computer(
+            "rp-se-says",
+            "rp-se-says",
+            "02:00:00:00:00:06",
+            true,
+            now - HOUR,
+        ),
+        Out::new(r#"{"source":"poller"}"#)
+            .key("poller")
+            .header(trustgate::topic::HEADER_KIND, "heartbeat")
+            .at(now - HOUR / 4),
+        Out::new("not json at all")
+            .key("rp-junk")
+            .at(now - HOUR / 4),
+    ];
+    let expected = vec![
+        ("rp-fixed", ("allow", "trusted_not_compromised")),
+        ("rp-hit", ("deny", "compromised")),
+        ("rp-late", ("deny", "compromised")),
+        ("rp-moved", ("allow", "trusted_not_compromised")),
+        ("rp-se-says", ("deny", "compromised")),
+    ];
+    (records, expected)
+}
+
+/// Publishes `records` round-robin over the topic's two partitions.
+async fn publish_all(inst: &Instance, records: Vec<Out>) {
+    let producer = producer();
+    for (i, mut out) in records.into_iter().enumerate() {
+        out.partition = Some((i % 2) as i32);
+        publish(&producer, &inst.events, &out).await;
+    }
+}
+
+/// Runs an instance over the topic until it caught up, then stops it.
+async fn fold_live(inst: &Instance) {
+    let mut child = inst.spawn();
+    inst.wait_ready(&mut child).await;
+    assert!(stop(&mut child).success(), "{}", inst.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_rebuilds_the_state_a_live_instance_folded() {
+    let inst = instance("replay-equal");
+    create_topic(&inst.events, 2).await;
+    let (records, expected) = mixed_history(now_millis());
+    let published = records.len();
+    publish_all(&inst, records).await;
+    fold_live(&inst).await;
+
+    let (live_devices, live_last) = snapshot(&store_path(&inst), &inst.events);
+    let guids: Vec<&str> = live_devices
+        .iter()
+        .map(|d| d.connector_guid.as_str())
+        .collect();
+    assert_eq!(
+        guids,
+        expected.iter().map(|(g, _)| *g).collect::<Vec<_>>(),
+        "the live instance folded every device"
+    );
+    let live_answers: Vec<(String, String)> = guids.iter().map(|g| decide(&inst, g)).collect();
+    let live_views: Vec<(Option<i32>, String)> = ["new-name", "old-name", "02:00:00:00:00:05"]
+        .iter()
+        .map(|id| inspect(&inst, id))
+        .collect();
+
+    let out = replay(&inst);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "Replayed {published} records from 2 partition(s) of {} into 5 device(s)",
+            inst.events
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("swapped in atomically"), "{stdout}");
+
+    let (replayed_devices, replayed_last) = snapshot(&store_path(&inst), &inst.events);
+    assert_eq!(replayed_devices, live_devices, "device states");
+    assert_eq!(replayed_last, live_last, "last record per partition");
+    for ((guid, (decision, reason)), live) in expected.iter().zip(&live_answers) {
+        let replayed = decide(&inst, guid);
+        assert_eq!(
+            &replayed, live,
+            "{guid}: the same answer as before the replay"
+        );
+        assert_eq!(
+            (replayed.0.as_str(), replayed.1.as_str()),
+            (*decision, *reason),
+            "{guid}"
+        );
+    }
+    for (id, live) in ["new-name", "old-name", "02:00:00:00:00:05"]
+        .iter()
+        .zip(&live_views)
+    {
+        assert_eq!(&inspect(&inst, id), live, "inspect {id}");
+    }
+    // The indexes follow the newest record: the old name and MAC find nothing.
+    assert_eq!(live_views[0].0, Some(0));
+    assert_eq!(live_views[1].0, Some(1));
+
+    let kept = beside_store(&inst, "store.before-replay-");
+    assert_eq!(kept.len(), 1, "the replaced store is kept");
+    assert_eq!(snapshot(&kept[0], &inst.events).0, live_devices);
+    assert!(beside_store(&inst, "store.replay-").is_empty());
+    assert!(stdout.contains(&kept[0].display().to_string()), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_repairs_a_store_holding_a_corrupt_value() {
+    let inst = instance("replay-corrupt");
+    create_topic(&inst.events, 2).await;
+    let (records, expected) = mixed_history(now_millis());
+    publish_all(&inst, records).await;
+    fold_live(&inst).await;
+    {
+        // The store's layout: `D` + GUID; the right version byte, a body that does not decode.
+        let db = sled::open(store_path(&inst)).unwrap();
+        db.insert(b"Drp-hit", &[1u8, 0xff, 0xff, 0xff][..]).unwrap();
+        db.flush().unwrap();
+    }
+    assert_eq!(
+        decide(&inst, "rp-hit"),
+        ("deny".to_owned(), "store_unavailable".to_owned())
+    );
+
+    let out = replay(&inst);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("It held 1 corrupt device value(s)."),
+        "{stdout}"
+    );
+    for (guid, (decision, reason)) in &expected {
+        assert_eq!(
+            decide(&inst, guid),
+            (decision.to_string(), reason.to_string()),
+            "{guid} after the repair"
+        );
+    }
+    // The damaged store is kept for a post-mortem, still damaged.
+    let kept = beside_store(&inst, "store.before-replay-");
+    assert_eq!(kept.len(), 1);
+    let old = Store::open(&kept[0], 16 << 20).unwrap();
+    assert!(old.device("rp-hit").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_repairs_a_store_that_does_not_open() {
+    let inst = instance("replay-unopenable");
+    create_topic(&inst.events, 2).await;
+    let (records, expected) = mixed_history(now_millis());
+    publish_all(&inst, records).await;
+    fold_live(&inst).await;
+    // sled's own configuration file overwritten: sled refuses the directory.
+    std::fs::write(store_path(&inst).join("conf"), b"\xde\xad\xbe\xef garbage").unwrap();
+    assert!(Store::open(&store_path(&inst), 16 << 20).is_err());
+    let (code, _) = inspect(&inst, "rp-hit");
+    assert_ne!(code, Some(0), "the damaged store does not answer");
+
+    let out = replay(&inst);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("It did not open:"), "{stdout}");
+    for (guid, (decision, reason)) in &expected {
+        assert_eq!(
+            decide(&inst, guid),
+            (decision.to_string(), reason.to_string()),
+            "{guid} after the repair"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_is_refused_while_an_instance_holds_the_store() {
+    let inst = instance("replay-refused");
+    create_topic(&inst.events, 1).await;
+    publish(
+        &producer(),
+        &inst.events,
+        &clean_computer_record("rp-running", now_millis()),
+    )
+    .await;
+    let mut child = inst.spawn();
+    inst.wait_ready(&mut child).await;
+
+    let out = replay(&inst);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is in use by a running trustgate instance"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Stop that instance"), "{stderr}");
+    assert!(beside_store(&inst, "store.replay-").is_empty());
+    assert!(beside_store(&inst, "store.before-replay-").is_empty());
+    // The instance goes on answering from its store.
+    assert!(inst.device("rp-running").await.is_some());
+    assert!(stop(&mut child).success(), "{}", inst.log());
+}
