@@ -386,3 +386,54 @@ async fn replay_is_refused_while_an_instance_holds_the_store() {
     assert!(inst.device("rp-running").await.is_some());
     assert!(stop(&mut child).success(), "{}", inst.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_replay_leaves_the_live_store_as_it_was() {
+    let mut inst = instance("replay-interrupted");
+    // A delivery gives up after 2 s, so that the replay below, whose dead-letter topic does
+    // not exist, is held on the history's unusable record until it is interrupted.
+    inst.extra_config
+        .push_str("[kafka.properties]\n\"message.timeout.ms\" = \"2000\"\n");
+    create_topic(&inst.events, 2).await;
+    let (records, _) = mixed_history(now_millis());
+    publish_all(&inst, records).await;
+    fold_live(&inst).await;
+    let before = snapshot(&store_path(&inst), &inst.events);
+
+    let mut replay = Command::new(binary())
+        .args(["replay", "--config"])
+        .arg(inst.config_path())
+        .env("TRUSTGATE_TOPICS__DLQ", format!("{}.missing", inst.dlq))
+        .env("TRUSTGATE_TOPICS__CREATE", "false")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while beside_store(&inst, "store.replay-").is_empty() {
+        assert!(
+            replay.try_wait().unwrap().is_none(),
+            "replay ended before it started rebuilding"
+        );
+        assert!(std::time::Instant::now() < deadline, "no rebuild started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Long enough for the rebuild to reach the unusable record and fail a dead-letter write.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(replay.try_wait().unwrap().is_none(), "the replay is held");
+    let status = stop(&mut replay);
+    let out = replay.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("interrupted before the rebuild caught up"),
+        "{stderr}"
+    );
+    assert!(
+        beside_store(&inst, "store.replay-").is_empty(),
+        "partial store removed"
+    );
+    assert!(beside_store(&inst, "store.before-replay-").is_empty());
+    assert_eq!(snapshot(&store_path(&inst), &inst.events), before);
+}
