@@ -76,7 +76,7 @@ pub fn device(i: u64) -> DeviceState {
     d.last_seen = Some(AT);
     d.observation = Some(Observation {
         at: AT,
-        compromised: i % 50 == 0,
+        compromised: i.is_multiple_of(50),
     });
     if i % 100 == 1 {
         d.events.insert(

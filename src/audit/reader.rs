@@ -49,13 +49,13 @@ impl AuditFilter {
     pub fn matches(&self, record: &Value) -> bool {
         let text = |v: &Value| v.as_str().map(str::to_owned);
         let same = |want: &Option<String>, got: &Value| {
-            want.as_ref().map_or(true, |w| got.as_str() == Some(w))
+            want.as_ref().is_none_or(|w| got.as_str() == Some(w))
         };
         let decided = text(&record["response"]["decided_at"])
             .as_deref()
             .and_then(parse_rfc3339);
         let within = |bound: Option<Millis>, ok: fn(Millis, Millis) -> bool| {
-            bound.map_or(true, |b| decided.is_some_and(|d| ok(d, b)))
+            bound.is_none_or(|b| decided.is_some_and(|d| ok(d, b)))
         };
         same(&self.user, &record["request"]["user"])
             && same(&self.application, &record["request"]["application"])
@@ -65,7 +65,7 @@ impl AuditFilter {
             && self
                 .device
                 .as_ref()
-                .map_or(true, |d| device_matches(d, record))
+                .is_none_or(|d| device_matches(d, record))
     }
 }
 

@@ -506,7 +506,7 @@ fn check_base_url(url: &str) -> Result<(), ConfigError> {
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(invalid("poller.base_url must be an http or https URL"));
     }
-    if parsed.host_str().map_or(true, str::is_empty) {
+    if parsed.host_str().is_none_or(str::is_empty) {
         return Err(invalid("poller.base_url has no host"));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {

@@ -16,7 +16,7 @@ pub struct Stamped<T> {
 
 fn merge_stamped<T: Ord + Clone>(slot: &mut Option<Stamped<T>>, incoming: &Option<Stamped<T>>) {
     if let Some(new) = incoming {
-        if slot.as_ref().map_or(true, |old| new > old) {
+        if slot.as_ref().is_none_or(|old| new > old) {
             *slot = Some(new.clone());
         }
     }
@@ -177,6 +177,6 @@ impl DeviceState {
         let cutoff = self.observation.map(|o| o.at.saturating_sub(grace_millis));
         self.events
             .iter()
-            .filter(move |(_, e)| cutoff.map_or(true, |c| e.time() > c))
+            .filter(move |(_, e)| cutoff.is_none_or(|c| e.time() > c))
     }
 }

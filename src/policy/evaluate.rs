@@ -133,7 +133,7 @@ pub fn evaluate(
 ) -> Decision {
     let stale = ctx
         .liveness_age
-        .map_or(true, |age| age > policy.stale_after)
+        .is_none_or(|age| age > policy.stale_after)
         .then_some(ctx.liveness_age);
     let decision = Decision {
         stale,
@@ -216,7 +216,7 @@ fn decide(
             .map(|d| open_detection_ids(d, grace_millis))
             .unwrap_or_default(),
     };
-    if !platform(&matched.devices, subject.os).map_or(true, Platform::se_checked) {
+    if !platform(&matched.devices, subject.os).is_none_or(Platform::se_checked) {
         return Decision {
             device: verdict,
             ..Decision::new(Outcome::Allow, Reason::PlatformNotChecked)

@@ -167,7 +167,7 @@ impl Budget {
     pub(super) fn hold_for(&self, wait: Duration) {
         let until = Instant::now() + wait;
         let mut hold = locks::lock(&self.hold_until);
-        if hold.map_or(true, |h| h < until) {
+        if hold.is_none_or(|h| h < until) {
             *hold = Some(until);
         }
     }

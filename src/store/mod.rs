@@ -235,7 +235,7 @@ impl Store {
             // A stored time ahead of now (see `liveness`) is replaced, not kept as the max.
             let now = now_millis();
             let newer = match self.db.get(&key)? {
-                Some(v) => codec::decode_i64(&v).map_or(true, |old| *at > old || old > now),
+                Some(v) => codec::decode_i64(&v).is_none_or(|old| *at > old || old > now),
                 None => true,
             };
             if newer {

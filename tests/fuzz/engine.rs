@@ -291,7 +291,7 @@ fn apply(mut data: Vec<u8>, m: &Mutation, seeds: &[Vec<u8>]) -> Vec<u8> {
             } else {
                 quotes[i.index(quotes.len())] + 1
             };
-            data.splice(k..k, std::iter::repeat(b'a').take(*len));
+            data.splice(k..k, std::iter::repeat_n(b'a', *len));
         }
         Mutation::BadUtf8(i) => {
             let quotes = positions(&data, |d, k| d[k] == b'"');

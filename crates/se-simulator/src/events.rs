@@ -53,7 +53,7 @@ pub(crate) struct EventFilter {
 
 impl EventFilter {
     pub(crate) fn matches(&self, e: &StoredEvent) -> bool {
-        self.start_secs.map_or(true, |s| e.secs >= s)
+        self.start_secs.is_none_or(|s| e.secs >= s)
             && (self.event_types.is_empty() || self.event_types.contains(&e.event_type_id))
             && (self.connector_guids.is_empty()
                 || e.connector_guid.as_ref().is_some_and(|g| {

@@ -70,7 +70,7 @@ impl FaultSpec {
     }
 
     fn matches(&self, path: &str) -> bool {
-        self.path.as_deref().map_or(true, |p| path.starts_with(p))
+        self.path.as_deref().is_none_or(|p| path.starts_with(p))
     }
 }
 
@@ -121,7 +121,7 @@ impl FaultQueue {
     pub(crate) fn take(&mut self, path: &str) -> Option<Fault> {
         let rng = &mut self.rng;
         let at = self.pending.iter().position(|p| {
-            p.spec.matches(path) && p.spec.probability.map_or(true, |prob| rng.gen_bool(prob))
+            p.spec.matches(path) && p.spec.probability.is_none_or(|prob| rng.gen_bool(prob))
         })?;
         let fault = self.pending[at].spec.fault.clone();
         if let Some(n) = &mut self.pending[at].remaining {

@@ -91,11 +91,11 @@ impl ComputerFilter {
             && self
                 .internal_ip
                 .as_ref()
-                .map_or(true, |ip| c.internal_ips.contains(ip))
+                .is_none_or(|ip| c.internal_ips.contains(ip))
             && self
                 .external_ip
                 .as_ref()
-                .map_or(true, |ip| *ip == c.external_ip)
+                .is_none_or(|ip| *ip == c.external_ip)
     }
 }
 

@@ -50,7 +50,7 @@ impl HourlyLimit {
     }
 
     fn roll(&mut self, now: DateTime<Utc>) {
-        if self.opened.map_or(true, |o| now >= o + self.window) {
+        if self.opened.is_none_or(|o| now >= o + self.window) {
             self.opened = Some(now);
             self.used = 0;
         }

@@ -234,7 +234,7 @@ pub(crate) async fn push(sim: Simulator, broker: Broker, shutdown: CancellationT
         if sim.streams(|s| s.streams.is_empty()) {
             continue;
         }
-        if conn.as_ref().map_or(true, |c| !c.status().connected()) {
+        if conn.as_ref().is_none_or(|c| !c.status().connected()) {
             conn = match broker.connect().await {
                 Ok(c) => Some(c),
                 Err(e) => {

@@ -60,7 +60,7 @@ fn record(n: u64, devices: u64) -> (Kind, String) {
             Kind::Computer,
             format!(
                 r#"{{"connector_guid":"{guid}","hostname":"bench-{i}.corp.example.com","windows_processor_id":"{i:016x}","active":true,"connector_version":"7.5.3.20938","operating_system":"Windows 10","os_version":"10.0.19044.1466","internal_ips":["10.0.0.1"],"is_compromised":{bad},"network_addresses":[{{"mac":"02:00:{a:02x}:{b:02x}:{c:02x}:01","ip":"10.0.0.1"}}],"last_seen":"2026-01-01T00:00:00Z","faults":[]}}"#,
-                bad = i % 50 == 0,
+                bad = i.is_multiple_of(50),
                 a = (i >> 16) & 0xff,
                 b = (i >> 8) & 0xff,
                 c = i & 0xff,
