@@ -437,3 +437,68 @@ async fn an_interrupted_replay_leaves_the_live_store_as_it_was() {
     assert!(beside_store(&inst, "store.before-replay-").is_empty());
     assert_eq!(snapshot(&store_path(&inst), &inst.events), before);
 }
+
+/// A replay killed (SIGKILL) at any moment leaves a whole store at the configured path: the
+/// one it started from, or the rebuilt one, with the same device states. The kills are spread
+/// over the replay's run, from before the rebuild started to after the swap.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_killed_at_any_moment_leaves_a_whole_store_in_place() {
+    let inst = instance("replay-killed");
+    create_topic(&inst.events, 2).await;
+    let (records, _) = mixed_history(now_millis());
+    publish_all(&inst, records).await;
+    fold_live(&inst).await;
+    let (expected, _) = snapshot(&store_path(&inst), &inst.events);
+
+    let (mut kept_old, mut swapped) = (0, 0);
+    // The last round is not killed: it finishes, so that a swap happens however slow the
+    // machine is.
+    let delays = [0u64, 150, 300, 500, 700, 900, 1100, 1400].map(Some);
+    for (round, delay_ms) in delays.into_iter().chain([None]).enumerate() {
+        // sled leaves files it does not know alone: this one tells the store it started from.
+        let marker = format!("round-{round}");
+        std::fs::write(store_path(&inst).join(&marker), b"").unwrap();
+        let mut replay = Command::new(binary())
+            .args(["replay", "--config"])
+            .arg(inst.config_path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        if let Some(delay_ms) = delay_ms {
+            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+            let _ = replay.kill();
+        }
+        let finished = replay.wait().unwrap().success();
+        assert!(
+            finished || delay_ms.is_some(),
+            "round {round}: replay failed"
+        );
+
+        let path = store_path(&inst);
+        assert!(
+            path.is_dir(),
+            "round {round}: no store at the configured path"
+        );
+        if path.join(&marker).exists() {
+            assert!(!finished, "round {round}: finished without swapping");
+            kept_old += 1;
+        } else {
+            swapped += 1;
+            assert!(
+                beside_store(&inst, "store.before-replay-")
+                    .iter()
+                    .any(|p| p.join(&marker).exists()),
+                "round {round}: the replaced store is kept"
+            );
+        }
+        let (devices, _) = snapshot(&path, &inst.events);
+        assert_eq!(devices, expected, "round {round}");
+    }
+    // Both outcomes happened, or the kills did not cover the replay's run.
+    assert!(
+        kept_old > 0 && swapped > 0,
+        "kept {kept_old}, swapped {swapped}"
+    );
+}
