@@ -182,11 +182,7 @@ pub async fn replay_offline(
     let partitions = tokio::task::spawn_blocking(move || extent::read(&kafka, &read_topic))
         .await
         .map_err(|e| ReplayError::Ingest(format!("reading the topic's extent: {e}")))??;
-    if let Some((partition, low)) = partitions
-        .iter()
-        .find(|(_, e)| e.low > 0)
-        .map(|(p, e)| (*p, e.low))
-    {
+    if let Some((partition, low)) = first_truncated(&partitions) {
         if !options.accept_truncated {
             return Err(ReplayError::Truncated {
                 topic,
@@ -263,6 +259,15 @@ pub async fn replay_offline(
         swap,
         previous,
     })
+}
+
+/// The first partition that no longer starts at offset 0, with its low watermark: records
+/// before it were deleted (retention, compaction, `DeleteRecords`).
+fn first_truncated(partitions: &BTreeMap<i32, PartitionExtent>) -> Option<(i32, i64)> {
+    partitions
+        .iter()
+        .find(|(_, e)| e.low > 0)
+        .map(|(p, e)| (*p, e.low))
 }
 
 /// Opens the live store to hold its lock until the swap. A store that fails to open for
@@ -505,6 +510,15 @@ mod tests {
             Live::Absent
         ));
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_partition_whose_oldest_records_were_deleted_is_found() {
+        let extent = |low, high| PartitionExtent { low, high };
+        let whole = BTreeMap::from([(0, extent(0, 10)), (1, extent(0, 0))]);
+        assert_eq!(first_truncated(&whole), None);
+        let cut = BTreeMap::from([(0, extent(0, 10)), (1, extent(4, 9)), (2, extent(7, 7))]);
+        assert_eq!(first_truncated(&cut), Some((1, 4)));
     }
 
     #[test]
