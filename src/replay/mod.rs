@@ -231,18 +231,12 @@ pub async fn replay_offline(
     drop(live);
     let previous = match swap {
         Swap::Installed => Previous::None,
-        _ if options.remove_previous => {
-            std::fs::remove_dir_all(&previous_at)
-                .or_else(|_| std::fs::remove_file(&previous_at))
-                .map_err(|source| ReplayError::Io {
-                    what: format!("removing the replaced store {}", previous_at.display()),
-                    source,
-                })?;
-            Previous::Removed {
-                unreadable,
-                corrupt,
-            }
-        }
+        // The swap is done whatever becomes of the old store: failing to delete it is told,
+        // not an error (which would say the live store is unchanged).
+        _ if options.remove_previous && remove(&previous_at) => Previous::Removed {
+            unreadable,
+            corrupt,
+        },
         _ => Previous::Kept {
             path: previous_at,
             unreadable,
@@ -259,6 +253,15 @@ pub async fn replay_offline(
         swap,
         previous,
     })
+}
+
+/// Deletes the replaced store; false (logged) when it could not be.
+fn remove(previous: &Path) -> bool {
+    let removed = std::fs::remove_dir_all(previous).or_else(|_| std::fs::remove_file(previous));
+    if let Err(e) = &removed {
+        tracing::warn!(path = %previous.display(), error = %e, "Could not remove the replaced store; it is kept.");
+    }
+    removed.is_ok()
 }
 
 /// The first partition that no longer starts at offset 0, with its low watermark: records

@@ -341,7 +341,7 @@ async fn replay_repairs_a_store_that_does_not_open() {
     let (code, _) = inspect(&inst, "rp-hit");
     assert_ne!(code, Some(0), "the damaged store does not answer");
 
-    let out = replay(&inst);
+    let out = run_cli(&inst, &["replay", "--remove-previous"], "");
     let stdout = text(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -349,7 +349,12 @@ async fn replay_repairs_a_store_that_does_not_open() {
         "{stdout}\n{}",
         text(&out.stderr)
     );
-    assert!(stdout.contains("It did not open:"), "{stdout}");
+    assert!(
+        stdout.contains("Previous store removed. It did not open:"),
+        "{stdout}"
+    );
+    assert!(beside_store(&inst, "store.before-replay-").is_empty());
+    assert!(beside_store(&inst, "store.replay-").is_empty());
     for (guid, (decision, reason)) in &expected {
         assert_eq!(
             decide(&inst, guid),
