@@ -70,6 +70,8 @@ pub struct OwnBroker {
     pub port: u16,
     dir: tempfile::TempDir,
     watchdog: Option<std::process::Child>,
+    /// Length of the log when the broker was last (re)started: what it wrote since is after it.
+    log_mark: usize,
 }
 
 impl OwnBroker {
@@ -78,6 +80,7 @@ impl OwnBroker {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             watchdog: None,
+            log_mark: 0,
         };
         broker.restart();
         broker
@@ -91,6 +94,7 @@ impl OwnBroker {
     /// `sqlite://` path relative to its working directory, even an absolute one.)
     pub fn restart(&mut self) {
         assert!(self.watchdog.is_none(), "the broker is running");
+        self.log_mark = self.log().len();
         let stop = self.dir.path().join("stop");
         let _ = std::fs::remove_file(&stop);
         let url = format!("tcp://127.0.0.1:{}", self.port);
@@ -145,6 +149,26 @@ impl OwnBroker {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Restarts a broker whose storage died since it was last started, and says whether it did.
+    ///
+    /// tansu 0.6 serves every storage request through one channel whose serving loop ends at the
+    /// first error (tansu-storage 0.6.0 `service.rs`, `ChannelRequestService::serve`), including
+    /// a reply that cannot be handed back because the client gave up on the request (a time-out
+    /// on a loaded machine). From then on it answers every produce, fetch and metadata request
+    /// with an error (`UnableToSend` in its log) until it is restarted: no client can recover
+    /// that broker, so a test that restarts it on purpose restarts it again when it broke.
+    pub fn restart_if_storage_died(&mut self) -> bool {
+        let died = self
+            .log()
+            .get(self.log_mark..)
+            .is_some_and(|since| since.contains("UnableToSend"));
+        if died {
+            self.stop();
+            self.restart();
+        }
+        died
     }
 
     pub fn log(&self) -> String {
