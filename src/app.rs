@@ -13,7 +13,7 @@ use crate::audit;
 use crate::config::Settings;
 use crate::decision::{worker, Decider};
 use crate::ingest::{self, IngestContext, IngestStatus};
-use crate::kafka::start_producer;
+use crate::kafka::{client_config, Role};
 use crate::liveness::LivenessClock;
 use crate::publish::EventsPublisher;
 use crate::store::Store;
@@ -44,7 +44,25 @@ pub struct Running {
 pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let store = Store::open(&settings.store.path, settings.store.cache_bytes)
         .with_context(|| format!("opening the store at {}", settings.store.path.display()))?;
-    let producer = start_producer(&settings.kafka, &settings.topics).await?;
+    // The producer connects lazily and the topics are created in the background: a broker that
+    // is down at start leaves the service up and not ready (ingest waits for the events topic),
+    // and it recovers by itself once the broker answers.
+    let producer: FutureProducer = client_config(&settings.kafka, Role::Producer)
+        .create()
+        .context("creating the producer")?;
+    let mut tasks = tokio::task::JoinSet::new();
+    if settings.topics.create {
+        let (kafka, topics, topics_shutdown) = (
+            settings.kafka.clone(),
+            settings.topics.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            let created =
+                crate::kafka::ensure_topics_until_created(&kafka, &topics, &topics_shutdown).await;
+            ("topic set-up", created.map_err(anyhow::Error::from))
+        });
+    }
     let status = IngestStatus::default();
     let health = ComponentHealth::default();
     let grace = settings.fold.grace_millis();
@@ -56,7 +74,6 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         liveness.clone(),
         status.clone(),
     );
-    let mut tasks = tokio::task::JoinSet::new();
     let (audit, audit_writer) = audit::channel(
         settings.audit.enabled,
         producer.clone(),

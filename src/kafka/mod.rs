@@ -10,7 +10,7 @@ mod producer;
 mod topics;
 
 pub use producer::{enqueue, enqueue_blocking, flush_producer, start_producer};
-pub use topics::ensure_topics;
+pub use topics::{ensure_topics, ensure_topics_until_created, TopicSetupError};
 
 use crate::config::KafkaSettings;
 use rdkafka::config::RDKafkaLogLevel;

@@ -7,6 +7,7 @@ mod admin_auth;
 mod amqp;
 mod audit;
 mod bench;
+mod broker_down;
 mod cli;
 mod corrupt;
 mod crash;

@@ -76,14 +76,20 @@ pub struct OwnBroker {
 
 impl OwnBroker {
     pub fn start() -> OwnBroker {
-        let mut broker = OwnBroker {
+        let mut broker = OwnBroker::unstarted();
+        broker.restart();
+        broker
+    }
+
+    /// A broker with its port chosen but not started yet (`restart` starts it): for a client
+    /// that must be told the address before the broker exists.
+    pub fn unstarted() -> OwnBroker {
+        OwnBroker {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             watchdog: None,
             log_mark: 0,
-        };
-        broker.restart();
-        broker
+        }
     }
 
     pub fn addr(&self) -> String {
