@@ -85,6 +85,6 @@ impl DeviceSummary {
         // Newest first: the open ones are a prefix.
         self.events
             .iter()
-            .take_while(move |e| cutoff.map_or(true, |c| e.time > c))
+            .take_while(move |e| cutoff.is_none_or(|c| e.time > c))
     }
 }

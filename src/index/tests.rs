@@ -35,7 +35,7 @@ const OPERATING_SYSTEMS: &[&str] = &["Windows 10", "macOS 14", "Ubuntu"];
 #[derive(Debug, Clone)]
 enum Op {
     /// A device's whole state as ingest writes it (new, updated, renamed, MACs changed).
-    Upsert(DeviceState),
+    Upsert(Box<DeviceState>),
     /// Its stored value turned out not to decode.
     Corrupt(usize),
 }
@@ -85,7 +85,7 @@ fn state() -> impl Strategy<Value = DeviceState> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        12 => state().prop_map(Op::Upsert),
+        12 => state().prop_map(|d| Op::Upsert(Box::new(d))),
         1 => (0..GUIDS.len()).prop_map(Op::Corrupt),
     ]
 }
@@ -118,7 +118,7 @@ impl Model {
         match op {
             Op::Upsert(d) => {
                 self.corrupt.remove(&d.connector_guid);
-                self.devices.insert(d.clone());
+                self.devices.insert((**d).clone());
             }
             Op::Corrupt(g) => {
                 self.devices.devices.remove(GUIDS[*g]);
@@ -255,15 +255,15 @@ fn lookups_survive_table_growth() {
         assert_eq!(index.device(&guid).unwrap().unwrap().connector_guid, guid);
         assert_eq!(
             index.guids_by_mac(&format!("06{i:010x}")).unwrap(),
-            [guid.clone()]
+            std::slice::from_ref(&guid)
         );
         assert_eq!(
             index.guids_by_processor_id(&format!("{i:016x}")).unwrap(),
-            [guid.clone()]
+            std::slice::from_ref(&guid)
         );
         assert_eq!(
             index.guids_by_hostname(&format!("host-{i}")).unwrap(),
-            [guid.clone()]
+            std::slice::from_ref(&guid)
         );
         assert_eq!(
             index
