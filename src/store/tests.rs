@@ -651,3 +651,29 @@ fn a_liveness_time_ahead_is_ignored_and_replaced() {
     store.apply(&update).unwrap();
     assert_eq!(store.newest_liveness().unwrap(), Some(1_000));
 }
+
+/// A crash after a chunk's sled batch and before the decision index took it: until the
+/// restart, decisions answer from the state before the chunk (never ahead of sled); the reopened
+/// store's rebuilt index holds the chunk.
+#[test]
+fn a_crash_between_the_batch_and_the_index_is_repaired_by_reopening() {
+    let mut run = run(&[computer_at("g1", "fin-lt-1", &["02:00:00:00:00:01"], 1)]).unwrap();
+    let chunk = match computer_at("g2", "fin-lt-2", &["02:00:00:00:00:02"], 2) {
+        Op::Chunk(chunk) => chunk,
+        _ => unreachable!("computer_at makes a chunk"),
+    };
+    let update = chunk_update(run.store(), &chunk);
+    run.store().apply_sled_only_for_test(&update).unwrap();
+    assert!(run.store().device("g2").unwrap().is_some(), "sled holds it");
+    assert_eq!(DeviceDirectory::device(run.store(), "g2").unwrap(), None);
+    assert!(run
+        .store()
+        .guids_by_hostname("fin-lt-2")
+        .unwrap()
+        .is_empty());
+    run.model.apply(&chunk);
+    run.step(&Op::Restart);
+    run.check().unwrap();
+    assert_eq!(run.store().guids_by_hostname("fin-lt-2").unwrap(), ["g2"]);
+    assert_eq!(run.store().guids_by_mac("020000000002").unwrap(), ["g2"]);
+}
