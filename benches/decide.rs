@@ -1,11 +1,12 @@
-//! The decision hot path against a sled store holding 1,000,000 devices (see `common`):
-//! device lookup by connector GUID, MAC and hostname; policy evaluation on the store and on
-//! the in-memory directory; and the whole in-process decision (`Decider::decide` on request
-//! bytes: parse, lookup, policy, response).
+//! The decision hot path against a store holding 1,000,000 devices (see `common`): device
+//! lookup by connector GUID, MAC and hostname in the store's decision index; policy evaluation
+//! on the store and on the in-memory directory; and the whole in-process decision
+//! (`Decider::decide` on request bytes: parse, lookup, policy, response).
 //!
 //! Criterion reports the typical (median) cost. The issue's target is a p99, which criterion
 //! does not measure, so after the groups this bench times every single decision of a long
-//! random run into a histogram and prints p50/p99/p99.9, then the process's resident memory.
+//! random run into a histogram and prints p50/p99/p99.9 per identifier kind, then the
+//! process's resident memory (now and peak) and the decision index's size.
 //!
 //! ```sh
 //! cargo bench --bench decide                                  # 1M devices
@@ -73,7 +74,7 @@ fn lookups(c: &mut Criterion) {
     let mut g = c.benchmark_group(format!("lookup/{}", scope(fx.devices)));
     let mut next = cycle(&guids);
     g.bench_function("guid", |b| {
-        b.iter(|| fx.store.device(next()).unwrap().unwrap())
+        b.iter(|| fx.store.device_summary(next()).unwrap().unwrap())
     });
     let mut next = cycle(&macs);
     g.bench_function("mac", |b| b.iter(|| fx.store.guids_by_mac(next()).unwrap()));
@@ -137,49 +138,53 @@ fn decide(c: &mut Criterion) {
     g.finish();
 }
 
-/// Times `TIMED` single decisions (a third by each identifier) and prints their percentiles.
+/// Times `TIMED` single decisions per identifier kind and prints their percentiles.
 fn decide_percentiles() {
     let fx = fixture();
     let decider = decider();
     let timed = if fx.devices >= 100_000 { TIMED } else { 10_000 };
-    let bodies: Vec<Vec<u8>> = sample_indices(timed, fx.devices)
-        .into_iter()
-        .enumerate()
-        .map(|(n, i)| request_body(i, By::ALL[n % 3]))
-        .collect();
-    let mut hist = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
-    for body in &bodies {
-        let started = Instant::now();
-        black_box(decider.decide(black_box(body)));
-        hist.record(started.elapsed().as_nanos() as u64)
-            .expect("recordable");
+    for by in By::ALL {
+        let bodies: Vec<Vec<u8>> = sample_indices(timed, fx.devices)
+            .into_iter()
+            .map(|i| request_body(i, by))
+            .collect();
+        let mut hist = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+        for body in &bodies {
+            let started = Instant::now();
+            black_box(decider.decide(black_box(body)));
+            hist.record(started.elapsed().as_nanos() as u64)
+                .expect("recordable");
+        }
+        let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "decide/{}/percentiles/{} (lookups over {} devices): n={} p50={:.2}µs p99={:.2}µs p99.9={:.2}µs max={:.2}µs (target p99 <= 5µs, p99.9 <= 20µs)",
+            fx.devices,
+            by.name(),
+            common::hot_devices(fx.devices),
+            hist.len(),
+            us(0.5),
+            us(0.99),
+            us(0.999),
+            hist.max() as f64 / 1000.0
+        );
     }
-    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    println!(
-        "decide/{}/percentiles (lookups over {} devices): n={} p50={:.2}µs p99={:.2}µs p99.9={:.2}µs max={:.2}µs (target p99 <= 5µs)",
-        fx.devices,
-        common::hot_devices(fx.devices),
-        hist.len(),
-        us(0.5),
-        us(0.99),
-        us(0.999),
-        hist.max() as f64 / 1000.0
-    );
 }
 
 fn memory_report() {
     let fx = fixture();
-    // One more pass of lookups over fresh keys, so the figure includes a warmed cache.
-    for i in sample_indices(100_000, fx.devices) {
-        black_box(fx.store.device(&common::guid(i)).unwrap());
-    }
+    let (indexed, index_bytes) = fx.store.index_stats().expect("index stats");
     println!(
-        "memory/{}: store {}; VmRSS before {} MiB, after {} MiB, after lookups {} MiB (sled cache {} MiB; target <= 300 MB)",
+        "memory/{}: store {} ({:.1} s); decision index {} devices, ~{} MiB ({:.0} B/device); VmRSS before {} MiB, after {} MiB, now {} MiB; VmHWM (peak) {} MiB (sled cache {} MiB; target <= 300 MB once caught up)",
         fx.devices,
-        if fx.reused { "opened" } else { "built in this process" },
+        if fx.reused { "opened, index rebuilt" } else { "built in this process" },
+        fx.build_secs,
+        indexed,
+        index_bytes >> 20,
+        index_bytes as f64 / indexed.max(1) as f64,
         mib(fx.rss_before_build_kib),
         mib(fx.rss_after_build_kib),
         mib(vm_rss_kib()),
+        mib(common::vm_hwm_kib()),
         fx.cache_bytes >> 20,
     );
 }
@@ -189,7 +194,7 @@ fn memory_report() {
 fn warm_cache() {
     let fx = fixture();
     for i in sample_indices(SAMPLES, fx.devices) {
-        black_box(fx.store.device(&common::guid(i)).unwrap());
+        black_box(fx.store.device_summary(&common::guid(i)).unwrap());
         black_box(fx.store.guids_by_mac(&common::mac(i)).unwrap());
         black_box(fx.store.guids_by_hostname(&common::hostname(i)).unwrap());
     }

@@ -14,7 +14,10 @@
 //! - [`se`]: Secure Endpoint JSON shapes, parsed leniently; page slicing.
 //! - [`topic`]: record contracts: the events topic's (headers, kinds) and dead-letter records.
 //! - [`fold`]: pure fold of records into device state; the compromise rule.
-//! - [`store`]: sled persistence, indexes, ingest offsets and each source's liveness.
+//! - [`store`]: sled persistence (device states, ingest offsets, each source's liveness) and
+//!   the decision index derived from it.
+//! - [`index`]: the in-memory decision index: per device what rules 5–8 read, found by GUID,
+//!   processor id, MAC or hostname.
 //! - [`ingest`]: the events-topic consumer and dead-lettering.
 //! - [`replay`]: the state rebuilt from the events topic's beginning into a fresh store and
 //!   swapped in for the live one (`trustgate replay`; also the repair path).
@@ -57,6 +60,7 @@ pub mod config;
 pub mod decision;
 pub mod fold;
 mod http_listener;
+pub mod index;
 pub mod ingest;
 pub mod json;
 pub mod kafka;

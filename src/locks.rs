@@ -1,15 +1,16 @@
 //! The one rule for std locks, written down once: a poisoned lock is recovered, not
 //! propagated.
 //!
-//! A `Mutex` is poisoned when a thread panicked while holding it. trustgate's locks (there is
-//! no `RwLock`) guard small maps and values whose every change is one insert, remove or
-//! assignment, or advisory figures (counters, a terminal view); no critical section can stop
+//! A `Mutex` is poisoned when a thread panicked while holding it. trustgate's other locks guard
+//! small maps and values whose every change is one insert, remove or assignment, or advisory
+//! figures (counters, a terminal view); no critical section can stop
 //! half-way through a change that another thread could then see. A panic while holding one of
 //! them therefore cannot leave its data half-written, and propagating the poison would only turn
 //! one panic into a panic in every thread that touches the lock afterwards. So every lock site
 //! goes through [`lock`] (a condition-variable wait through [`wait_timeout`]), which recover
 //! the guard with [`PoisonError::into_inner`]. A lock whose critical section could leave its
-//! data inconsistent must not use these helpers, and says why where it is declared.
+//! data inconsistent must not use these helpers, and says why where it is declared: the one
+//! such lock is the `RwLock` over the store's decision index (`store::Store`).
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, WaitTimeoutResult};
 use std::time::Duration;

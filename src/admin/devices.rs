@@ -1,8 +1,13 @@
 //! A device's state as JSON, found by GUID, MAC or hostname.
+//!
+//! Identifiers are matched on the decision index (the same rule decisions use); the states
+//! shown are read whole from sled, the source of `inspect`, since an operator wants every
+//! identifier and event the fold remembers, not the summary a decision reads.
 
 use crate::fold::{DeviceState, EventKey};
 use crate::policy::{DeviceDirectory, DirectoryError, MatchedBy};
 use crate::se;
+use crate::store::Store;
 use crate::time::format_millis;
 use serde::{Deserialize, Serialize};
 
@@ -107,7 +112,7 @@ fn colon_mac(hex: &str) -> String {
 
 /// Finds devices by connector GUID, then MAC, then hostname (with the domain-suffix rule).
 pub fn lookup(
-    dir: &impl DeviceDirectory,
+    store: &Store,
     id: &str,
     grace_millis: i64,
 ) -> Result<Option<DeviceLookup>, DirectoryError> {
@@ -118,7 +123,7 @@ pub fn lookup(
             .collect::<Vec<_>>()
     };
     if let Some(guid) = se::normalize_guid(id) {
-        if let Some(state) = dir.device(&guid)? {
+        if let Some(state) = store.device(&guid)? {
             return Ok(Some(DeviceLookup {
                 matched_by: MatchedBy::ConnectorGuid,
                 devices: view(vec![state]),
@@ -127,21 +132,24 @@ pub fn lookup(
     }
     let mut levels = Vec::new();
     if let Some(mac) = se::normalize_mac(id) {
-        levels.push((MatchedBy::Mac, dir.guids_by_mac(&mac)?));
+        levels.push((MatchedBy::Mac, DeviceDirectory::guids_by_mac(store, &mac)?));
     }
     if let Some(pid) = se::normalize_processor_id(id) {
         levels.push((
             MatchedBy::WindowsProcessorId,
-            dir.guids_by_processor_id(&pid)?,
+            DeviceDirectory::guids_by_processor_id(store, &pid)?,
         ));
     }
     if let Some(host) = se::normalize_hostname(id) {
-        levels.push((MatchedBy::Hostname, dir.guids_by_hostname(&host)?));
+        levels.push((
+            MatchedBy::Hostname,
+            DeviceDirectory::guids_by_hostname(store, &host)?,
+        ));
     }
     for (by, guids) in levels {
         let mut states = Vec::new();
         for guid in guids {
-            states.extend(dir.device(&guid)?);
+            states.extend(store.device(&guid)?);
         }
         if !states.is_empty() {
             return Ok(Some(DeviceLookup {

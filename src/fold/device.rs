@@ -4,6 +4,16 @@ use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The most compromise-class events a device remembers. Every decision used to decode the whole
+/// list and nothing ever pruned it; past this bound the event with the oldest
+/// [`time`](CompromiseEvent::time) is forgotten. That never changes a verdict: the compromise
+/// rule asks whether *any* event is later than a cutoff (or, with no observation, whether any
+/// exists), and the newest event, which is kept, answers both. The kept events keep their
+/// identity and first sighting, so a redelivery of one cannot re-date it; a forgotten one that
+/// comes again is remembered afresh, at a first sighting no earlier than before, which can only
+/// make the device look compromised for longer (the safe direction).
+pub const MAX_EVENTS_PER_DEVICE: usize = 64;
+
 /// A value with the time it was true at. Merging keeps the greatest `(at, value)`: newest wins,
 /// and a tie is broken by the value itself so that the result never depends on arrival order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -115,7 +125,8 @@ pub struct DeviceState {
     pub last_seen: Option<Millis>,
     /// The latest inventory observation of `is_compromised`.
     pub observation: Option<Observation>,
-    /// Every compromise-class event seen, cleared ones included (see [`CompromiseEvent`]).
+    /// Compromise-class events seen, cleared ones included (see [`CompromiseEvent`]): the
+    /// newest [`MAX_EVENTS_PER_DEVICE`] of them.
     pub events: BTreeMap<EventKey, CompromiseEvent>,
     /// Kafka timestamp of the newest record applied for this device.
     pub newest_record_at: Option<Millis>,
@@ -130,7 +141,8 @@ impl DeviceState {
         }
     }
 
-    /// Merges a fact about this device. Idempotent, commutative and associative.
+    /// Merges a fact about this device. Idempotent, commutative and associative (up to the
+    /// bound on remembered events, see [`MAX_EVENTS_PER_DEVICE`]).
     pub fn apply(&mut self, fact: &Fact) {
         debug_assert_eq!(fact.connector_guid, self.connector_guid);
         merge_stamped(&mut self.hostname, &fact.identifiers.hostname);
@@ -150,8 +162,25 @@ impl DeviceState {
                 .entry(*key)
                 .and_modify(|known| known.merge(event))
                 .or_insert_with(|| event.clone());
+            self.forget_oldest_events();
         }
         self.newest_record_at = self.newest_record_at.max(Some(fact.record_timestamp));
+    }
+
+    /// Keeps the newest [`MAX_EVENTS_PER_DEVICE`] events by time (ties by key, so the result
+    /// does not depend on arrival order).
+    fn forget_oldest_events(&mut self) {
+        while self.events.len() > MAX_EVENTS_PER_DEVICE {
+            let oldest = self
+                .events
+                .iter()
+                .min_by_key(|(key, e)| (e.time(), **key))
+                .map(|(key, _)| *key);
+            match oldest {
+                Some(key) => self.events.remove(&key),
+                None => break,
+            };
+        }
     }
 
     /// The compromise rule: the latest observation says compromised, or a compromise-class event

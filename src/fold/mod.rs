@@ -17,11 +17,15 @@
 mod compromise;
 mod device;
 mod record;
+mod summary;
 #[cfg(test)]
 mod tests;
 
 pub use compromise::FoldConfig;
-pub use device::{CompromiseEvent, DeviceState, EventKey, Fact, Observation, Stamped};
+pub use device::{
+    CompromiseEvent, DeviceState, EventKey, Fact, Observation, Stamped, MAX_EVENTS_PER_DEVICE,
+};
 pub use record::{classify, Classified, Heartbeat, RecordError, RecordInput, RECORD_LIMITS};
+pub use summary::{DeviceSummary, SummaryEvent};
 
 pub(crate) use compromise::DEFAULT_COMPROMISE_EVENT_TYPES;

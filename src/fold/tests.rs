@@ -360,3 +360,153 @@ mod time_from_the_future {
         assert_eq!(state.last_seen, Some(NOW));
     }
 }
+
+/// The bound on remembered events and the summary decisions read.
+mod bounded {
+    use super::*;
+    use crate::fold::device::RecordIdentifiers;
+
+    const OPERATING_SYSTEMS: &[&str] = &["Windows 10", "macOS 14.1", "Ubuntu 22.04", "", "x"];
+
+    fn event_fact(guid: &str, id: u64, date: Option<Millis>, seen: Millis) -> Fact {
+        Fact {
+            connector_guid: guid.to_owned(),
+            record_timestamp: seen,
+            identifiers: RecordIdentifiers::default(),
+            last_seen: None,
+            observation: None,
+            compromise_event: Some((
+                EventKey::Id {
+                    id,
+                    event_type_id: 1090519054,
+                },
+                CompromiseEvent {
+                    event_type_id: 1090519054,
+                    detection_id: Some(format!("det-{id}")),
+                    date,
+                    first_seen: seen,
+                },
+            )),
+        }
+    }
+
+    /// Any device state: up to a dozen events (so, under the bound) at times around an
+    /// optional observation, and an operating system of any platform or none.
+    fn state() -> impl Strategy<Value = DeviceState> {
+        (
+            proptest::option::of((0i64..2_000_000, any::<bool>())),
+            proptest::collection::vec(
+                (
+                    0u64..20,
+                    proptest::option::of(0i64..2_000_000),
+                    0i64..2_000_000,
+                    any::<bool>(),
+                ),
+                0..12,
+            ),
+            proptest::option::of(0..OPERATING_SYSTEMS.len()),
+            proptest::option::of(0i64..2_000_000),
+        )
+            .prop_map(|(obs, events, os, newest)| {
+                let mut d = DeviceState::new("g1");
+                d.observation = obs.map(|(at, compromised)| Observation { at, compromised });
+                for (id, date, seen, with_detection) in events {
+                    let mut fact = event_fact("g1", id, date, seen);
+                    if !with_detection {
+                        if let Some((_, e)) = fact.compromise_event.as_mut() {
+                            e.detection_id = None;
+                        }
+                    }
+                    d.apply(&fact);
+                }
+                d.operating_system = os.map(|i| Stamped {
+                    at: 1,
+                    value: OPERATING_SYSTEMS[i].to_owned(),
+                });
+                d.newest_record_at = newest;
+                d
+            })
+    }
+
+    fn sorted(mut ids: Vec<Option<String>>) -> Vec<Option<String>> {
+        ids.sort();
+        ids
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The summary gives the full state's verdict, open events and platform, for any grace.
+        #[test]
+        fn summary_verdicts_equal_state_verdicts(d in state(), grace in 0i64..3_000_000) {
+            let s = d.summary();
+            prop_assert_eq!(s.is_compromised(grace), d.is_compromised(grace));
+            let from_state = sorted(d.open_events(grace).map(|(_, e)| e.detection_id.clone()).collect());
+            let from_summary = sorted(s.open_events(grace).map(|e| e.detection_id.clone()).collect());
+            prop_assert_eq!(from_summary, from_state);
+            let platform = d
+                .operating_system
+                .as_ref()
+                .and_then(|os| crate::se::Platform::from_se_operating_system(&os.value));
+            prop_assert_eq!(s.platform, platform);
+            prop_assert_eq!(s.observation, d.observation);
+            prop_assert_eq!(s.newest_record_at, d.newest_record_at);
+            prop_assert_eq!(s.connector_guid, d.connector_guid);
+            prop_assert!(s.events.windows(2).all(|w| w[0].time >= w[1].time), "newest first");
+        }
+
+        /// Past the bound the oldest events are forgotten, and the verdict is the one every
+        /// event seen would give: a device compromised before pruning is compromised after.
+        #[test]
+        fn forgetting_old_events_never_clears_a_device(
+            events in proptest::collection::vec((proptest::option::of(0i64..4_000_000), 0i64..4_000_000), 0..200),
+            obs in proptest::option::of((0i64..4_000_000, any::<bool>())),
+            grace in 0i64..1_000_000,
+        ) {
+            let mut d = DeviceState::new("g1");
+            d.observation = obs.map(|(at, compromised)| Observation { at, compromised });
+            let mut times = Vec::new();
+            for (i, (date, seen)) in events.iter().enumerate() {
+                d.apply(&event_fact("g1", i as u64, *date, *seen));
+                times.push(date.map_or(*seen, |dt| dt.max(*seen)));
+            }
+            prop_assert!(d.events.len() <= MAX_EVENTS_PER_DEVICE);
+            prop_assert_eq!(d.events.len(), times.len().min(MAX_EVENTS_PER_DEVICE));
+            // Unbounded, the rule over every event seen.
+            let unbounded = match d.observation {
+                Some(o) => o.compromised || times.iter().any(|t| *t > o.at.saturating_sub(grace)),
+                None => !times.is_empty(),
+            };
+            prop_assert_eq!(d.is_compromised(grace), unbounded);
+            prop_assert_eq!(d.summary().is_compromised(grace), unbounded);
+            // The kept ones are the newest.
+            times.sort_unstable_by(|a, b| b.cmp(a));
+            let mut kept: Vec<Millis> = d.events.values().map(|e| e.time()).collect();
+            kept.sort_unstable_by(|a, b| b.cmp(a));
+            prop_assert_eq!(&kept[..], &times[..kept.len()]);
+        }
+    }
+
+    /// A kept event redelivered later keeps its first sighting: the bound does not let a
+    /// redelivery re-date a detection.
+    #[test]
+    fn a_kept_event_redelivered_keeps_its_first_sighting() {
+        let mut d = DeviceState::new("g1");
+        for i in 0..(MAX_EVENTS_PER_DEVICE as u64 + 10) {
+            d.apply(&event_fact("g1", i, None, 1_000 + i as i64));
+        }
+        let newest = MAX_EVENTS_PER_DEVICE as u64 + 9;
+        d.apply(&event_fact("g1", newest, None, 9_999_999));
+        let key = EventKey::Id {
+            id: newest,
+            event_type_id: 1090519054,
+        };
+        assert_eq!(d.events[&key].first_seen, 1_000 + newest as i64);
+        assert_eq!(d.events.len(), MAX_EVENTS_PER_DEVICE);
+        // The oldest ten were forgotten.
+        assert!(d
+            .events
+            .keys()
+            .all(|k| matches!(k, EventKey::Id { id, .. } if *id >= 10)));
+    }
+}

@@ -518,9 +518,11 @@ fn poll_chunk(consumer: &BaseConsumer) -> Vec<BorrowedMessage<'_>> {
 }
 
 /// Folds one fact into the chunk's update, reading the device's stored state the first time
-/// the chunk names it. A device whose stored value is corrupt is left as it is (logged with its
-/// key): its decisions keep answering deny `store_unavailable`, where starting it afresh would
-/// forget its detections, and ingest goes on for every other device.
+/// the chunk names it; a device the store holds no value for (the decision index knows every
+/// stored GUID, corrupt ones included) starts afresh without a sled read, which is most of a
+/// catch-up. A device whose stored value is corrupt is left as it is (logged with its key): its
+/// decisions keep answering deny `store_unavailable`, where starting it afresh would forget its
+/// detections, and ingest goes on for every other device.
 fn fold_fact(
     store: &Store,
     update: &mut ChunkUpdate,
@@ -528,6 +530,10 @@ fn fold_fact(
 ) -> Result<(), crate::store::StoreError> {
     let entry = match update.devices.entry(fact.connector_guid.clone()) {
         std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::btree_map::Entry::Vacant(e) if !store.knows_device(e.key()) => {
+            let after = DeviceState::new(e.key());
+            e.insert((None, after))
+        }
         std::collections::btree_map::Entry::Vacant(e) => match store.device(e.key()) {
             Ok(before) => {
                 let after = before.clone().unwrap_or_else(|| DeviceState::new(e.key()));
@@ -600,6 +606,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
         store.write_raw_for_test(b"Dg1", b"\x01\xff\xff");
+        store.flush_blocking().unwrap();
+        drop(store);
+        // Damaged on disk: the store sees it when it opens.
+        let store = crate::store::reopen_for_test(dir.path());
         let mut update = ChunkUpdate::default();
         fold_fact(&store, &mut update, &fact("g1")).unwrap();
         fold_fact(&store, &mut update, &fact("g2")).unwrap();
@@ -610,5 +620,23 @@ mod tests {
             Err(crate::store::StoreError::Corrupt { .. })
         ));
         assert!(store.device("g2").unwrap().is_some());
+    }
+
+    /// A device the store holds is folded onto its stored state; one it does not hold starts
+    /// afresh (without a sled read: the decision index says it is new).
+    #[test]
+    fn a_known_device_is_read_and_a_new_one_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let mut first = ChunkUpdate::default();
+        fold_fact(&store, &mut first, &fact("g1")).unwrap();
+        store.apply(&first).unwrap();
+        let mut update = ChunkUpdate::default();
+        fold_fact(&store, &mut update, &fact("g1")).unwrap();
+        fold_fact(&store, &mut update, &fact("g2")).unwrap();
+        assert_eq!(update.devices["g1"].0, store.device("g1").unwrap());
+        assert!(update.devices["g1"].0.is_some());
+        assert_eq!(update.devices["g2"].0, None);
+        assert_eq!(update.devices["g2"].1.connector_guid, "g2");
     }
 }

@@ -3,7 +3,7 @@
 
 use super::matching::{match_device, DeviceDirectory, MatchedBy, RequestIdentifiers};
 use super::{OnStale, Policy, PolicyMode, UnknownDevice};
-use crate::fold::DeviceState;
+use crate::fold::DeviceSummary;
 use crate::se::Platform;
 use crate::time::Millis;
 use std::time::Duration;
@@ -250,12 +250,8 @@ fn decide(
 
 /// Rule 6: SE saying Windows or macOS wins over the request (a device cannot talk its way out
 /// of the check); otherwise the request's `os`; otherwise SE's; otherwise unknown (`None`).
-fn platform(devices: &[DeviceState], requested: Option<Platform>) -> Option<Platform> {
-    let from_se: Vec<Platform> = devices
-        .iter()
-        .filter_map(|d| d.operating_system.as_ref())
-        .filter_map(|os| Platform::from_se_operating_system(&os.value))
-        .collect();
+fn platform(devices: &[DeviceSummary], requested: Option<Platform>) -> Option<Platform> {
+    let from_se: Vec<Platform> = devices.iter().filter_map(|d| d.platform).collect();
     from_se
         .iter()
         .copied()
@@ -266,10 +262,10 @@ fn platform(devices: &[DeviceState], requested: Option<Platform>) -> Option<Plat
 
 /// For the audit: the detection ids of a device's compromise-class events that its latest
 /// observation has not cleared (what made it compromised), sorted, each once.
-fn open_detection_ids(device: &DeviceState, grace_millis: i64) -> Vec<String> {
+fn open_detection_ids(device: &DeviceSummary, grace_millis: i64) -> Vec<String> {
     let mut ids: Vec<String> = device
         .open_events(grace_millis)
-        .filter_map(|(_, e)| e.detection_id.clone())
+        .filter_map(|e| e.detection_id.clone())
         .collect();
     ids.sort();
     ids.dedup();

@@ -1,13 +1,13 @@
 //! Matching a request's identifiers to known devices.
 
-use crate::fold::DeviceState;
+use crate::fold::DeviceSummary;
 
 /// Read access to device state, as the decision procedure needs it. Identifier arguments are
 /// already normalised (see `se::normalize_mac` and friends). The sled store's impl is
 /// in `decision` (`decision/directory.rs`); [`super::MemoryDirectory`] is the in-memory one.
 pub trait DeviceDirectory {
-    /// A device's state by connector GUID.
-    fn device(&self, guid: &str) -> Result<Option<DeviceState>, DirectoryError>;
+    /// What decisions read of a device (its [`DeviceSummary`]), by connector GUID.
+    fn device(&self, guid: &str) -> Result<Option<DeviceSummary>, DirectoryError>;
     /// GUIDs of devices with this `windows_processor_id`.
     fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, DirectoryError>;
     /// GUIDs of devices with this MAC (12 lower-case hex digits).
@@ -62,7 +62,7 @@ pub(crate) enum MatchedBy {
 pub(crate) struct Matched {
     pub(crate) by: MatchedBy,
     /// Sorted by GUID; more than one means the match is ambiguous.
-    pub(crate) devices: Vec<DeviceState>,
+    pub(crate) devices: Vec<DeviceSummary>,
 }
 
 /// The identifiers a decision request gives for its device, normalised: what a device is

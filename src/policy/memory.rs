@@ -11,7 +11,7 @@
 //! `store_bug_01` test there), harmlessly for matching, as the GUID it then names has no device.
 
 use super::{DeviceDirectory, DirectoryError};
-use crate::fold::DeviceState;
+use crate::fold::{DeviceState, DeviceSummary};
 use std::collections::BTreeMap;
 
 /// Device states by (normalised) connector GUID; nothing else is stored, every index is a scan.
@@ -36,8 +36,8 @@ impl MemoryDirectory {
 }
 
 impl DeviceDirectory for MemoryDirectory {
-    fn device(&self, guid: &str) -> Result<Option<DeviceState>, DirectoryError> {
-        Ok(self.devices.get(guid).cloned())
+    fn device(&self, guid: &str) -> Result<Option<DeviceSummary>, DirectoryError> {
+        Ok(self.devices.get(guid).map(DeviceState::summary))
     }
     fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, DirectoryError> {
         Ok(self.guids(|d| {

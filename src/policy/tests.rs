@@ -489,7 +489,7 @@ fn a_request_fqdn_finds_a_device_known_by_its_short_name() {
 struct Unreadable;
 
 impl DeviceDirectory for Unreadable {
-    fn device(&self, _: &str) -> Result<Option<DeviceState>, DirectoryError> {
+    fn device(&self, _: &str) -> Result<Option<crate::fold::DeviceSummary>, DirectoryError> {
         Err(DirectoryError::new(std::io::Error::other("disk gone")))
     }
     fn guids_by_processor_id(&self, _: &str) -> Result<Vec<String>, DirectoryError> {

@@ -1,21 +1,28 @@
-//! The sled store: device states, their identifier indexes, ingest offsets and each source's
-//! liveness (newest record time).
+//! The sled store: device states, ingest offsets and each source's liveness (newest record
+//! time), with the in-memory decision index derived from the device states.
 //!
 //! One sled tree holds every keyspace (see `keys.rs`), so a single `apply_batch` writes a chunk of
-//! device states, the index entries they imply and the partition offsets that produced them
-//! atomically: after a crash the store holds either all of a chunk or none of it, and ingest
-//! resumes from the offsets stored with the state (at-least-once; the fold absorbs repeats).
-//! The store is a cheap-to-clone handle; sled is already `Arc`-backed and thread-safe.
+//! device states and the partition offsets that produced them atomically: after a crash the
+//! store holds either all of a chunk or none of it, and ingest resumes from the offsets stored
+//! with the state (at-least-once; the fold absorbs repeats). One key per device: identifiers
+//! are looked up in the [`DecisionIndex`], which [`Store::open`] rebuilds from the device
+//! keyspace and [`Store::apply`] updates only after the chunk's batch is applied, so it never
+//! runs ahead of the stored offsets. A crash between the two loses nothing: the next open
+//! rebuilds the index from what sled holds.
+//! The store is a cheap-to-clone handle; sled is already `Arc`-backed and thread-safe, and the
+//! index is shared behind a lock.
 
 mod codec;
 mod keys;
 #[cfg(test)]
 mod tests;
 
-use crate::fold::DeviceState;
+use crate::fold::{DeviceState, DeviceSummary};
+use crate::index::{DecisionIndex, IndexError};
 use crate::time::{now_millis, Millis};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 /// sled's cache defaults to 1 GiB; trustgate's working set is far smaller.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -40,18 +47,29 @@ pub enum StoreError {
         /// What is wrong with the value.
         reason: String,
     },
+    /// The decision index cannot answer (a corrupt device, see [`IndexError`]), or a thread
+    /// panicked while updating it and it can no longer be trusted.
+    #[error("decision index: {0}")]
+    Index(#[from] IndexError),
+    /// A thread panicked while holding the index's lock: its content may be half-updated.
+    #[error("the decision index was left half-updated by a panic; restart to rebuild it")]
+    IndexPoisoned,
 }
 
 /// A handle on the open store.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// Not recovered when poisoned (unlike `crate::locks`): a panic during a chunk's update
+    /// could leave the index half-way through it, so every later lookup fails (deny
+    /// `store_unavailable`) until a restart rebuilds it from sled.
+    index: Arc<RwLock<DecisionIndex>>,
 }
 
 /// Everything one ingest chunk changes, applied atomically by [`Store::apply`].
 #[derive(Debug, Default)]
 pub struct ChunkUpdate {
-    /// Device states after the chunk, with the state before it (for index maintenance).
+    /// Device states after the chunk, with the state before it (`None` for a new device).
     pub devices: BTreeMap<String, (Option<DeviceState>, DeviceState)>,
     /// Next offset to consume, per (topic, partition).
     pub offsets: BTreeMap<(String, i32), i64>,
@@ -82,10 +100,16 @@ impl Store {
                 },
                 other => StoreError::Sled(other),
             })?;
-        Ok(Store { db })
+        retire_identifier_keyspaces(&db)?;
+        let index = build_index(&db)?;
+        Ok(Store {
+            db,
+            index: Arc::new(RwLock::new(index)),
+        })
     }
 
-    /// A device's state by (normalised) connector GUID.
+    /// A device's full state by (normalised) connector GUID, read from sled: for ingest (the
+    /// state a chunk folds into) and `inspect`. Decisions read [`Store::device_summary`].
     pub fn device(&self, guid: &str) -> Result<Option<DeviceState>, StoreError> {
         let key = keys::device(guid);
         self.db
@@ -94,47 +118,44 @@ impl Store {
             .transpose()
     }
 
-    /// GUIDs of devices with this normalised `windows_processor_id`.
-    pub(crate) fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError> {
-        self.exact_index(keys::PROCESSOR, id)
+    /// The decision index, for reading.
+    fn index(&self) -> Result<RwLockReadGuard<'_, DecisionIndex>, StoreError> {
+        self.index.read().map_err(|_| StoreError::IndexPoisoned)
     }
 
-    /// GUIDs of devices with this normalised MAC.
+    /// Whether the store holds a value (readable or not) for this GUID; when not, ingest need
+    /// not read sled to know the device is new. A poisoned index answers "yes": reading sled is
+    /// always right, only slower.
+    pub(crate) fn knows_device(&self, guid: &str) -> bool {
+        self.index().map_or(true, |index| index.knows(guid))
+    }
+
+    /// What decisions read of a device, from the decision index.
+    pub fn device_summary(&self, guid: &str) -> Result<Option<DeviceSummary>, StoreError> {
+        Ok(self.index()?.device(guid)?)
+    }
+
+    /// GUIDs of devices with this normalised `windows_processor_id` (decision index).
+    pub fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.index()?.guids_by_processor_id(id)?)
+    }
+
+    /// GUIDs of devices with this normalised MAC (decision index).
     pub fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, StoreError> {
-        self.exact_index(keys::MAC, mac)
+        Ok(self.index()?.guids_by_mac(mac)?)
     }
 
     /// GUIDs of devices whose name matches `host` (normalised, lower case) both ways: named
     /// `host`, `host.<more labels>`, or a name that `host` is followed by `.` and more labels
-    /// (the rule is `policy::hostnames_match`).
+    /// (the rule is `policy::hostnames_match`; decision index).
     pub fn guids_by_hostname(&self, host: &str) -> Result<Vec<String>, StoreError> {
-        let prefix = keys::index_value_prefix(keys::HOSTNAME, host);
-        let mut guids = Vec::new();
-        for entry in self.db.scan_prefix(&prefix) {
-            let (key, _) = entry?;
-            let rest = &key[prefix.len()..];
-            if let Some(guid) = keys::hostname_match(rest) {
-                guids.push(guid);
-            }
-        }
-        // The other way: a request's FQDN finds a device SE knows by a shorter name. Each
-        // shorter name is `host` cut before one of its dots, looked up exactly.
-        for (dot, _) in host.match_indices('.').filter(|(dot, _)| *dot > 0) {
-            guids.extend(self.exact_index(keys::HOSTNAME, &host[..dot])?);
-        }
-        guids.sort();
-        guids.dedup();
-        Ok(guids)
+        Ok(self.index()?.guids_by_hostname(host)?)
     }
 
-    fn exact_index(&self, space: u8, value: &str) -> Result<Vec<String>, StoreError> {
-        let prefix = keys::index_entry_prefix(space, value);
-        let mut guids = Vec::new();
-        for entry in self.db.scan_prefix(&prefix) {
-            let (key, _) = entry?;
-            guids.push(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
-        }
-        Ok(guids)
+    /// Devices in the decision index and its estimated size in bytes (for benchmarks).
+    pub fn index_stats(&self) -> Result<(usize, usize), StoreError> {
+        let index = self.index()?;
+        Ok((index.len(), index.size_bytes()))
     }
 
     /// Stored next-offsets for every partition of `topic`.
@@ -210,19 +231,33 @@ impl Store {
         Ok(self.liveness()?.into_values().max())
     }
 
-    /// Writes one chunk atomically: states, index changes, offsets and liveness times.
+    /// Writes one chunk atomically (states, offsets and liveness times), then brings the
+    /// decision index up to it.
     pub fn apply(&self, update: &ChunkUpdate) -> Result<(), StoreError> {
+        self.apply_batch(update)?;
+        self.update_index(update)
+    }
+
+    /// The index update of [`Store::apply`], only ever after its batch was applied: a decision
+    /// may answer from the state before the chunk, never from one sled does not hold.
+    fn update_index(&self, update: &ChunkUpdate) -> Result<(), StoreError> {
+        let mut index = self.index.write().map_err(|_| StoreError::IndexPoisoned)?;
+        for (_, after) in update.devices.values() {
+            index.upsert(after);
+        }
+        Ok(())
+    }
+
+    /// A crash between the sled batch and the index update: the batch only.
+    #[cfg(test)]
+    pub(crate) fn apply_sled_only_for_test(&self, update: &ChunkUpdate) -> Result<(), StoreError> {
+        self.apply_batch(update)
+    }
+
+    fn apply_batch(&self, update: &ChunkUpdate) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for (guid, (before, after)) in &update.devices {
+        for (guid, (_, after)) in &update.devices {
             batch.insert(keys::device(guid), codec::encode_device(after));
-            let old = before.as_ref().map(keys::index_keys).unwrap_or_default();
-            let new = keys::index_keys(after);
-            for stale in old.difference(&new) {
-                batch.remove(stale.as_slice());
-            }
-            for fresh in new.difference(&old) {
-                batch.insert(fresh.as_slice(), &[] as &[u8]);
-            }
         }
         for ((topic, partition), offset) in &update.offsets {
             batch.insert(keys::offset(topic, *partition), &offset.to_be_bytes());
@@ -246,18 +281,16 @@ impl Store {
         Ok(())
     }
 
-    /// Clears everything folded from the events topic (device states, indexes, ingest
-    /// offsets, liveness) in one atomic batch, so that ingest rebuilds from the topic's
-    /// beginning: after a crash the store holds either the old state with its offsets or
-    /// nothing, never old state with no offsets (which would fold the topic over it again).
+    /// Clears everything folded from the events topic (device states, ingest offsets,
+    /// liveness) in one atomic batch, so that ingest rebuilds from the topic's beginning:
+    /// after a crash the store holds either the old state with its offsets or nothing, never
+    /// old state with no offsets (which would fold the topic over it again). The decision
+    /// index is emptied after the batch.
     pub fn clear_state(&self) -> Result<usize, StoreError> {
         let mut batch = sled::Batch::default();
         let mut removed = 0;
         for space in [
             keys::DEVICE,
-            keys::HOSTNAME,
-            keys::MAC,
-            keys::PROCESSOR,
             keys::OFFSET,
             keys::LIVENESS,
             keys::LAST_RECORD,
@@ -269,10 +302,15 @@ impl Store {
             }
         }
         self.db.apply_batch(batch)?;
+        self.index
+            .write()
+            .map_err(|_| StoreError::IndexPoisoned)?
+            .clear();
         Ok(removed)
     }
 
-    /// Writes raw bytes under a raw key: lets tests corrupt a stored value.
+    /// Writes raw bytes under a raw key: lets tests corrupt a stored value (seen by the
+    /// decision index from the next open on, as a value damaged on disk would be).
     #[cfg(test)]
     pub(crate) fn write_raw_for_test(&self, key: &[u8], value: &[u8]) {
         self.db.insert(key, value).unwrap();
@@ -288,5 +326,71 @@ impl Store {
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// Removes the sled identifier indexes older builds kept (`H`, `M`, `P`: three or more keys per
+/// device), in one batch: the decision index replaced them. Nothing once they are gone.
+fn retire_identifier_keyspaces(db: &sled::Db) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut removed = 0usize;
+    for space in keys::RETIRED {
+        for entry in db.scan_prefix([space]) {
+            let (key, _) = entry?;
+            batch.remove(key);
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        db.apply_batch(batch)?;
+        tracing::info!(
+            removed,
+            "Removed the identifier index keys older builds kept in sled."
+        );
+    }
+    Ok(())
+}
+
+/// The decision index of every stored device. A value that does not decode is remembered as
+/// corrupt (logged with its key): its GUID's decisions deny `store_unavailable`, and so do
+/// lookups by other identifiers, which could name it (see `index`).
+fn build_index(db: &sled::Db) -> Result<DecisionIndex, StoreError> {
+    let started = std::time::Instant::now();
+    let mut index = DecisionIndex::default();
+    for entry in db.scan_prefix([keys::DEVICE]) {
+        let (key, value) = entry?;
+        match codec::decode_device(&key, &value) {
+            Ok(state) => index.upsert(&state),
+            Err(e) => {
+                let guid = String::from_utf8_lossy(&key[1..]).into_owned();
+                tracing::error!(key = %String::from_utf8_lossy(&key), error = %e,
+                    "Stored device value is corrupt; its decisions, and lookups by MAC, hostname or processor id, deny store_unavailable.");
+                index.mark_corrupt(&guid, e.to_string());
+            }
+        }
+    }
+    tracing::info!(
+        devices = index.len(),
+        corrupt = index.corrupt_count(),
+        index_bytes = index.size_bytes(),
+        millis = started.elapsed().as_millis() as u64,
+        "Decision index built from the store."
+    );
+    Ok(index)
+}
+
+/// Opens the store again right after the last handle was dropped. sled's background threads can
+/// hold the file lock for a moment after the drop (seen once on a loaded machine), which a real
+/// restart, a new process, never meets; so wait for it, within a bound.
+#[cfg(test)]
+pub(crate) fn reopen_for_test(dir: &Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir, DEFAULT_CACHE_BYTES) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
     }
 }
