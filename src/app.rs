@@ -13,13 +13,13 @@ use crate::audit;
 use crate::config::Settings;
 use crate::decision::{worker, Decider};
 use crate::ingest::{self, IngestContext, IngestStatus};
+use crate::kafka::SharedProducer;
 use crate::kafka::{client_config, Role};
 use crate::liveness::LivenessClock;
 use crate::publish::EventsPublisher;
 use crate::store::Store;
 use crate::webhook;
 use anyhow::Context;
-use rdkafka::producer::FutureProducer;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -37,7 +37,7 @@ pub struct Running {
     /// for port 0.
     pub admin_addr: std::net::SocketAddr,
     tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>,
-    producer: FutureProducer,
+    producer: SharedProducer,
 }
 
 /// Starts every component. Returns once the admin listener is bound.
@@ -47,8 +47,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     // The producer connects lazily and the topics are created in the background: a broker that
     // is down at start leaves the service up and not ready (ingest waits for the events topic),
     // and it recovers by itself once the broker answers.
-    let producer: FutureProducer = client_config(&settings.kafka, Role::Producer)
-        .create()
+    let producer = SharedProducer::create(client_config(&settings.kafka, Role::Producer))
         .context("creating the producer")?;
     let mut tasks = tokio::task::JoinSet::new();
     if settings.topics.create {
@@ -234,7 +233,7 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
 /// in flight (they still hold the shared producer, flushed after every task ended).
 async fn spawn_webhook(
     settings: &Settings,
-    producer: &FutureProducer,
+    producer: &SharedProducer,
     shutdown: &CancellationToken,
     tasks: &mut tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>,
 ) -> anyhow::Result<()> {
@@ -315,10 +314,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), crate::store::DEFAULT_CACHE_BYTES).unwrap();
         // Creating a producer does not connect; flushing one with nothing queued returns.
-        let producer: FutureProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", "127.0.0.1:9")
-            .create()
-            .unwrap();
+        let producer = SharedProducer::create(
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", "127.0.0.1:9")
+                .clone(),
+        )
+        .unwrap();
         let shutdown = CancellationToken::new();
         let finished = Arc::new(AtomicBool::new(false));
         let mut tasks = tokio::task::JoinSet::new();

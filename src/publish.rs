@@ -6,11 +6,12 @@
 //! the broker acknowledged every record (`acks=all`, idempotent producer), which is what lets a
 //! source advance its cursor or answer 202: nothing is acknowledged upstream before it is durable.
 
+use crate::kafka::SharedProducer;
 use crate::time::now_millis;
 use crate::topic::{record_headers, Kind};
 use futures::future::try_join_all;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use std::time::Duration;
 
 /// One record to write.
@@ -38,7 +39,7 @@ pub(crate) struct PublishError {
 /// A cheap-to-clone handle that writes to the events topic as one named source.
 #[derive(Clone)]
 pub struct EventsPublisher {
-    producer: FutureProducer,
+    producer: SharedProducer,
     topic: String,
     source: String,
 }
@@ -47,7 +48,7 @@ impl EventsPublisher {
     /// Writes to `topic` as `source` (its `trustgate-source` header) through `producer`, a
     /// shared handle: every source of one process uses the same producer.
     pub fn new(
-        producer: FutureProducer,
+        producer: SharedProducer,
         topic: impl Into<String>,
         source: impl Into<String>,
     ) -> Self {
@@ -71,6 +72,7 @@ impl EventsPublisher {
         records: &[OutRecord<'_>],
         queue_timeout: Duration,
     ) -> Result<(), PublishError> {
+        let producer = self.producer.get();
         let sends = records.iter().map(|r| {
             let headers = record_headers(r.kind, &self.source, r.observed_at);
             let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.topic)
@@ -78,14 +80,19 @@ impl EventsPublisher {
                 .payload(r.value)
                 .headers(headers)
                 .timestamp(now_millis());
-            self.producer.send(record, queue_timeout)
+            producer.send(record, queue_timeout)
         });
         try_join_all(sends)
             .await
             .map(|_| ())
-            .map_err(|(source, _)| PublishError {
-                topic: self.topic.clone(),
-                source,
+            .map_err(|(source, _)| {
+                // A producer that failed for good is replaced, so that the sender's retry (the
+                // webhook's client after its 503, the poller keeping its cursor) can succeed.
+                self.producer.recover();
+                PublishError {
+                    topic: self.topic.clone(),
+                    source,
+                }
             })
     }
 }

@@ -19,10 +19,10 @@ pub mod streams;
 pub use endpoint::{Credentials, Endpoint, EndpointError};
 
 use crate::config::{AmqpSettings, Settings};
+use crate::kafka::SharedProducer;
 use crate::publish::{EventsPublisher, OutRecord};
 use crate::telemetry::metrics;
 use crate::topic::Kind;
-use rdkafka::producer::FutureProducer;
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -39,7 +39,7 @@ const BACKOFF_CAP: Duration = Duration::from_secs(30);
 pub(crate) struct AmqpContext {
     pub(crate) settings: AmqpSettings,
     pub(crate) publisher: EventsPublisher,
-    pub(crate) producer: FutureProducer,
+    pub(crate) producer: SharedProducer,
     pub(crate) dlq_topic: String,
     /// Event types that must name a device (see `message.rs`).
     pub(crate) compromise_types: HashSet<u64>,
@@ -98,7 +98,7 @@ impl Backoff {
 /// when the credentials file or `[amqp]` cannot give an endpoint at start.
 pub async fn run(
     settings: &Settings,
-    producer: FutureProducer,
+    producer: SharedProducer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let endpoint = Endpoint::resolve(&settings.amqp)?;

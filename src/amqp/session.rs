@@ -246,10 +246,14 @@ fn write(ctx: &AmqpContext, queue: &str, body: Vec<u8>, acker: Acker) -> InFligh
                     .headers(headers)
                     .timestamp(crate::time::now_millis());
                 producer
+                    .get()
                     .send(record, timeout)
                     .await
                     .map(|_| Outcome::DeadLettered)
-                    .map_err(|(e, _)| format!("dead-lettering to {dlq}: {e}"))
+                    .map_err(|(e, _)| {
+                        producer.recover();
+                        format!("dead-lettering to {dlq}: {e}")
+                    })
             }
         };
         Written { acker, outcome }

@@ -10,11 +10,12 @@
 use super::record::{encode, policy_views, AuditSource};
 use crate::decision::DecisionResponse;
 use crate::kafka;
+use crate::kafka::SharedProducer;
 use crate::policy::Policies;
 use crate::telemetry::metrics;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,7 +98,7 @@ impl AuditSink {
 /// [`AuditSink`] clone is dropped and the queue is empty.
 pub struct AuditWriter {
     rx: mpsc::Receiver<Entry>,
-    producer: FutureProducer,
+    producer: SharedProducer,
     topic: String,
     policies: HashMap<String, Value>,
 }
@@ -125,7 +126,7 @@ struct Tally {
 /// `enabled` is false).
 pub fn channel(
     enabled: bool,
-    producer: FutureProducer,
+    producer: SharedProducer,
     topic: &str,
     policies: &Policies,
 ) -> (AuditSink, Option<AuditWriter>) {
@@ -213,7 +214,7 @@ impl AuditWriter {
             .key(key.as_bytes())
             .payload(&value[..])
             .timestamp(entry.response.decided_millis());
-        match kafka::enqueue(&self.producer, record).await {
+        match kafka::enqueue(&self.producer.get(), record).await {
             Ok(delivery) => Some(delivery),
             Err(e) => {
                 failed(tally, &e.to_string());
@@ -257,10 +258,12 @@ mod tests {
 
     #[test]
     fn a_disabled_sink_takes_nothing_and_a_full_queue_never_blocks() {
-        let producer: FutureProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", "127.0.0.1:9")
-            .create()
-            .unwrap();
+        let producer = SharedProducer::create(
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", "127.0.0.1:9")
+                .clone(),
+        )
+        .unwrap();
         let policies = Policies {
             global: crate::policy::Policy {
                 name: "global".into(),

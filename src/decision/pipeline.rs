@@ -21,6 +21,7 @@
 use super::reply::{route, ReplyRoute, HEADER_CORRELATION_ID};
 use crate::config::TopicSettings;
 use crate::kafka;
+use crate::kafka::SharedProducer;
 use crate::topic::dead_letter_record;
 use anyhow::Context;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -121,7 +122,7 @@ pub struct ReplyLoop {
     /// Stores offsets by hand (`enable.auto.offset.store=false`, see `kafka::Role::Decider`);
     /// shared with the committer task.
     consumer: Arc<StreamConsumer>,
-    producer: FutureProducer,
+    producer: SharedProducer,
     /// Reply routing refuses trustgate's own topics; dead letters go to `topics.dlq`.
     topics: TopicSettings,
     /// The topic requests are consumed from, whose offsets the committer stores.
@@ -132,7 +133,7 @@ impl ReplyLoop {
     /// Creates the request consumer from `consumer_config` and subscribes it to `requests`.
     pub fn subscribe(
         consumer_config: &ClientConfig,
-        producer: FutureProducer,
+        producer: SharedProducer,
         topics: TopicSettings,
         requests: &str,
     ) -> anyhow::Result<ReplyLoop> {
@@ -226,7 +227,7 @@ impl ReplyLoop {
                 });
                 // Known not to exist: answered on the responses topic at once rather than after
                 // the producer gives up on the topic (`message.timeout.ms`).
-                if unroutable.is_some() && !routes.exists(&self.producer, &route).await {
+                if unroutable.is_some() && !routes.exists(&self.producer.get(), &route).await {
                     tracing::warn!(topic = %route.topic, partition = ?route.partition, ?request_id,
                         "Reply route does not exist; answering on the responses topic.");
                     let fallback = unroutable.take().expect("checked");
@@ -242,7 +243,7 @@ impl ReplyLoop {
             }
         };
         Pending {
-            attempt: kafka::enqueue(&self.producer, record.record()).await,
+            attempt: kafka::enqueue(&self.producer.get(), record.record()).await,
             record,
             unroutable,
             partition: msg.partition(),
@@ -368,7 +369,7 @@ fn reply_record<'a>(
 /// the partition's next owner answers those requests again.
 async fn commit_in_order(
     consumer: Arc<StreamConsumer>,
-    producer: FutureProducer,
+    producer: SharedProducer,
     requests: String,
     mut rx: mpsc::Receiver<Pending>,
     shutdown: CancellationToken,
@@ -393,7 +394,7 @@ async fn commit_in_order(
 /// Awaits one reply's acknowledgement, producing it again with backoff while it fails, and
 /// re-routing it to the responses topic once its own route turns out not to exist. `false`
 /// when it gave up because of `shutdown`.
-async fn deliver(producer: &FutureProducer, p: Pending, shutdown: &CancellationToken) -> bool {
+async fn deliver(producer: &SharedProducer, p: Pending, shutdown: &CancellationToken) -> bool {
     let Pending {
         mut attempt,
         mut record,
@@ -418,7 +419,7 @@ async fn deliver(producer: &FutureProducer, p: Pending, shutdown: &CancellationT
                     partition = ?record.partition,
                     "Reply route does not exist; answering on the responses topic.");
                 record = fallback;
-                attempt = kafka::enqueue(producer, record.record()).await;
+                attempt = kafka::enqueue(&producer.get(), record.record()).await;
                 continue;
             }
         }
@@ -429,7 +430,10 @@ async fn deliver(producer: &FutureProducer, p: Pending, shutdown: &CancellationT
             _ = tokio::time::sleep(wait) => {}
         }
         wait = (wait * 2).min(RETRY_MAX);
-        attempt = kafka::enqueue(producer, record.record()).await;
+        // A producer that failed for good (librdkafka's fatal state) would refuse this reply
+        // forever: it is replaced first, and the reply goes through the new one.
+        producer.recover();
+        attempt = kafka::enqueue(&producer.get(), record.record()).await;
     }
 }
 

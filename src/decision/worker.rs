@@ -15,18 +15,18 @@ use super::{Answer, Decider};
 use crate::audit::{AuditSink, AuditSource};
 use crate::config::Settings;
 use crate::ingest::IngestStatus;
+use crate::kafka::SharedProducer;
 use crate::kafka::{client_config, Role};
 use crate::store::Store;
 use crate::telemetry::metrics;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::FutureProducer;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) struct WorkerContext {
     pub(crate) settings: Settings,
     pub(crate) decider: Decider<Store>,
-    pub(crate) producer: FutureProducer,
+    pub(crate) producer: SharedProducer,
     pub(crate) ingest: IngestStatus,
     /// Every answer is also handed here (without waiting) for the audit topic.
     pub(crate) audit: AuditSink,

@@ -3,6 +3,7 @@
 use super::IngestStatus;
 use crate::config::Settings;
 use crate::fold::{classify, Classified, DeviceState, Fact, RecordInput};
+use crate::kafka::SharedProducer;
 use crate::kafka::{client_config, Role};
 use crate::liveness::LivenessClock;
 use crate::store::{ChunkUpdate, Store};
@@ -12,7 +13,6 @@ use crate::topic::{dead_letter_record, HEADER_KIND, HEADER_OBSERVED_AT, HEADER_S
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::producer::FutureProducer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -81,7 +81,7 @@ fn dead_letter_backoff(attempt: u32) -> Duration {
 pub(crate) struct IngestContext {
     pub(crate) settings: Settings,
     pub(crate) store: Store,
-    pub(crate) producer: FutureProducer,
+    pub(crate) producer: SharedProducer,
     pub(crate) status: IngestStatus,
     /// Advanced with every chunk's newest record time.
     pub(crate) liveness: LivenessClock,
@@ -306,7 +306,10 @@ impl Ingest {
             loop {
                 let record = dead_letter_record(dlq, msg, error);
                 let sent = futures::executor::block_on(
-                    self.ctx.producer.send(record, Duration::from_secs(30)),
+                    self.ctx
+                        .producer
+                        .get()
+                        .send(record, Duration::from_secs(30)),
                 );
                 match sent {
                     Ok(_) => {
@@ -321,6 +324,8 @@ impl Ingest {
                         break;
                     }
                     Err((e, _)) if !self.shutdown.is_cancelled() => {
+                        // A producer that failed for good is replaced before the retry.
+                        self.ctx.producer.recover();
                         attempt += 1;
                         let wait = dead_letter_backoff(attempt);
                         tracing::warn!(error = %e, attempt, retry_in_ms = wait.as_millis() as u64,

@@ -7,9 +7,11 @@
 //! `producer.rs`.
 
 mod producer;
+mod shared;
 mod topics;
 
 pub use producer::{enqueue, enqueue_blocking, flush_producer, start_producer};
+pub use shared::SharedProducer;
 pub use topics::{ensure_topics, ensure_topics_until_created, TopicSetupError};
 
 use crate::config::KafkaSettings;

@@ -6,7 +6,7 @@
 //! them uses it. Paths that await each acknowledgement use `FutureProducer::send` with a queue
 //! timeout instead (the events publisher, ingest's dead letters).
 
-use super::{client_config, ensure_topics, Role};
+use super::{client_config, ensure_topics, Role, SharedProducer};
 use crate::config::{KafkaSettings, TopicSettings};
 use anyhow::Context;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -25,15 +25,13 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
 pub async fn start_producer(
     kafka: &KafkaSettings,
     topics: &TopicSettings,
-) -> anyhow::Result<FutureProducer> {
+) -> anyhow::Result<SharedProducer> {
     if topics.create {
         ensure_topics(kafka, topics)
             .await
             .context("creating topics")?;
     }
-    client_config(kafka, Role::Producer)
-        .create()
-        .context("creating the producer")
+    SharedProducer::create(client_config(kafka, Role::Producer)).context("creating the producer")
 }
 
 /// Hands `record` to the producer without waiting for its acknowledgement; waits only while
@@ -84,8 +82,8 @@ where
 /// threads, since librdkafka's flush blocks) for queued records to be acknowledged. Records
 /// still unacknowledged then were never confirmed to their senders, so nothing is lost that
 /// was promised; the failure is logged.
-pub async fn flush_producer(producer: &FutureProducer) {
-    let producer = producer.clone();
+pub async fn flush_producer(producer: &SharedProducer) {
+    let producer = producer.get();
     match tokio::task::spawn_blocking(move || producer.flush(FLUSH_BUDGET)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "Producer flush on shutdown did not finish."),

@@ -353,9 +353,9 @@ async fn run_ingest_until_caught_up(
     start: &BTreeMap<i32, PartitionExtent>,
     interrupt: &CancellationToken,
 ) -> Result<(), ReplayError> {
-    let producer = client_config(&settings.kafka, Role::Producer)
-        .create()
-        .map_err(ReplayError::Producer)?;
+    let producer =
+        crate::kafka::SharedProducer::create(client_config(&settings.kafka, Role::Producer))
+            .map_err(ReplayError::Producer)?;
     let status = IngestStatus::default();
     let ctx = IngestContext {
         settings: settings.clone(),

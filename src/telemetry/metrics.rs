@@ -84,6 +84,11 @@ pub fn ingest_stuck(cause: &'static str, stuck: bool) {
     gauge!("trustgate_ingest_stuck", "cause" => cause).set(if stuck { 1.0 } else { 0.0 });
 }
 
+/// The shared producer failed fatally and was replaced (`kafka::SharedProducer`).
+pub(crate) fn producer_recreated() {
+    counter!("trustgate_producer_recreated_total").increment(1);
+}
+
 /// Records behind the high watermark, per events partition.
 pub(crate) fn ingest_lag(partition: i32, lag: i64) {
     gauge!("trustgate_ingest_lag_records", "partition" => partition.to_string()).set(lag as f64);

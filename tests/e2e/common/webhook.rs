@@ -184,10 +184,11 @@ impl Bridge {
         trustgate::kafka::ensure_topics(&settings.kafka, &settings.topics)
             .await
             .unwrap();
-        let producer: rdkafka::producer::FutureProducer =
-            trustgate::kafka::client_config(&settings.kafka, trustgate::kafka::Role::Producer)
-                .create()
-                .unwrap();
+        let producer = trustgate::kafka::SharedProducer::create(trustgate::kafka::client_config(
+            &settings.kafka,
+            trustgate::kafka::Role::Producer,
+        ))
+        .unwrap();
         let publisher = trustgate::publish::EventsPublisher::new(producer, events, webhook::SOURCE);
         let mut l = Limits::from_settings(&settings.webhook);
         limits(&mut l);

@@ -8,12 +8,12 @@
 
 use anyhow::Context;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::FutureProducer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use trustgate::config::Settings;
 use trustgate::decision::pipeline::{Disposition, ReplyLoop};
 use trustgate::decision::reply::ReplyRoute;
+use trustgate::kafka::SharedProducer;
 use trustgate::kafka::{client_config, Role};
 
 /// A running echo responder.
@@ -28,8 +28,7 @@ impl Echo {
         let mut config = client_config(&settings.kafka, Role::Decider);
         // Never the worker's group (or its static identity): the echo must not take its load.
         config.set("group.id", group).remove("group.instance.id");
-        let producer: FutureProducer = client_config(&settings.kafka, Role::Producer)
-            .create()
+        let producer = SharedProducer::create(client_config(&settings.kafka, Role::Producer))
             .context("creating the echo producer")?;
         let replies = ReplyLoop::subscribe(&config, producer, settings.topics.clone(), requests)
             .context("starting the echo responder")?;
