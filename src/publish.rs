@@ -88,7 +88,7 @@ impl EventsPublisher {
             .map_err(|(source, _)| {
                 // A producer that failed for good is replaced, so that the sender's retry (the
                 // webhook's client after its 503, the poller keeping its cursor) can succeed.
-                self.producer.recover();
+                self.producer.recover(&source);
                 PublishError {
                     topic: self.topic.clone(),
                     source,

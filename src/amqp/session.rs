@@ -251,7 +251,7 @@ fn write(ctx: &AmqpContext, queue: &str, body: Vec<u8>, acker: Acker) -> InFligh
                     .await
                     .map(|_| Outcome::DeadLettered)
                     .map_err(|(e, _)| {
-                        producer.recover();
+                        producer.recover(&e);
                         format!("dead-lettering to {dlq}: {e}")
                     })
             }

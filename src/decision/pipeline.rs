@@ -432,7 +432,7 @@ async fn deliver(producer: &SharedProducer, p: Pending, shutdown: &CancellationT
         wait = (wait * 2).min(RETRY_MAX);
         // A producer that failed for good (librdkafka's fatal state) would refuse this reply
         // forever: it is replaced first, and the reply goes through the new one.
-        producer.recover();
+        producer.recover(&error);
         attempt = kafka::enqueue(&producer.get(), record.record()).await;
     }
 }

@@ -325,7 +325,7 @@ impl Ingest {
                     }
                     Err((e, _)) if !self.shutdown.is_cancelled() => {
                         // A producer that failed for good is replaced before the retry.
-                        self.ctx.producer.recover();
+                        self.ctx.producer.recover(&e);
                         attempt += 1;
                         let wait = dead_letter_backoff(attempt);
                         tracing::warn!(error = %e, attempt, retry_in_ms = wait.as_millis() as u64,

@@ -6,14 +6,21 @@
 //! idempotent client lost 2,075 of 3,000 records that way across a broker restart. Every path
 //! that writes (replies, dead letters, the events publisher of the poller, webhook and stream
 //! consumer, the audit) holds a [`SharedProducer`], takes the current producer for each send,
-//! and calls [`SharedProducer::recover`] when a send failed: a fatally failed producer is then
+//! and calls [`SharedProducer::recover`] when a send failed: a fatally failed producer, or one
+//! the broker answers `UNKNOWN_SERVER_ERROR` (tansu 0.6's answer to a sequence it lost), is then
 //! replaced by a fresh one (new producer id) built from the same configuration, and the caller's
 //! retry goes through it. Records the failed producer still held fail to their senders, who
 //! retry them as they retry any failed delivery.
 
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::ClientConfig;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The least time between two replacements for `UNKNOWN_SERVER_ERROR` (a fatal producer is
+/// replaced whenever it is met).
+pub const MIN_REPLACEMENT_GAP: Duration = Duration::from_secs(5);
 
 /// A cheap-to-clone handle on the current producer (see the module header).
 #[derive(Clone)]
@@ -24,6 +31,8 @@ pub struct SharedProducer {
 struct Inner {
     config: ClientConfig,
     current: Mutex<FutureProducer>,
+    /// When the producer was last replaced.
+    replaced_at: Mutex<Option<Instant>>,
 }
 
 impl SharedProducer {
@@ -34,6 +43,7 @@ impl SharedProducer {
             inner: Arc::new(Inner {
                 config,
                 current: Mutex::new(producer),
+                replaced_at: Mutex::new(None),
             }),
         })
     }
@@ -43,29 +53,41 @@ impl SharedProducer {
         crate::locks::lock(&self.inner.current).clone()
     }
 
-    /// Called after a send or a delivery failed. When the current producer is in librdkafka's
-    /// fatal state, replaces it with a new one from the same configuration and returns `true`
-    /// (as it does when another caller already replaced it); `false` when the producer is
-    /// healthy (the failure was the broker's or the record's, and retrying the same producer is
-    /// right) or a replacement could not be built.
-    pub fn recover(&self) -> bool {
-        if self.get().client().fatal_error().is_none() {
+    /// Called after a send or a delivery failed with `error`. Replaces the current producer
+    /// with a new one from the same configuration, and returns `true`, when it is in
+    /// librdkafka's fatal state, or when the broker answered `UNKNOWN_SERVER_ERROR` (tansu 0.6
+    /// answers an idempotent producer's sequence that it lost across a restart that way, for
+    /// every later record of that producer; a new producer gets a new producer id). At most one
+    /// replacement per [`MIN_REPLACEMENT_GAP`] for the latter, so a broker that answers every
+    /// request so does not churn producers. `false` when the producer is kept: the failure was
+    /// the broker being away or the record's own, and retrying through it is right.
+    pub fn recover(&self, error: &KafkaError) -> bool {
+        let fatal = self.get().client().fatal_error().is_some();
+        let unknown = matches!(
+            error,
+            KafkaError::MessageProduction(RDKafkaErrorCode::Unknown)
+        );
+        if !fatal && !unknown {
             return false;
         }
         let mut current = crate::locks::lock(&self.inner.current);
-        let Some((code, reason)) = current.client().fatal_error() else {
-            return true;
-        };
+        let mut replaced_at = crate::locks::lock(&self.inner.replaced_at);
+        let fatal_now = current.client().fatal_error();
+        if fatal_now.is_none() && replaced_at.is_some_and(|at| at.elapsed() < MIN_REPLACEMENT_GAP) {
+            // Replaced a moment ago (by this caller or another): retry through that one.
+            return fatal;
+        }
         match self.inner.config.create::<FutureProducer>() {
             Ok(fresh) => {
-                tracing::warn!(code = ?code, reason = %reason,
-                    "The producer failed fatally; replaced it with a new one (records it held are produced again by their senders).");
+                tracing::warn!(error = %error, fatal = ?fatal_now,
+                    "Replaced the producer after a failure it would repeat (records it held are produced again by their senders).");
                 crate::telemetry::metrics::producer_recreated();
                 *current = fresh;
+                *replaced_at = Some(Instant::now());
                 true
             }
             Err(e) => {
-                tracing::error!(error = %e, "The producer failed fatally and a new one cannot be built.");
+                tracing::error!(error = %e, "The producer cannot be replaced.");
                 false
             }
         }
@@ -106,7 +128,11 @@ mod tests {
         send(&producer, "t")
             .await
             .expect("a healthy producer delivers");
-        assert!(!producer.recover(), "a healthy producer is not replaced");
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert!(
+            !producer.recover(&timed_out),
+            "a healthy producer is not replaced for a time-out"
+        );
 
         let failed = producer.get();
         let reason = std::ffi::CString::new("injected by the test").unwrap();
@@ -125,11 +151,38 @@ mod tests {
             "a fatally failed producer refuses records"
         );
 
-        assert!(producer.recover(), "the fatal producer is replaced");
+        assert!(
+            producer.recover(&timed_out),
+            "the fatal producer is replaced"
+        );
         assert!(producer.get().client().fatal_error().is_none());
         send(&producer, "t")
             .await
             .expect("the retry goes through the new producer");
-        assert!(!producer.recover(), "the new producer is healthy");
+        assert!(!producer.recover(&timed_out), "the new producer is healthy");
+    }
+
+    /// `UNKNOWN_SERVER_ERROR` replaces a healthy producer, at most once per gap.
+    #[test]
+    fn an_unknown_server_error_replaces_the_producer_once_per_gap() {
+        let producer = SharedProducer::create(
+            ClientConfig::new()
+                .set("bootstrap.servers", "127.0.0.1:9")
+                .clone(),
+        )
+        .unwrap();
+        let unknown = KafkaError::MessageProduction(RDKafkaErrorCode::Unknown);
+        let first = producer.get();
+        assert!(producer.recover(&unknown));
+        let second = producer.get();
+        assert!(!std::ptr::eq(
+            first.client().native_ptr(),
+            second.client().native_ptr()
+        ));
+        assert!(!producer.recover(&unknown), "not again within the gap");
+        assert!(std::ptr::eq(
+            second.client().native_ptr(),
+            producer.get().client().native_ptr()
+        ));
     }
 }

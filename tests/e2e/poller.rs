@@ -317,3 +317,85 @@ async fn late_uploads_and_restarts_neither_lose_nor_repeat_events() {
     assert_eq!(payload(got[&late_key][0]), late, "byte for byte");
     assert_key_never_logged(&inst);
 }
+
+/// Issue #14 item 2: the broker restarts (tansu on sqlite storage) while the poller runs, with
+/// events arriving before, during and after the outage. The poller keeps running, keeps its
+/// cursor while it cannot publish, and every event reaches the topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_poller_survives_a_broker_restart_and_loses_no_event() {
+    let mut broker = OwnBroker::start();
+    let brokers = broker.addr();
+    let mut inst = Instance::new("poll-brestart");
+    inst.brokers = Some(brokers.clone());
+    let sim = Tenant::new(12)
+        .quiet()
+        .sim(&["--seed", "23", "--history", "1h"])
+        .fast_poller()
+        .poller("page_size = 5")
+        .start(&mut inst);
+    create_topic_at(&brokers, &inst.events, 3).await;
+    sim.burst(20).await;
+    let mut child = spawn_poller(&inst);
+
+    // A read while the broker is away, or just back, may fail: it counts as nothing read.
+    let read = |within: Duration| {
+        let (brokers, topic) = (brokers.clone(), inst.events.clone());
+        std::thread::spawn(move || read_topic_at(&brokers, &topic, usize::MAX, within))
+            .join()
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while heartbeats(&read(Duration::from_secs(2))) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no poll completed:\n{}",
+            read_log(&inst)
+        );
+    }
+
+    broker.stop();
+    sim.burst(15).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    broker.restart();
+    sim.burst(10).await;
+
+    let expected = device_events(&sim.events().await);
+    assert!(expected.len() >= 45, "{}", expected.len());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut broker_repairs = 0;
+    let lost = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the poller exited ({status}):\n{}", read_log(&inst));
+        }
+        let msgs = read(Duration::from_secs(3));
+        let lost: Vec<String> = missing(&expected, &msgs).into_iter().cloned().collect();
+        if lost.is_empty() || Instant::now() > deadline {
+            break lost;
+        }
+        if broker.restart_if_storage_died() {
+            broker_repairs += 1;
+        }
+    };
+    assert!(
+        lost.is_empty(),
+        "{} of {} events never reached the topic (broker restarted {broker_repairs} more time(s) after its storage died), e.g. {:?}:\n{}",
+        lost.len(),
+        expected.len(),
+        &lost[..lost.len().min(5)],
+        read_log(&inst)
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n--- broker ---\n"
+            + &broker
+                .log()
+                .lines()
+                .filter(|l| !l.contains("UnableToSend") && !l.contains("SendError"))
+                .filter(|l| l.contains("ERROR") || l.contains("WARN") || l.contains("panic"))
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+    );
+    assert!(stop(&mut child).success(), "{}", read_log(&inst));
+}
