@@ -274,10 +274,20 @@ async fn failover(end: impl FnOnce(&mut Spawned)) {
     assert!(stop(&mut child_b).success());
 }
 
-/// A graceful stop (SIGTERM) hands the stopped instance's partitions to the survivor at once:
-/// the worker leaves the group explicitly on the way out, which librdkafka does not do for a
-/// static member by itself.
+/// A graceful stop (SIGTERM) hands the stopped instance's partitions to the survivor: the worker
+/// leaves the group explicitly on the way out, which librdkafka does not do for a static member
+/// by itself.
+///
+/// Not passing on tansu 0.6 (issue #10 item 4, open), measured with librdkafka's debug log: the
+/// LeaveGroup is sent and answered, the survivor rejoins, is assigned both partitions and fetches
+/// their committed offsets, then sends one Fetch for them that tansu never answers; it answers
+/// none of the 40 requests sent after the stop within 90 s. The same happened before static
+/// membership (dynamic members), so it is the rebalance of a member that was already fetching,
+/// not the membership. Run it with
+/// `cargo test --test e2e -- --ignored after_a_graceful_stop`, or against another broker with
+/// `TRUSTGATE_TEST_BROKERS`.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "tansu 0.6 does not answer the survivor's fetch after the rebalance; see the doc comment"]
 async fn after_a_graceful_stop_the_surviving_instance_answers_everything() {
     failover(|child| assert!(stop(child).success())).await;
 }
