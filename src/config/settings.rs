@@ -50,9 +50,9 @@ pub struct KafkaSettings {
     /// The decision workers' consumer group. Ingest joins no group; it only derives a
     /// `<group_id>-ingest` id from it because librdkafka requires one.
     pub group_id: String,
-    /// Static membership (`group.instance.id`): a worker restarted within the session timeout
-    /// gets its partitions back without a rebalance. Unset: a dynamic member (a derived default
-    /// is written, `kafka::group_instance_id`, but held back: see issue #10 item 4).
+    /// The decision worker's static membership id (`group.instance.id`): a restarted worker gets
+    /// its partitions back without a rebalance. Unset: derived per instance from the host name
+    /// and the store path (`kafka::group_instance_id`); the worker is a static member either way.
     pub group_instance_id: Option<String>,
     pub(crate) client_id: String,
     pub(crate) security_protocol: String,

@@ -47,6 +47,14 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts at one reply.
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// The longest a graceful stop waits for the revocation that precedes leaving the group.
+const LEAVE_WITHIN: Duration = Duration::from_secs(5);
+/// How long the consumer is still served once its partitions were revoked, for librdkafka to
+/// send the LeaveGroup before the consumer is closed.
+const LEAVE_AFTER_REVOKED: Duration = Duration::from_millis(500);
+/// One poll of the consumer while leaving.
+const LEAVE_POLL: Duration = Duration::from_millis(50);
+
 /// What becomes of one request: the answer a caller of [`ReplyLoop::run`] gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
@@ -189,7 +197,41 @@ impl ReplyLoop {
             // Nothing stored since the last auto-commit is a normal outcome here.
             tracing::debug!(error = %e, "Final offset commit.");
         }
+        self.leave_group().await;
         Ok(())
+    }
+
+    /// Leaves the consumer group explicitly, so that the partitions go to the other members now.
+    ///
+    /// librdkafka sends no LeaveGroup when a static member (`group.instance.id`) closes (KIP-345:
+    /// its partitions wait for it to come back within the session timeout), and tansu 0.6 never
+    /// hands a silent member's partitions to another member. A stopped instance may not come
+    /// back, so a graceful stop leaves as a dynamic member would; only a crash keeps the place.
+    /// An unsubscribe sends the LeaveGroup once the revocation it starts was served, which needs
+    /// this consumer to be polled; closing the consumer before that would drop it.
+    async fn leave_group(&self) {
+        self.consumer.unsubscribe();
+        let deadline = Instant::now() + LEAVE_WITHIN;
+        let mut revoked_at = None;
+        while Instant::now() < deadline {
+            // Polling serves the revocation; records that still arrive are not answered and
+            // their offsets not stored, so the partitions' next owner answers them.
+            let _ = tokio::time::timeout(LEAVE_POLL, self.consumer.recv()).await;
+            let revoked = self
+                .consumer
+                .assignment()
+                .map(|a| a.count() == 0)
+                .unwrap_or(true);
+            match (revoked, revoked_at) {
+                (false, _) => revoked_at = None,
+                (true, None) => revoked_at = Some(Instant::now()),
+                // The LeaveGroup follows the revocation once the fetchers stopped, within
+                // milliseconds; the consumer's close then waits for its answer.
+                (true, Some(at)) if at.elapsed() >= LEAVE_AFTER_REVOKED => return,
+                (true, Some(_)) => {}
+            }
+        }
+        tracing::warn!("Leaving the consumer group took too long; closing anyway.");
     }
 
     /// Routes one request, asks `answer` what becomes of it, and queues the reply or the dead

@@ -15,8 +15,7 @@ use super::{Answer, Decider};
 use crate::audit::{AuditSink, AuditSource};
 use crate::config::Settings;
 use crate::ingest::IngestStatus;
-use crate::kafka::SharedProducer;
-use crate::kafka::{client_config, Role};
+use crate::kafka::{client_config, group_instance_id, Role, SharedProducer};
 use crate::store::Store;
 use crate::telemetry::metrics;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -39,13 +38,15 @@ pub(crate) async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyh
         return Ok(());
     }
     let topics = &ctx.settings.topics;
-    // Static membership only when configured: a default one derived per instance
-    // (`kafka::group_instance_id`) left fresh workers without partitions on tansu 0.6 (#10.4).
-    let kafka = ctx.settings.kafka.clone();
-    let instance = kafka
-        .group_instance_id
-        .clone()
-        .unwrap_or_else(|| "(dynamic)".into());
+    // Always a static member: the configured id, else one derived from this instance's store
+    // (see `kafka::group_instance_id`), so a restarted worker takes its own place back.
+    let mut kafka = ctx.settings.kafka.clone();
+    let origin = match kafka.group_instance_id {
+        Some(_) => "configured",
+        None => "derived",
+    };
+    let instance = group_instance_id(&kafka, &ctx.settings.store.path);
+    kafka.group_instance_id = Some(instance.clone());
     let replies = ReplyLoop::subscribe(
         &client_config(&kafka, Role::Decider),
         ctx.producer.clone(),
@@ -53,7 +54,8 @@ pub(crate) async fn run(ctx: WorkerContext, shutdown: CancellationToken) -> anyh
         &topics.requests,
     )?;
     tracing::info!(topic = %topics.requests, group = %kafka.group_id,
-        group_instance_id = %instance, "Decision worker started.");
+        group_instance_id = %instance, group_instance_id_from = origin,
+        "Decision worker started.");
     replies
         .run(
             |msg, route| answer(&ctx.decider, &ctx.audit, &topics.responses, msg, route),

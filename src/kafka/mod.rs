@@ -20,6 +20,7 @@ use rdkafka::ClientConfig;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use std::path::Path;
+use std::time::Duration;
 
 /// What a client is for; each role gets the settings its guarantees depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +101,12 @@ pub fn client_config(settings: &KafkaSettings, role: Role) -> ClientConfig {
                     "session.timeout.ms",
                     settings.session_timeout.as_millis().to_string(),
                 )
+                .set(
+                    "heartbeat.interval.ms",
+                    heartbeat_interval(settings.session_timeout)
+                        .as_millis()
+                        .to_string(),
+                )
                 .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
                 .set("enable.partition.eof", "false");
             if let Some(instance) = &settings.group_instance_id {
@@ -114,15 +121,27 @@ pub fn client_config(settings: &KafkaSettings, role: Role) -> ClientConfig {
     cfg
 }
 
+/// The decision worker's heartbeat interval: a tenth of the session timeout, at most librdkafka's
+/// default 3 s.
+///
+/// A static member's first heartbeat must reach the coordinator within the session timeout of
+/// its JoinGroup: tansu 0.6 holds a static member's JoinGroup and its SyncGroup 3 s each, does
+/// not count either as contact, and drops a member whose last contact is older than the session
+/// timeout before it counts the heartbeat. Measured with the default 3 s interval and a 6 s
+/// session: a fresh worker answered none of 10 requests in 90 s (expired at each first
+/// heartbeat, it rejoined forever). The default 10 s session passed, with little to spare.
+fn heartbeat_interval(session_timeout: Duration) -> Duration {
+    (session_timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(3))
+}
+
 /// The decision worker's `group.instance.id`: `[kafka] group_instance_id` when set, else one
 /// derived from this host's name and a short hash of the store's canonical path.
 ///
-/// Static membership is the default because a restarted member with a new identity may never
+/// Static membership is the default because a SIGKILLed and restarted dynamic member may never
 /// get its partitions back (tansu 0.6 does not expire the vanished one) and costs a rebalance
-/// everywhere else. The derived id is stable across restarts of one instance and distinct
-/// between instances: sled locks its directory, so no two running processes share a store path.
-// Not called yet: derived static membership as the default is held back (#10.4), see the worker.
-#[allow(dead_code)]
+/// everywhere else; a static member restarted with the same id takes its own place back. The
+/// derived id is stable across restarts of one instance and distinct between instances: sled
+/// locks its directory, so no two running processes share a store path.
 pub(crate) fn group_instance_id(settings: &KafkaSettings, store: &Path) -> String {
     if let Some(id) = &settings.group_instance_id {
         return id.clone();
@@ -180,6 +199,37 @@ mod tests {
         assert_ne!(
             a,
             derived_instance_id("host-2", Path::new("/var/lib/trustgate/a"))
+        );
+    }
+
+    #[test]
+    fn the_first_heartbeat_lands_well_within_the_session_timeout() {
+        // tansu 0.6 holds a static member's join and sync 3 s each before any heartbeat counts.
+        let broker_holds = Duration::from_secs(6);
+        let session = Duration::from_secs(10);
+        let interval = heartbeat_interval(session);
+        assert!(broker_holds + interval * 2 < session, "{interval:?}");
+        assert_eq!(
+            heartbeat_interval(Duration::from_secs(45)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            heartbeat_interval(Duration::from_millis(500)),
+            Duration::from_millis(100)
+        );
+        let settings = crate::config::load_str("", "t", std::iter::empty())
+            .unwrap()
+            .settings
+            .kafka;
+        let config = client_config(&settings, Role::Decider);
+        assert_eq!(
+            config.get("heartbeat.interval.ms"),
+            Some(
+                heartbeat_interval(settings.session_timeout)
+                    .as_millis()
+                    .to_string()
+                    .as_str()
+            )
         );
     }
 

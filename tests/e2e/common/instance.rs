@@ -71,7 +71,7 @@ impl Instance {
         let path = self.dir.path().join("trustgate.toml");
         let admin = admin.unwrap_or_else(|| ([127, 0, 0, 1], 0).into());
         let text = format!(
-            "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\nsession_timeout = \"6s\"\n\
+            "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\n\
              [topics]\nevents = \"{events}\"\nrequests = \"{requests}\"\nresponses = \"{responses}\"\ndlq = \"{dlq}\"\naudit = \"{audit}\"\n\
              [store]\npath = \"{store}\"\ncache_bytes = 16777216\n[admin]\nlisten = \"{admin}\"\n{extra}",
             brokers = self.brokers.as_deref().unwrap_or_else(|| super::brokers()),
