@@ -10,6 +10,7 @@ mod bench;
 mod cli;
 mod corrupt;
 mod crash;
+mod crash_loop;
 mod dead_letter;
 mod dead_letter_retry;
 mod late_detection;
