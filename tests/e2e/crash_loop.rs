@@ -206,6 +206,10 @@ async fn crash_loop_at_scale() {
     let started = Instant::now();
 
     let inst = Instance::new("crash-loop");
+    let _keep_log = KeepLogOnFailure {
+        log: inst.dir.path().join("trustgate.log"),
+        seed,
+    };
     create_topic(&inst.events, EVENT_PARTITIONS).await;
     create_topic(&inst.requests, 2).await;
     create_topic(&inst.responses, 1).await;
@@ -334,8 +338,9 @@ async fn crash_loop_at_scale() {
     let unanswered: Vec<&String> = requests_sent.difference(&answered).collect();
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "crash loop: {cycles} cycles ({:?}), {} records, {} device states checked, {}/{} requests answered, {} mismatches, {seconds:.0} s, seed {seed}",
+        "crash loop: {cycles} cycles ({:?}, {} ready waits timed out), {} records, {} device states checked, {}/{} requests answered, {} mismatches, {seconds:.0} s, seed {seed}",
         figures.kills,
+        figures.ready_waits_timed_out,
         records.len(),
         figures.device_states_checked,
         answered.len(),
@@ -600,7 +605,10 @@ fn record_results(
         "suite": "crash-loop",
         "test": "crash_loop",
         "cycles": cycles,
-        "kills": figures.kills,
+        "kills_early": figures.kills.get("early").copied().unwrap_or(0),
+        "kills_ready": figures.kills.get("ready").copied().unwrap_or(0),
+        "kills_shutdown": figures.kills.get("shutdown").copied().unwrap_or(0),
+        "ready_waits_timed_out": figures.ready_waits_timed_out,
         "records": records,
         "devices": DEVICES,
         "device_states_checked": figures.device_states_checked,
@@ -619,4 +627,26 @@ fn record_results(
         .open(&path)
         .unwrap_or_else(|e| panic!("{path}: {e}"));
     writeln!(file, "{line}").unwrap_or_else(|e| panic!("{path}: {e}"));
+}
+
+/// On a failure, keeps the instance's whole log (every run of the loop) under the target
+/// directory: the test's temporary directory goes as it unwinds.
+struct KeepLogOnFailure {
+    log: std::path::PathBuf,
+    seed: u64,
+}
+
+impl Drop for KeepLogOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let kept = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("crash-loop-{}.log", self.seed));
+            if std::fs::copy(&self.log, &kept).is_ok() {
+                eprintln!(
+                    "crash loop: the instance's whole log is kept at {}",
+                    kept.display()
+                );
+            }
+        }
+    }
 }
