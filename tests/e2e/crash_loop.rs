@@ -26,6 +26,7 @@
 //! run's figures to as one JSON line (`scripts/crash-loop`).
 
 use crate::common::*;
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -297,6 +298,14 @@ async fn crash_loop_at_scale() {
         }
     }
 
+    // What the broker says each partition's end is, against where the delivery reports put it:
+    // a short watermark is what makes ingest rebuild (told in the failure, not asserted: it is
+    // the broker's).
+    let watermarks = broker_ends(&inst.events, &placed);
+    println!(
+        "crash loop: events partitions, (broker high watermark, delivered end): {watermarks:?}"
+    );
+
     // Last start: it must catch up with the whole history and answer every request.
     let mut child = inst.spawn_with(|c| {
         c.env("TRUSTGATE_KAFKA__GROUP_INSTANCE_ID", &static_member);
@@ -336,9 +345,15 @@ async fn crash_loop_at_scale() {
     }
 
     let unanswered: Vec<&String> = requests_sent.difference(&answered).collect();
+    // The topic is never recreated or truncated here: a rebuild means ingest distrusted its own
+    // offsets (and a rebuild cut short by a kill stores offsets that went back).
+    let rebuilds = inst
+        .log()
+        .matches("rebuilding the state from its beginning")
+        .count();
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "crash loop: {cycles} cycles ({:?}, {} ready waits timed out), {} records, {} device states checked, {}/{} requests answered, {} mismatches, {seconds:.0} s, seed {seed}",
+        "crash loop: {cycles} cycles ({:?}, {} ready waits timed out), {} records, {} device states checked, {}/{} requests answered, {} mismatches, {rebuilds} rebuilds, {seconds:.0} s, seed {seed}",
         figures.kills,
         figures.ready_waits_timed_out,
         records.len(),
@@ -353,6 +368,7 @@ async fn crash_loop_at_scale() {
         records.len(),
         &requests_sent,
         &answered,
+        rebuilds,
         seconds,
         seed,
     );
@@ -368,6 +384,11 @@ async fn crash_loop_at_scale() {
         unanswered.len(),
         requests_sent.len(),
         unanswered.iter().take(5).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        rebuilds, 0,
+        "ingest rebuilt its state {rebuilds} times on a topic that was never recreated \
+         (partition: (broker high watermark, delivered end) {watermarks:?}); TRUSTGATE_CRASH_SEED={seed}"
     );
     let (early, ready, shutdown) = (
         figures.kills.get("early").copied().unwrap_or(0),
@@ -525,6 +546,22 @@ fn retry_locked<T>(open: impl Fn() -> Result<T, StoreError>) -> T {
     }
 }
 
+/// Per partition of `topic`: the high watermark the broker reports, and the end the delivery
+/// reports of the records published to it put it at.
+fn broker_ends(topic: &str, placed: &Placed) -> BTreeMap<i32, (i64, i64)> {
+    let consumer = reader_from_beginning(brokers(), topic, Duration::from_secs(10));
+    placed
+        .at
+        .iter()
+        .map(|(&p, offsets)| {
+            let high = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(5))
+                .map_or(-1, |(_, high)| high);
+            (p, (high, offsets.keys().next_back().map_or(0, |o| o + 1)))
+        })
+        .collect()
+}
+
 /// Waits until `/readyz` says caught up; false if it did not within `within`.
 async fn caught_up_within(inst: &Instance, child: &mut Spawned, within: Duration) -> bool {
     let deadline = Instant::now() + within;
@@ -595,6 +632,7 @@ fn record_results(
     records: usize,
     sent: &BTreeSet<String>,
     answered: &BTreeSet<String>,
+    rebuilds: usize,
     seconds: f64,
     seed: u64,
 ) {
@@ -615,6 +653,7 @@ fn record_results(
         "requests_sent": sent.len(),
         "requests_answered": sent.intersection(answered).count(),
         "mismatches": figures.mismatches,
+        "rebuilds": rebuilds,
         "seconds": seconds.round() as u64,
         "seed": seed.to_string(),
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
