@@ -318,6 +318,7 @@ async fn crash_loop_at_scale() {
         c.env("TRUSTGATE_KAFKA__GROUP_INSTANCE_ID", &static_member);
     });
     let mut answered: BTreeSet<String> = BTreeSet::new();
+    let (mut decided, mut reader) = (String::new(), ResponsesRead::default());
     if figures.mismatches == 0 {
         inst.wait_ready(&mut child).await;
         // Through the running instance's admin API: every device the model knows, as it would
@@ -333,12 +334,17 @@ async fn crash_loop_at_scale() {
                 eprintln!("{guid} through the admin API after the loop: {got:?}, want {want}");
             }
         }
-        answered = answers(
+        let read;
+        (answered, read) = answers(
             &addr,
             &inst.responses,
             &requests_sent,
             Duration::from_secs(90),
         );
+        // The instance's own count of decisions, told when requests went unanswered: replies
+        // not made, or made and not read back.
+        decided = metric_lines(&inst, "trustgate_decisions_total").await;
+        reader = read;
         assert!(
             stop(&mut child).success(),
             "the last run did not stop cleanly"
@@ -392,7 +398,8 @@ async fn crash_loop_at_scale() {
     );
     assert!(
         unanswered.is_empty(),
-        "{} of {} requests never answered (first: {:?}); TRUSTGATE_CRASH_SEED={seed}",
+        "{} of {} requests never answered (first: {:?}); responses topic read: {reader:?}; \
+         the last run's decisions: {decided}; TRUSTGATE_CRASH_SEED={seed}",
         unanswered.len(),
         requests_sent.len(),
         unanswered.iter().take(5).collect::<Vec<_>>()
@@ -605,6 +612,13 @@ async fn caught_up_within(inst: &Instance, child: &mut Spawned, within: Duration
     false
 }
 
+/// What reading the responses topic saw besides the answered ids.
+#[derive(Debug, Default)]
+struct ResponsesRead {
+    records: usize,
+    errors: usize,
+}
+
 /// The request ids answered on `responses`, reading until every one of `sent` was or
 /// `timeout` passed.
 fn answers(
@@ -612,20 +626,40 @@ fn answers(
     responses: &str,
     sent: &BTreeSet<String>,
     timeout: Duration,
-) -> BTreeSet<String> {
+) -> (BTreeSet<String>, ResponsesRead) {
     let consumer = reader_from_beginning(brokers, responses, Duration::from_secs(10));
     let deadline = Instant::now() + timeout;
     let mut seen = BTreeSet::new();
+    let mut read = ResponsesRead::default();
     while !sent.is_subset(&seen) && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let reply: serde_json::Value =
-                serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
-            if let Some(id) = reply["request_id"].as_str() {
-                seen.insert(id.to_owned());
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                read.records += 1;
+                let reply: serde_json::Value =
+                    serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
+                if let Some(id) = reply["request_id"].as_str() {
+                    seen.insert(id.to_owned());
+                }
             }
+            Some(Err(_)) => read.errors += 1,
+            None => {}
         }
     }
-    seen
+    (seen, read)
+}
+
+/// The lines of the running instance's `/metrics` that start with `name`.
+async fn metric_lines(inst: &Instance, name: &str) -> String {
+    let Ok(r) = reqwest::get(inst.admin("/metrics")).await else {
+        return "(no /metrics)".into();
+    };
+    let text = r.text().await.unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(name)).collect();
+    if lines.is_empty() {
+        format!("(no {name})")
+    } else {
+        lines.join("; ")
+    }
 }
 
 fn signal(child: &Spawned, sig: &str) {
