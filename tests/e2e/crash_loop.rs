@@ -627,8 +627,17 @@ fn answers(
     sent: &BTreeSet<String>,
     timeout: Duration,
 ) -> (BTreeSet<String>, ResponsesRead) {
-    let consumer = reader_from_beginning(brokers, responses, Duration::from_secs(10));
     let deadline = Instant::now() + timeout;
+    // A busy broker may answer metadata without the topic's partitions; assigned none, the
+    // reader would read nothing and every request would look unanswered.
+    let consumer = loop {
+        let consumer = reader_from_beginning(brokers, responses, Duration::from_secs(10));
+        let assigned = consumer.assignment().map_or(0, |a| a.count());
+        if assigned > 0 || Instant::now() > deadline {
+            break consumer;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
     let mut seen = BTreeSet::new();
     let mut read = ResponsesRead::default();
     while !sent.is_subset(&seen) && Instant::now() < deadline {
