@@ -191,6 +191,8 @@ struct Figures {
     ready_waits_timed_out: usize,
     device_states_checked: usize,
     mismatches: usize,
+    /// Ingest rebuilds logged over the whole run.
+    rebuilds: usize,
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -369,6 +371,7 @@ async fn crash_loop_at_scale() {
         .log()
         .matches("rebuilding the state from its beginning")
         .count();
+    figures.rebuilds = rebuilds;
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "crash loop: {cycles} cycles ({:?}, {} ready waits timed out), {} records, {} device states checked, {}/{} requests answered, {} mismatches, {rebuilds} rebuilds, {seconds:.0} s, seed {seed}",
@@ -386,7 +389,6 @@ async fn crash_loop_at_scale() {
         records.len(),
         &requests_sent,
         &answered,
-        rebuilds,
         seconds,
         seed,
     );
@@ -703,7 +705,6 @@ fn record_results(
     records: usize,
     sent: &BTreeSet<String>,
     answered: &BTreeSet<String>,
-    rebuilds: usize,
     seconds: f64,
     seed: u64,
 ) {
@@ -724,7 +725,7 @@ fn record_results(
         "requests_sent": sent.len(),
         "requests_answered": sent.intersection(answered).count(),
         "mismatches": figures.mismatches,
-        "rebuilds": rebuilds,
+        "rebuilds": figures.rebuilds,
         "seconds": seconds.round() as u64,
         "seed": seed.to_string(),
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
