@@ -238,6 +238,8 @@ async fn crash_loop_at_scale() {
     let mut placed = Placed::default();
     let mut figures = Figures::default();
     let mut requests_sent: BTreeSet<String> = BTreeSet::new();
+    // Cycles whose kill and check completed (fewer than `cycles` when a check failed).
+    let mut cycles_run = 0;
 
     for cycle in 0..cycles {
         let kill = [Kill::Early, Kill::Ready, Kill::Shutdown][rng.below(3) as usize];
@@ -302,6 +304,7 @@ async fn crash_loop_at_scale() {
             &context,
             false,
         );
+        cycles_run += 1;
         if figures.mismatches > 0 {
             break;
         }
@@ -374,7 +377,7 @@ async fn crash_loop_at_scale() {
     figures.rebuilds = rebuilds;
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "crash loop: {cycles} cycles ({:?}, {} ready waits timed out), {} records, {} device states checked, {}/{} requests answered, {} mismatches, {rebuilds} rebuilds, {seconds:.0} s, seed {seed}",
+        "crash loop: {cycles_run} cycles ({:?}, {} ready waits timed out), {} records, {} device states checked, {}/{} requests answered, {} mismatches, {rebuilds} rebuilds, {seconds:.0} s, seed {seed}",
         figures.kills,
         figures.ready_waits_timed_out,
         records.len(),
@@ -385,7 +388,7 @@ async fn crash_loop_at_scale() {
     );
     record_results(
         &figures,
-        cycles,
+        cycles_run,
         records.len(),
         &requests_sent,
         &answered,
