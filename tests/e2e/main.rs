@@ -11,6 +11,7 @@ mod broker_down;
 mod cli;
 mod corrupt;
 mod crash;
+mod crash_loop;
 mod dead_letter;
 mod dead_letter_retry;
 mod late_detection;
