@@ -115,6 +115,92 @@ fn sigkill(child: &mut Spawned) {
     child.wait().unwrap();
 }
 
+/// Issue #14 item 2: the broker freezes (SIGSTOP) for longer than `message.timeout.ms` while
+/// requests flow, with its connections open, then thaws. Replies whose delivery timed out are
+/// produced again by the worker; every request is answered.
+///
+/// Ignored: on tansu 0.6 (sqlite storage) the thawed broker panics in its storage
+/// (`tansu-storage-0.6.0/src/lite.rs:503: more or less than one row`, seen in the 1 run whose
+/// broker log was read) and answers nothing after, so about 16,500 of 20,000 requests stay
+/// unanswered whatever the client does; the worker's side (timed-out replies produced again,
+/// the producer replaced after `UNKNOWN_SERVER_ERROR`) shows in its log. Kept to rerun against
+/// a fixed broker.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "tansu 0.6 panics in its sqlite storage after a SIGSTOP pause (see the doc comment)"]
+async fn a_broker_pause_past_the_message_timeout_leaves_no_request_unanswered() {
+    let broker = OwnBroker::start();
+    let brokers = broker.addr();
+    let mut inst = Instance::new("bpause");
+    inst.brokers = Some(brokers.clone());
+    // A produce request in flight to a frozen broker fails after request.timeout.ms, a queued
+    // record after message.timeout.ms: both made far shorter than the pause.
+    inst.extra_config = "[kafka.properties]\n\"message.timeout.ms\" = \"2000\"\n\"request.timeout.ms\" = \"1000\"\n".into();
+    topics(&inst, &brokers).await;
+    let mut child = inst.spawn();
+    inst.wait_ready(&mut child).await;
+
+    let all = ids("p", 20000);
+    // Requests keep arriving while the broker freezes, so that replies are in flight then.
+    let sender = {
+        let (producer, topic, all) = (requester(&brokers), inst.requests.clone(), all.clone());
+        tokio::spawn(async move { send_all(&producer, &topic, &all).await })
+    };
+    // Freeze as soon as the first replies come back: the worker is then mid-stream.
+    let first = tokio::task::spawn_blocking({
+        let (brokers, responses) = (brokers.clone(), inst.responses.clone());
+        move || {
+            let reader = reader_from_beginning(&brokers, &responses, Duration::from_secs(30));
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Some(Ok(_)) = reader.poll(Duration::from_millis(50)) {
+                    return true;
+                }
+            }
+            false
+        }
+    });
+    assert!(
+        first.await.unwrap(),
+        "no reply before the pause:\n{}",
+        inst.log()
+    );
+    broker.signal("-STOP");
+    // The broker is frozen, not gone: it accepts nothing and answers nothing.
+    let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    assert!(
+        probe
+            .fetch_metadata(None, Duration::from_millis(1500))
+            .is_err(),
+        "the paused broker answered"
+    );
+    // Three message timeouts: every reply in flight when the pause began has timed out.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    broker.signal("-CONT");
+    sender.await.unwrap();
+
+    let missing = unanswered(&brokers, &inst.responses, &all, Duration::from_secs(120));
+    assert!(
+        missing.is_empty(),
+        "{} of {} requests never answered, e.g. {:?}:\n{}\n--- broker log (tail) ---\n{}",
+        missing.len(),
+        all.len(),
+        &missing[..missing.len().min(5)],
+        inst.log(),
+        tail(&broker.log(), 60),
+    );
+    eprintln!(
+        "broker pause: {} reply deliveries failed and were produced again",
+        inst.log().matches("Reply was not delivered").count()
+    );
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!("trustgate exited ({status}):\n{}", inst.log());
+    }
+    assert!(stop(&mut child).success(), "{}", inst.log());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_restart_while_requests_flow_loses_no_reply() {
     let mut broker = OwnBroker::start();

@@ -177,6 +177,17 @@ impl OwnBroker {
         died
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the broker process: it keeps its connections
+    /// open and answers nothing meanwhile, as a broker in a long GC pause or on a stalled disk.
+    pub fn signal(&self, signal: &str) {
+        let pattern = format!("tansu broker --listener-url tcp://127.0.0.1:{} ", self.port);
+        let status = Command::new("pkill")
+            .args([signal, "-f", &pattern])
+            .status()
+            .expect("running pkill");
+        assert!(status.success(), "no tansu process matched {pattern:?}");
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
     }
