@@ -189,7 +189,7 @@ async fn a_broker_pause_past_the_message_timeout_leaves_no_request_unanswered() 
         all.len(),
         &missing[..missing.len().min(5)],
         inst.log(),
-        tail(&broker.log(), 60),
+        broker.log_tail(60),
     );
     eprintln!(
         "broker pause: {} reply deliveries failed and were produced again",
@@ -244,7 +244,7 @@ async fn a_broker_restart_while_requests_flow_loses_no_reply() {
         all.len(),
         &missing[..missing.len().min(5)],
         inst.log(),
-        tail(&broker.log(), 60),
+        broker.log_tail(60),
     );
     assert!(stop(&mut child).success());
 }
@@ -433,14 +433,4 @@ async fn a_reply_topic_that_does_not_exist_is_answered_invalid_request() {
     let md = admin.fetch_metadata(None, Duration::from_secs(10)).unwrap();
     assert!(!md.topics().iter().any(|t| t.name() == missing_topic));
     assert!(stop(&mut child).success());
-}
-
-/// The last `lines` lines of `text`, leaving out the storage-channel errors a broken tansu
-/// repeats for every request: enough of a broker log to tell why it stopped answering.
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.contains("UnableToSend") && !l.contains("SendError"))
-        .collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -388,14 +388,7 @@ async fn the_poller_survives_a_broker_restart_and_loses_no_event() {
             .collect::<Vec<_>>()
             .join("\n")
             + "\n--- broker ---\n"
-            + &broker
-                .log()
-                .lines()
-                .filter(|l| !l.contains("UnableToSend") && !l.contains("SendError"))
-                .filter(|l| l.contains("ERROR") || l.contains("WARN") || l.contains("panic"))
-                .take(40)
-                .collect::<Vec<_>>()
-                .join("\n")
+            + &broker.log_tail(40)
     );
     assert!(stop(&mut child).success(), "{}", read_log(&inst));
 }

@@ -188,6 +188,17 @@ impl OwnBroker {
         assert!(status.success(), "no tansu process matched {pattern:?}");
     }
 
+    /// The last `lines` lines of the log, leaving out the storage-channel errors a broken tansu
+    /// repeats for every request: enough to tell why it stopped answering.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let kept: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("UnableToSend") && !l.contains("SendError"))
+            .collect();
+        kept[kept.len().saturating_sub(lines)..].join("\n")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
     }
