@@ -224,7 +224,8 @@ impl Ingest {
             let (low, mut high) =
                 consumer.fetch_watermarks(&self.topic, *p, Duration::from_secs(10))?;
             if let Some(applied) = stored.get(p).copied().filter(|s| *s > high) {
-                if self.applied_records_still_there(*p, applied, high) {
+                if self.applied_records_still_there(*p, applied, high, last_records.get(p).copied())
+                {
                     high = applied;
                 }
             }
@@ -405,12 +406,15 @@ impl Ingest {
     /// state came from and the reported end is the broker's error: tansu 0.6's in-memory
     /// storage reports an idle partition's end a few records short for minutes (measured: 2767
     /// against 2777 delivered), and taking that for a truncated topic rebuilt the whole state
-    /// every few seconds. Without the record read back as it was, the end is believed.
-    fn applied_records_still_there(&mut self, partition: i32, next: i64, high: i64) -> bool {
-        let expected = match self.ctx.store.last_records(&self.topic) {
-            Ok(last) => last.get(&partition).copied(),
-            Err(_) => None,
-        };
+    /// every few seconds. Without the record read back as it was (`expected`: its stored
+    /// timestamp), the end is believed.
+    fn applied_records_still_there(
+        &mut self,
+        partition: i32,
+        next: i64,
+        high: i64,
+        expected: Option<Millis>,
+    ) -> bool {
         let Some(expected) = expected else {
             return false;
         };
@@ -420,6 +424,16 @@ impl Ingest {
                 "The broker reports the events partition ending before records already applied, which are still there; keeping the state.");
         }
         there
+    }
+
+    /// The stored timestamp of the last record applied from `partition`, when there is one.
+    fn last_record(&self, partition: i32) -> Option<Millis> {
+        self.ctx
+            .store
+            .last_records(&self.topic)
+            .ok()?
+            .get(&partition)
+            .copied()
     }
 
     /// Reads the record at `offset` of `partition` with a short-lived consumer of its own, so
@@ -478,7 +492,9 @@ impl Ingest {
                 Ok((_, high)) => {
                     self.ctx.status.broker_answered();
                     let next = self.next.get(&p).copied().unwrap_or(0);
-                    if next > high && !self.applied_records_still_there(p, next, high) {
+                    if next > high
+                        && !self.applied_records_still_there(p, next, high, self.last_record(p))
+                    {
                         return Some(Mismatch::BeyondEnd {
                             partition: p,
                             stored: next,
