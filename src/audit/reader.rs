@@ -116,12 +116,7 @@ pub fn read(kafka: &KafkaSettings, topic: &str, filter: &AuditFilter) -> anyhow:
     let metadata = consumer
         .fetch_metadata(Some(topic), LOOKUP_TIMEOUT)
         .with_context(|| format!("reading metadata of {topic}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = crate::kafka::partition_ids(&metadata, topic);
     if partitions.is_empty() {
         bail!("audit topic {topic} does not exist (nothing audited yet, or [topics] audit names another topic)");
     }

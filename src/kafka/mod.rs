@@ -12,6 +12,7 @@ mod topics;
 
 pub use producer::{enqueue, enqueue_blocking, flush_producer, start_producer};
 pub use shared::SharedProducer;
+pub(crate) use topics::partition_ids;
 pub use topics::{ensure_topics, ensure_topics_until_created, TopicSetupError};
 
 use crate::config::KafkaSettings;

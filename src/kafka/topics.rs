@@ -108,6 +108,17 @@ pub async fn ensure_topics_until_created(
     }
 }
 
+/// The partition ids `metadata` lists for `topic`; none when the topic does not exist (or the
+/// broker reported an error for it).
+pub(crate) fn partition_ids(metadata: &rdkafka::metadata::Metadata, topic: &str) -> Vec<i32> {
+    metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect()
+}
+
 /// Broker answers to a topic creation that another attempt would only repeat.
 fn refused_for_good(code: RDKafkaErrorCode) -> bool {
     matches!(

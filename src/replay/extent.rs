@@ -51,12 +51,7 @@ pub fn read(
     let metadata = consumer
         .fetch_metadata(Some(topic), BROKER_TIMEOUT)
         .map_err(kafka_error)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = crate::kafka::partition_ids(&metadata, topic);
     if partitions.is_empty() {
         return Err(ExtentError::NoTopic(topic.to_owned()));
     }
