@@ -38,6 +38,18 @@ fn replay(inst: &Instance) -> Output {
     run_cli(inst, &["replay"], "")
 }
 
+/// A command's stdout, once it is known to have exited 0 (its output is in the panic otherwise).
+fn succeeded(out: &Output) -> String {
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    stdout
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -235,14 +247,7 @@ async fn replay_rebuilds_the_state_a_live_instance_folded() {
         .map(|id| inspect(&inst, id))
         .collect();
 
-    let out = replay(&inst);
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
+    let stdout = succeeded(&replay(&inst));
     assert!(
         stdout.contains(&format!(
             "Replayed {published} records from 2 partition(s) of {} into 5 device(s)",
@@ -302,14 +307,7 @@ async fn replay_repairs_a_store_holding_a_corrupt_value() {
         ("deny".to_owned(), "store_unavailable".to_owned())
     );
 
-    let out = replay(&inst);
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
+    let stdout = succeeded(&replay(&inst));
     assert!(
         stdout.contains("It held 1 corrupt device value(s)."),
         "{stdout}"
@@ -341,14 +339,7 @@ async fn replay_repairs_a_store_that_does_not_open() {
     let (code, _) = inspect(&inst, "rp-hit");
     assert_ne!(code, Some(0), "the damaged store does not answer");
 
-    let out = run_cli(&inst, &["replay", "--remove-previous"], "");
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
+    let stdout = succeeded(&run_cli(&inst, &["replay", "--remove-previous"], ""));
     assert!(
         stdout.contains("Previous store removed. It did not open:"),
         "{stdout}"
