@@ -25,12 +25,13 @@ use crate::kafka::SharedProducer;
 use crate::topic::dead_letter_record;
 use anyhow::Context;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::Producer;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientConfig;
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -427,10 +428,29 @@ async fn commit_in_order(
             );
             return;
         }
-        if let Err(e) = consumer.store_offset(&requests, partition, offset + 1) {
+        if let Err(e) = store_next_offset(&consumer, &requests, partition, offset) {
             tracing::warn!(error = %e, partition, "Cannot store request offset.");
         }
     }
+}
+
+/// Stores `offset + 1`, the next request to read, as the partition's position to commit.
+///
+/// Through `store_offsets` and an explicit list, not `Consumer::store_offset`: that one calls
+/// librdkafka's legacy `rd_kafka_offset_store`, which adds 1 itself, so passing `offset + 1`
+/// there committed one past the next request. The partition's next owner (after a restart, a
+/// graceful hand-over or a rebalance) then started one request too far: on Kafka it skipped
+/// that request unanswered; on tansu 0.6, which answers a fetch from inside a batch with
+/// nothing, it read nothing more from the partition at all.
+fn store_next_offset(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> KafkaResult<()> {
+    let mut next = TopicPartitionList::with_capacity(1);
+    next.add_partition_offset(topic, partition, Offset::Offset(offset + 1))?;
+    consumer.store_offsets(&next)
 }
 
 /// Awaits one reply's acknowledgement, producing it again with backoff while it fails, and

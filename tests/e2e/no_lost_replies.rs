@@ -317,6 +317,69 @@ async fn sigkill_and_restart_in_a_row_leaves_no_request_unanswered() {
     assert!(stop(&mut child).success());
 }
 
+/// The offset committed for a request partition is the next request to read, never one past
+/// it: after every request was answered and the worker stopped, the group's committed offsets
+/// equal the partitions' ends. (rust-rdkafka's `store_offset` adds 1 itself; storing
+/// `offset + 1` through it committed one too far, so the next owner of a partition skipped
+/// its next request — and on tansu read nothing more from it.)
+#[tokio::test(flavor = "multi_thread")]
+async fn the_committed_offset_is_the_next_request_not_one_past_it() {
+    let inst = Instance::new("committed");
+    topics(&inst, brokers()).await;
+    let mut child = inst.spawn();
+    inst.wait_ready(&mut child).await;
+    let sent = ids("committed", 30);
+    // Where each request landed, from its delivery report (tansu 0.6's in-memory storage
+    // reports an idle partition's high watermark short, so the watermark cannot say it).
+    let producer = requester(brokers());
+    let mut ends = [0i64; REQUEST_PARTITIONS as usize];
+    for id in &sent {
+        let body = request(id);
+        let delivered = producer
+            .send(
+                FutureRecord::to(&inst.requests).key(id).payload(&body),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("sending a request");
+        let end = &mut ends[delivered.partition as usize];
+        *end = (*end).max(delivered.offset + 1);
+    }
+    let missing = unanswered(brokers(), &inst.responses, &sent, Duration::from_secs(90));
+    assert!(missing.is_empty(), "{missing:?}:\n{}", inst.log());
+    assert!(stop(&mut child).success(), "{}", inst.log());
+
+    let group: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", &inst.group)
+        .create()
+        .unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for p in 0..REQUEST_PARTITIONS {
+        partitions.add_partition(&inst.requests, p);
+    }
+    let committed = group
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .unwrap();
+    for (p, end) in ends.iter().enumerate() {
+        let at = committed
+            .find_partition(&inst.requests, p as i32)
+            .map(|e| e.offset());
+        // A partition that received no request has nothing to commit.
+        let expected = if *end == 0 {
+            rdkafka::Offset::Invalid
+        } else {
+            rdkafka::Offset::Offset(*end)
+        };
+        assert_eq!(
+            at,
+            Some(expected),
+            "partition {p}: committed vs next offset {end}"
+        );
+    }
+}
+
 /// The `group_instance_id` field of a "Decision worker started." line (a derived id starts
 /// `trustgate-`; the module path `trustgate::` does not match).
 fn logged_instance_id(line: &str) -> String {
@@ -375,18 +438,10 @@ async fn failover(end: impl FnOnce(&mut Spawned)) {
 
 /// A graceful stop (SIGTERM) hands the stopped instance's partitions to the survivor: the worker
 /// leaves the group explicitly on the way out, which librdkafka does not do for a static member
-/// by itself.
-///
-/// Not passing on tansu 0.6 (issue #10 item 4, open), measured with librdkafka's debug log: the
-/// LeaveGroup is sent and answered, the survivor rejoins, is assigned both partitions and fetches
-/// their committed offsets, then sends one Fetch for them that tansu never answers; it answers
-/// none of the 40 requests sent after the stop within 90 s. The same happened before static
-/// membership (dynamic members), so it is the rebalance of a member that was already fetching,
-/// not the membership. Run it with
-/// `cargo test --test e2e -- --ignored after_a_graceful_stop`, or against another broker with
-/// `TRUSTGATE_TEST_BROKERS`.
+/// by itself. The survivor resumes each partition at the offset the stopped one committed,
+/// which must be the next request (see `the_committed_offset_is_the_next_request_not_one_past_it`:
+/// one past it, the survivor read nothing more on tansu 0.6).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "tansu 0.6 does not answer the survivor's fetch after the rebalance; see the doc comment"]
 async fn after_a_graceful_stop_the_surviving_instance_answers_everything() {
     failover(|child| assert!(stop(child).success())).await;
 }
