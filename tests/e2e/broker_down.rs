@@ -78,6 +78,7 @@ async fn a_broker_down_at_start_leaves_the_service_up_and_not_ready_until_it_com
     // The broker arrives: topics are created by the instance itself, a device is fed, and the
     // instance answers from it without a restart.
     broker.restart();
+    let back = Instant::now();
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", broker.addr())
         .set("message.timeout.ms", "60000")
@@ -106,7 +107,7 @@ async fn a_broker_down_at_start_leaves_the_service_up_and_not_ready_until_it_com
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    loop {
+    let decided_after = loop {
         let r = client
             .post(inst.admin("/v1/decide"))
             .body(REQUEST)
@@ -120,7 +121,7 @@ async fn a_broker_down_at_start_leaves_the_service_up_and_not_ready_until_it_com
                 (Some("deny"), Some("compromised")),
                 "{body}"
             );
-            break;
+            break back.elapsed();
         }
         assert!(
             Instant::now() < deadline,
@@ -128,9 +129,19 @@ async fn a_broker_down_at_start_leaves_the_service_up_and_not_ready_until_it_com
             inst.log()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
     if let Ok(Some(status)) = child.try_wait() {
         panic!("trustgate exited ({status}):\n{}", inst.log());
     }
     assert!(stop(&mut child).success(), "{}", inst.log());
+    figures::record(
+        "broker",
+        "broker_down_at_start",
+        serde_json::json!({
+            "down_seconds": figures::secs(back.duration_since(down_from)),
+            // From the broker's start to the first decision from the record fed then (the
+            // record is retried every 0.5 s until the instance has created the events topic).
+            "first_decision_after_seconds": figures::secs(decided_after),
+        }),
+    );
 }

@@ -12,6 +12,7 @@ mod cli;
 mod corrupt;
 mod crash;
 mod crash_loop;
+mod crash_loop_sources;
 mod dead_letter;
 mod dead_letter_retry;
 mod late_detection;

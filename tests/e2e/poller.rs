@@ -89,11 +89,40 @@ async fn every_event_arrives_once_byte_for_byte_across_pages_and_polls() {
     assert_key_never_logged(&inst);
 }
 
-/// SIGKILL at random points, 20 times, while SE keeps producing events: afterwards the topic
-/// holds every simulated device event (duplicates allowed).
+/// How many times the kill loop kills the poller: 20, or `TRUSTGATE_POLLER_KILLS` (what
+/// `scripts/poller-faults` sets for a long run).
+fn kill_cycles() -> usize {
+    std::env::var("TRUSTGATE_POLLER_KILLS")
+        .ok()
+        .map(|v| v.parse().expect("TRUSTGATE_POLLER_KILLS: a whole number"))
+        .unwrap_or(20)
+}
+
+/// The HTTP faults the kill loop mixes in, one drawn now and then: each is one the poller must
+/// ride out without losing or skipping an event.
+fn random_fault(rng: &mut impl rand::Rng) -> serde_json::Value {
+    match rng.gen_range(0..7) {
+        0 => serde_json::json!({"kind": "status", "status": 503}),
+        1 => serde_json::json!({"kind": "status", "status": 500}),
+        // A reset a few seconds away: the real window's (up to an hour) would stall the loop.
+        2 => serde_json::json!({"kind": "rate_limited", "reset": 2, "retry_after": 1}),
+        3 => serde_json::json!({"kind": "malformed"}),
+        4 => serde_json::json!({"kind": "invalid_page"}),
+        5 => serde_json::json!({"kind": "drop"}),
+        _ => {
+            serde_json::json!({"kind": "shift", "events": rng.gen_range(1..8), "path": "/v1/events"})
+        }
+    }
+}
+
+/// SIGKILL at random points (20 times; `TRUSTGATE_POLLER_KILLS`) while SE keeps producing
+/// events and answers some requests with a fault: afterwards the topic holds every simulated
+/// device event (duplicates allowed).
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_loop_loses_no_event() {
     use rand::{Rng, SeedableRng};
+    let started = Instant::now();
+    let cycles = kill_cycles();
     let mut inst = Instance::new("poll-kill");
     let sim = Tenant::new(20)
         .sim(&["--seed", "5", "--history", "40m", "--noise-every", "3s"])
@@ -103,12 +132,18 @@ async fn sigkill_loop_loses_no_event() {
         .poller("requests_per_hour = 14400\nburst = 1")
         .start(&mut inst);
     create_topic(&inst.events, 3).await;
-    let seed: u64 = rand::random();
-    eprintln!("kill schedule seed {seed}");
+    let seed: u64 = std::env::var("TRUSTGATE_POLLER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("kill schedule seed {seed} (TRUSTGATE_POLLER_SEED replays it), {cycles} kills");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for round in 0..20 {
+    for round in 0..cycles {
         if rng.gen_bool(0.5) {
             sim.burst(rng.gen_range(1..15)).await;
+        }
+        if rng.gen_bool(0.5) {
+            sim.fault(random_fault(&mut rng)).await;
         }
         let mut child = spawn_poller(&inst);
         // Start-up (topics, producer) takes a variable while; count from when polling starts.
@@ -134,14 +169,14 @@ async fn sigkill_loop_loses_no_event() {
     let lost = missing(&expected, &msgs);
     assert!(
         lost.is_empty(),
-        "{} of {} events lost: {lost:?}",
+        "{} of {} events lost (seed {seed}): {lost:?}",
         lost.len(),
         expected.len()
     );
     let got = events_on_topic(&msgs);
     let dups: usize = got.values().map(|c| c.len() - 1).sum();
     eprintln!(
-        "{} events, {dups} duplicate copies after 20 kills",
+        "{} events, {dups} duplicate copies after {cycles} kills",
         expected.len()
     );
     // Re-published events show that kills landed between publishing and checkpointing.
@@ -150,6 +185,21 @@ async fn sigkill_loop_loses_no_event() {
         "no kill landed mid-poll: the loop did not exercise the checkpoint"
     );
     assert_key_never_logged(&inst);
+    let stats = sim.stats().await;
+    figures::record(
+        "poller",
+        "poller_kill_loop",
+        serde_json::json!({
+            "cycles": cycles,
+            "events_checked": expected.len(),
+            "lost": lost.len(),
+            "duplicate_copies": dups,
+            "faults_injected": stats["faults_injected"],
+            "requests": stats["requests"],
+            "seconds": started.elapsed().as_secs(),
+            "seed": seed.to_string(),
+        }),
+    );
 }
 
 /// `trustgate run` with `[poller] enabled`: a compromise in SE denies within a poll, and its
@@ -357,6 +407,7 @@ async fn the_poller_survives_a_broker_restart_and_loses_no_event() {
     sim.burst(15).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     broker.restart();
+    let back = Instant::now();
     sim.burst(10).await;
 
     let expected = device_events(&sim.events().await);
@@ -390,5 +441,18 @@ async fn the_poller_survives_a_broker_restart_and_loses_no_event() {
             + "\n--- broker ---\n"
             + &broker.log_tail(40)
     );
+    // Measured to the read of the whole topic (each takes about 3 s) that found the last event.
+    let recovered = back.elapsed();
     assert!(stop(&mut child).success(), "{}", read_log(&inst));
+    figures::record(
+        "broker",
+        "broker_restart_poller",
+        serde_json::json!({
+            "events_checked": expected.len(),
+            "lost": lost.len(),
+            "outage_seconds": 6,
+            "all_published_after_seconds": figures::secs(recovered),
+            "broker_storage_repairs": broker_repairs,
+        }),
+    );
 }

@@ -1,5 +1,7 @@
 //! Faults injected on demand, for testing a client's recovery: latency, an error status, a 429,
-//! a malformed body, a dropped connection.
+//! a body cut short, a page of well-formed JSON that is not a page of records, a dropped
+//! connection, and a listing that shifts under a client paging it (new events arriving between
+//! its page requests).
 //!
 //! A fault is queued with `POST /_sim/faults` (or `--fault` on the command line) as JSON, e.g.
 //! `{"kind":"status","status":503,"count":3}`. It hits the next `count` API requests (default 1)
@@ -27,9 +29,19 @@ pub(crate) enum Fault {
     },
     /// Answer 200 with a JSON body cut short.
     Malformed,
+    /// Answer 200 with well-formed JSON in SE's envelope whose `data` holds numbers, not
+    /// records: a page that parses and still cannot be read.
+    InvalidPage,
     /// Close the connection without a complete response.
     Drop,
+    /// Add `events` new device events dated now, then answer normally. Events are listed newest
+    /// first and paged by `offset`, so every item moves `events` places further down under a
+    /// client that is paging: what arrives between its page requests shifts the next page.
+    Shift { events: u32 },
 }
+
+/// The most events one `shift` adds: enough to push a page of 500 down by more than a page.
+const MAX_SHIFT: u32 = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct FaultSpec {
@@ -51,6 +63,8 @@ pub(crate) enum FaultError {
     Probability,
     #[error("count must be at least 1")]
     Count,
+    #[error("a shift adds 1..={MAX_SHIFT} events, got {0}")]
+    Shift(u32),
 }
 
 impl FaultSpec {
@@ -58,6 +72,11 @@ impl FaultSpec {
         if let Fault::Status { status } = self.fault {
             if !(400..=599).contains(&status) {
                 return Err(FaultError::Status(status));
+            }
+        }
+        if let Fault::Shift { events } = self.fault {
+            if !(1..=MAX_SHIFT).contains(&events) {
+                return Err(FaultError::Shift(events));
             }
         }
         if self.probability.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
@@ -149,6 +168,8 @@ mod tests {
     #[case(r#"{"kind":"rate_limited","reset":5}"#, Fault::RateLimited { reset: Some(5), retry_after: None })]
     #[case(r#"{"kind":"malformed"}"#, Fault::Malformed)]
     #[case(r#"{"kind":"drop"}"#, Fault::Drop)]
+    #[case(r#"{"kind":"invalid_page"}"#, Fault::InvalidPage)]
+    #[case(r#"{"kind":"shift","events":3}"#, Fault::Shift { events: 3 })]
     fn parses_each_kind(#[case] json: &str, #[case] fault: Fault) {
         assert_eq!(spec(json).fault, fault);
     }
@@ -157,6 +178,8 @@ mod tests {
     #[case(r#"{"kind":"status","status":200}"#)]
     #[case(r#"{"kind":"drop","probability":1.5}"#)]
     #[case(r#"{"kind":"drop","count":0}"#)]
+    #[case(r#"{"kind":"shift","events":0}"#)]
+    #[case(r#"{"kind":"shift","events":10001}"#)]
     fn invalid_specs_are_refused(#[case] json: &str) {
         assert!(FaultQueue::new(1).push(spec(json)).is_err());
     }

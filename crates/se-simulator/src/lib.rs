@@ -22,8 +22,8 @@
 //! - The tenant: `scenario.rs` ([`ScenarioConfig`]) is pure and seeded and never reads a clock;
 //!   it builds computers with `generate.rs` (also ids and dates) and events with
 //!   `detections.rs`, and keeps them in `events.rs`, the newest-first log served byte for byte.
-//! - Around it: `faults.rs` queues injected faults (latency, a status, a 429, a malformed body, a
-//!   dropped connection); `rate_limit.rs` is the hourly budget; `catalog.rs` the 102 event types
+//! - Around it: `faults.rs` queues injected faults (latency, a status, a 429, a malformed body,
+//!   a page that holds no record, a dropped connection, new events shifting a listing); `rate_limit.rs` is the hourly budget; `catalog.rs` the 102 event types
 //!   of a real dump; [`shapes`] the JSON records, field for field as recorded.
 //! - `tests.rs`: the scenario over time, and the simulated shapes against the recorded fixtures.
 //!

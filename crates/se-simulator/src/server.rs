@@ -133,7 +133,12 @@ async fn admit(sim: &Simulator, path: &str, req: Request, next: Next) -> (Respon
         }
         Fault::RateLimited { reset, retry_after } => rate_limited(sim, quota, reset, retry_after),
         Fault::Malformed => (truncate(next.run(req).await).await, quota),
+        Fault::InvalidPage => (invalid_page(), quota),
         Fault::Drop => (dropped(), quota),
+        Fault::Shift { events } => {
+            sim.burst(events as usize, crate::catalog::SCAN_STARTED);
+            (next.run(req).await, quota)
+        }
     }
 }
 
@@ -175,6 +180,16 @@ async fn truncate(resp: Response) -> Response {
     let cut = bytes.slice(..bytes.len() / 2);
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(cut))
+}
+
+/// A 200 that parses as JSON, in SE's envelope, and still holds no record: `data` is numbers.
+fn invalid_page() -> Response {
+    let body = serde_json::json!({
+        "version": "v1.2.0",
+        "metadata": { "links": { "self": "" }, "results": { "total": 3, "current_item_count": 3 } },
+        "data": [1, 2, 3],
+    });
+    crate::envelope::json_response(StatusCode::OK, body.to_string())
 }
 
 /// A response whose body fails before any byte is sent: hyper then closes the connection

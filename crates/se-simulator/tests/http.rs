@@ -561,3 +561,56 @@ async fn event_streams_are_created_listed_limited_and_deleted() {
     let unauthorized = r.http.get(&url).send().await.unwrap();
     assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn invalid_page_fault_sends_200_with_json_that_holds_no_record() {
+    let s = start(3, 3000).await;
+    s.hook("/_sim/faults", json!({"kind": "invalid_page"}))
+        .await;
+    let page = s.get_json("/v1/events").await;
+    assert!(
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| !d.is_object()),
+        "{page}"
+    );
+    let again = s.get_json("/v1/events").await;
+    assert!(
+        again["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(Value::is_object),
+        "only once"
+    );
+}
+
+/// A `shift` between two page requests moves the newest-first listing down: the second page
+/// starts with items the first one already held, and nothing is skipped.
+#[tokio::test]
+async fn shift_fault_adds_events_before_answering_so_the_next_page_moves_down() {
+    let s = start(4, 3000).await;
+    let first = s.get_json("/v1/events?limit=5").await;
+    let total = first["metadata"]["results"]["total"].as_u64().unwrap();
+    s.hook(
+        "/_sim/faults",
+        json!({"kind": "shift", "events": 3, "path": "/v1/events"}),
+    )
+    .await;
+    let second = s.get_json("/v1/events?limit=5&offset=5").await;
+    assert_eq!(second["metadata"]["results"]["total"], total + 3);
+    let ids = |page: &Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].to_string())
+            .collect()
+    };
+    // The three new events went on top: the old items 2..5 are now at offsets 5..8.
+    assert_eq!(ids(&second)[..3], ids(&first)[2..5]);
+    assert_eq!(s.sim.stats().stats.faults_injected, 1);
+    assert_eq!(s.sim.stats().events as u64, total + 3);
+}

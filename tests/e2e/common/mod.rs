@@ -1,6 +1,7 @@
 //! The end-to-end harness: a real broker, the built `trustgate` binary, and Kafka clients.
 
 pub mod broker;
+pub mod figures;
 pub mod instance;
 pub mod kafka;
 pub mod poller;

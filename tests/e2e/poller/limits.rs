@@ -1,5 +1,6 @@
-//! The poller within SE's limits: the quota, the reserve, 429s, 5xx, timeouts and bad
-//! credentials.
+//! The poller within SE's limits and through SE's faults: the quota, the reserve, 429s, 5xx,
+//! timeouts, truncated and invalid pages, dropped connections, pages that shift between
+//! requests, and bad credentials.
 
 use crate::common::poller::*;
 use crate::common::*;
@@ -71,10 +72,12 @@ async fn remaining_at_the_reserve_holds_requests_before_any_429() {
     assert_key_never_logged(&inst);
 }
 
-/// 429 (with and without Retry-After), 5xx, timeouts, dropped connections and malformed pages:
-/// the poller rides them out and every event still arrives.
+/// 429 (with and without Retry-After), 5xx, timeouts, dropped connections, truncated and
+/// invalid pages, and new events arriving between page requests: the poller rides them out and
+/// every event still arrives.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_poller_recovers_from_429_5xx_timeouts_and_bad_pages() {
+    let started = std::time::Instant::now();
     let mut inst = Instance::new("poll-faults");
     let sim = Tenant::new(8)
         .quiet()
@@ -92,12 +95,20 @@ async fn the_poller_recovers_from_429_5xx_timeouts_and_bad_pages() {
         serde_json::json!({"kind": "drop"}),
         serde_json::json!({"kind": "rate_limited", "reset": 2}),
         serde_json::json!({"kind": "status", "status": 500}),
+        serde_json::json!({"kind": "invalid_page"}),
+        serde_json::json!({"kind": "shift", "events": 2, "count": 3, "path": "/v1/events"}),
     ];
+    let injected: u64 = faults
+        .iter()
+        .map(|f| f["count"].as_u64().unwrap_or(1))
+        .sum();
     for f in &faults {
         sim.fault(f.clone()).await;
     }
     create_topic(&inst.events, 3).await;
     let mut child = spawn_poller(&inst);
+    // The shifts add events: what SE holds is known once every fault has been served.
+    wait_for_faults(&sim, injected, &inst).await;
     let expected = device_events(&sim.events().await);
     let msgs = wait_for_topic(&inst.events, Duration::from_secs(90), |m| {
         missing(&expected, m).is_empty() && heartbeats(m) >= 2
@@ -108,18 +119,92 @@ async fn the_poller_recovers_from_429_5xx_timeouts_and_bad_pages() {
         read_log(&inst)
     );
     assert!(stop(&mut child).success());
-    assert_eq!(
-        missing(&expected, &msgs),
-        Vec::<&String>::new(),
-        "{}",
-        read_log(&inst)
-    );
+    let lost = missing(&expected, &msgs);
+    assert_eq!(lost, Vec::<&String>::new(), "{}", read_log(&inst));
     let stats = sim.stats().await;
-    assert_eq!(stats["faults_injected"].as_u64(), Some(8), "{stats}");
+    assert_eq!(stats["faults_injected"].as_u64(), Some(injected), "{stats}");
     let log = read_log(&inst);
     assert!(log.contains("SE answered 429"), "{log}");
     assert!(log.contains("HTTP 503"), "{log}");
     assert_key_never_logged(&inst);
+    figures::record(
+        "poller",
+        "poller_faults",
+        serde_json::json!({
+            "events_checked": expected.len(),
+            "lost": lost.len(),
+            "faults_injected": injected,
+            "requests": stats["requests"],
+            "seconds": started.elapsed().as_secs(),
+        }),
+    );
+}
+
+/// Waits until the simulator has served `count` injected faults.
+async fn wait_for_faults(sim: &Simulator, count: u64, inst: &Instance) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while sim.stats().await["faults_injected"].as_u64() < Some(count) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the faults were not all served: {}\n{}",
+            sim.stats().await,
+            read_log(inst)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// New events arrive between the page requests of one poll: SE lists events newest first and
+/// pages by offset, so each arrival moves every item down under the poller, and a page repeats
+/// items of the page before it. Nothing is skipped and nothing is published twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_that_shift_between_requests_lose_and_repeat_no_event() {
+    let started = std::time::Instant::now();
+    let mut inst = Instance::new("poll-shift");
+    let sim = Tenant::new(8)
+        .quiet()
+        .sim(&["--history", "1h"])
+        .fast_poller()
+        .poller("page_size = 4")
+        .start(&mut inst);
+    sim.burst(40).await;
+    const SHIFTS: u64 = 10;
+    let before = device_events(&sim.events().await).len() as u64;
+    // The first poll reads at least SHIFTS pages of 4, so at least SHIFTS - 1 of the shifts
+    // land between two of its page requests.
+    assert!(before >= 4 * SHIFTS, "{before} events");
+    sim.fault(
+        serde_json::json!({"kind": "shift", "events": 3, "count": SHIFTS, "path": "/v1/events"}),
+    )
+    .await;
+    create_topic(&inst.events, 3).await;
+    let mut child = spawn_poller(&inst);
+    wait_for_faults(&sim, SHIFTS, &inst).await;
+    let expected = device_events(&sim.events().await);
+    assert_eq!(expected.len() as u64, before + 3 * SHIFTS);
+    let msgs = wait_for_topic(&inst.events, Duration::from_secs(90), |m| {
+        missing(&expected, m).is_empty() && heartbeats(m) >= 2
+    });
+    assert!(stop(&mut child).success(), "{}", read_log(&inst));
+    let lost = missing(&expected, &msgs);
+    assert_eq!(lost, Vec::<&String>::new(), "{}", read_log(&inst));
+    let got = events_on_topic(&msgs);
+    let repeated: Vec<&String> = expected.keys().filter(|k| got[*k].len() > 1).collect();
+    assert_eq!(repeated, Vec::<&String>::new(), "published more than once");
+    let stats = sim.stats().await;
+    figures::record(
+        "poller",
+        "poller_shifting_pages",
+        serde_json::json!({
+            "events_checked": expected.len(),
+            "lost": lost.len(),
+            "published_twice": repeated.len(),
+            "shifts": SHIFTS,
+            "events_added_while_paging": 3 * SHIFTS,
+            "requests": stats["requests"],
+            "seconds": started.elapsed().as_secs(),
+        }),
+    );
 }
 
 /// A wrong API key: the poller stops at once with an error naming the cause, without a retry
