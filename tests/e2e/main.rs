@@ -14,6 +14,7 @@ mod crash;
 mod crash_loop;
 mod dead_letter;
 mod dead_letter_retry;
+mod history;
 mod late_detection;
 mod no_lost_replies;
 mod pipeline;
