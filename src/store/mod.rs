@@ -315,7 +315,14 @@ impl Store {
             batch.insert(keys::last_record(topic, *partition), &at.to_be_bytes());
         }
         for (guid, refs) in &update.record_refs {
-            self.add_record_refs(&mut batch, guid, refs)?;
+            // A device the store held no state for has no references either (both are written
+            // together and cleared together): its count need not be read, which keeps a
+            // catch-up, made mostly of new devices, free of one sled read per device.
+            let stored = update
+                .devices
+                .get(guid)
+                .is_none_or(|(before, _)| before.is_some());
+            self.add_record_refs(&mut batch, guid, refs, stored)?;
         }
         for (source, at) in &update.liveness {
             let key = keys::liveness(source);
@@ -343,14 +350,18 @@ impl Store {
         batch: &mut sled::Batch,
         guid: &str,
         refs: &[RecordRef],
+        stored: bool,
     ) -> Result<(), StoreError> {
         let count_key = keys::ref_count(guid);
-        let counted = self
-            .db
-            .get(&count_key)?
-            .and_then(|v| codec::decode_i64(&v))
-            .unwrap_or(0)
-            .max(0) as usize;
+        let counted = match stored {
+            true => self
+                .db
+                .get(&count_key)?
+                .and_then(|v| codec::decode_i64(&v))
+                .unwrap_or(0)
+                .max(0) as usize,
+            false => 0,
+        };
         let counted = counted.saturating_add(refs.len());
         if counted <= MAX_REFS_PER_DEVICE + REF_SLACK {
             for r in refs {

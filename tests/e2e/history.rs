@@ -385,3 +385,135 @@ async fn a_devices_timeline_and_its_decisions_at_past_times() {
         "{text}"
     );
 }
+
+/// The "under a second for one device in a history of a million records" measurement, run by
+/// hand (it publishes 1M records and folds them: minutes):
+/// `cargo test --test e2e history_of_one_device_among -- --ignored --nocapture`.
+/// It prints the times; it asserts only that the timeline is the device's 100 records.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement: publishes a million records"]
+async fn history_of_one_device_among_a_million_records() {
+    use rdkafka::producer::FutureRecord;
+    use std::time::{Duration, Instant};
+    const RECORDS: usize = 1_000_000;
+    const BATCH: usize = 10_000;
+    const TARGET: &str = "bench-target";
+    let mut inst = Instance::new("history-1m");
+    inst.extra_config = "[audit]\nenabled = false\n".into();
+    create_topic(&inst.events, 2).await;
+    let producer = producer();
+    let started = Instant::now();
+    // xorshift: 100,000 devices without another dependency.
+    let mut state = 1u64;
+    let mut next_device = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % 100_000
+    };
+    let mut target_records = 0;
+    for batch in 0..RECORDS / BATCH {
+        let mut deliveries = Vec::with_capacity(BATCH);
+        for i in 0..BATCH {
+            let (key, value) = if i == BATCH / 2 {
+                target_records += 1;
+                let value = if batch % 3 == 1 {
+                    format!(
+                        r#"{{"id":{},"event_type_id":1090519054,"event_type":"Threat Detected","connector_guid":"{TARGET}"}}"#,
+                        9_000_000 + batch
+                    )
+                } else {
+                    format!(
+                        r#"{{"connector_guid":"{TARGET}","hostname":"bench-target-host","operating_system":"Windows 11","is_compromised":false}}"#
+                    )
+                };
+                (TARGET.to_owned(), value)
+            } else {
+                let d = next_device();
+                (
+                    format!("dev-{d}"),
+                    format!(
+                        r#"{{"connector_guid":"dev-{d}","hostname":"host-{d}","operating_system":"Windows 10","is_compromised":false}}"#
+                    ),
+                )
+            };
+            loop {
+                let record = FutureRecord::to(&inst.events).key(&key).payload(&value);
+                match producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    // The producer's queue is full: let it drain.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        }
+        for delivery in deliveries {
+            delivery.await.unwrap().map_err(|(e, _)| e).unwrap();
+        }
+    }
+    eprintln!(
+        "published {RECORDS} records ({target_records} of {TARGET}) in {:?}",
+        started.elapsed()
+    );
+
+    let mut child = inst.spawn();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(1800);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("trustgate exited with {status}:\n{}", inst.log());
+        }
+        if let Some(addr) = inst.admin_addr() {
+            if let Ok(r) = reqwest::get(format!("http://{addr}/readyz")).await {
+                let body: Value = r.json().await.unwrap_or_default();
+                if body["caught_up"] == true {
+                    break;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "not caught up in time");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "ingest caught up with {RECORDS} records in {:?}",
+        started.elapsed()
+    );
+
+    for round in 0..3 {
+        let started = Instant::now();
+        let r = reqwest::get(inst.admin(&format!("/v1/devices/{TARGET}/history")))
+            .await
+            .unwrap();
+        let body: Value = r.json().await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(
+            body["entries"].as_array().unwrap().len(),
+            target_records,
+            "{body}"
+        );
+        eprintln!("GET /v1/devices/{TARGET}/history, round {round}: {took:?}");
+    }
+    let started = Instant::now();
+    let out = run_cli(
+        &inst,
+        &["decide", "--at", &format_millis(now_millis())],
+        &json!({"request_id": "m", "application": "vpn",
+            "device": {"trusted": true, "connector_guid": TARGET}})
+        .to_string(),
+    );
+    eprintln!(
+        "trustgate decide --at (through the instance, process included): {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stop(&mut child).success(), "{}", inst.log());
+    let started = Instant::now();
+    let lines = history_lines(&inst, &[TARGET]);
+    eprintln!(
+        "trustgate history --json from the store (process start, store open, read back): {:?}",
+        started.elapsed()
+    );
+    assert_eq!(lines.len(), target_records);
+}
