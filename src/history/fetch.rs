@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 /// Records between two wanted offsets past which the reader jumps instead of reading through:
 /// reading a few hundred small records costs less than a new fetch.
 const MAX_GAP: i64 = 256;
+/// How long a new assignment may go without any record before the reader starts further back.
+/// Kafka answers a fetch at once; tansu 0.6 answers one in the middle of a record batch with
+/// nothing, so on tansu a record inside a batch is reached by reading from an earlier offset.
+const NO_ANSWER: Duration = Duration::from_millis(500);
 /// How long one read back may take in all.
 const READ_BUDGET: Duration = Duration::from_secs(30);
 
@@ -84,8 +88,13 @@ fn read_partition(
     deadline: Instant,
     out: &mut Fetched,
 ) -> Result<(), HistoryError> {
+    let (low, _) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .map_err(HistoryError::Kafka)?;
     let mut next = 0;
-    assign(consumer, topic, partition, wanted[0].0)?;
+    let mut read = Position::new(wanted[0].0, low);
+    assign(consumer, topic, partition, read.from)?;
+    let mut assigned = Instant::now();
     while next < wanted.len() {
         if Instant::now() > deadline {
             return Err(HistoryError::Timeout {
@@ -94,10 +103,43 @@ fn read_partition(
                 wanted: out.records.len() + out.missing + (wanted.len() - next),
             });
         }
-        match consumer.poll(Duration::from_millis(200)) {
+        match consumer.poll(Duration::from_millis(100)) {
+            // Nothing at all from where the reader was put: tansu 0.6 answers a fetch in the
+            // middle of a record batch with nothing. Start further back (see below).
+            None if !read.anchored && read.from > low && assigned.elapsed() > NO_ANSWER => {
+                tracing::debug!(
+                    partition,
+                    from = read.from,
+                    "No answer; starting further back."
+                );
+                read.back_off(wanted[next].0);
+                assign(consumer, topic, partition, read.from)?;
+                assigned = Instant::now();
+            }
             None => {}
             Some(Ok(msg)) if msg.partition() == partition => {
                 let offset = msg.offset();
+                tracing::debug!(
+                    partition,
+                    offset,
+                    from = read.from,
+                    wanted = wanted[next].0,
+                    anchored = read.anchored,
+                    "Read back a record."
+                );
+                if !read.anchored {
+                    if offset > wanted[next].0 && read.from > low {
+                        // The broker answered from past the record wanted: tansu 0.6 answers a
+                        // fetch in the middle of a record batch from the next batch (Kafka
+                        // answers from the batch that holds it). Start further back, until the
+                        // answer starts at or before the record wanted, or from the beginning.
+                        read.back_off(wanted[next].0);
+                        assign(consumer, topic, partition, read.from)?;
+                        assigned = Instant::now();
+                        continue;
+                    }
+                    read.anchored = true;
+                }
                 // Wanted offsets the reader went past are gone (compaction, retention).
                 while next < wanted.len() && wanted[next].0 < offset {
                     out.missing += 1;
@@ -107,8 +149,15 @@ fn read_partition(
                     out.records.push(fetched(&msg, wanted[next].1));
                     next += 1;
                 }
-                if next < wanted.len() && wanted[next].0 - offset > MAX_GAP {
-                    assign(consumer, topic, partition, wanted[next].0)?;
+                // Not for a record a back-off started before: the jump would land where the
+                // broker answered from too far on.
+                if next < wanted.len()
+                    && wanted[next].0 - offset > MAX_GAP
+                    && read.backed_off_for != Some(wanted[next].0)
+                {
+                    read = Position::new(wanted[next].0, low);
+                    assign(consumer, topic, partition, read.from)?;
+                    assigned = Instant::now();
                 }
             }
             Some(Ok(_)) => {}
@@ -123,10 +172,47 @@ fn read_partition(
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}
-            Some(Err(e)) => return Err(HistoryError::Kafka(e)),
+            Some(Err(e)) => {
+                tracing::debug!(partition, error = %e, "Reading back.");
+                return Err(HistoryError::Kafka(e));
+            }
         }
     }
     Ok(())
+}
+
+/// Where the reader was last assigned in a partition, and whether a record at or before the
+/// wanted one has come since (only then is a wanted offset the reader went past known to be
+/// gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    from: i64,
+    low: i64,
+    anchored: bool,
+    /// How far before the wanted offset the next attempt starts.
+    back: i64,
+    /// The wanted offset the reader last started further back for.
+    backed_off_for: Option<i64>,
+}
+
+impl Position {
+    fn new(from: i64, low: i64) -> Position {
+        Position {
+            from: from.max(low),
+            low,
+            anchored: false,
+            back: MAX_GAP,
+            backed_off_for: None,
+        }
+    }
+
+    /// The next attempt at `wanted`: twice as far back as the last, never before the start.
+    fn back_off(&mut self, wanted: i64) {
+        self.from = (wanted - self.back).max(self.low);
+        self.back = self.back.saturating_mul(2);
+        self.anchored = false;
+        self.backed_off_for = Some(wanted);
+    }
 }
 
 fn fetched(msg: &BorrowedMessage<'_>, at: i64) -> FetchedRecord {
@@ -147,5 +233,24 @@ fn fetched(msg: &BorrowedMessage<'_>, at: i64) -> FetchedRecord {
         source: header(HEADER_SOURCE),
         observed_at: header(HEADER_OBSERVED_AT),
         value: msg.payload().map(<[u8]>::to_vec),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backing_off_doubles_and_stops_at_the_start() {
+        let mut p = Position::new(10_000, 100);
+        assert_eq!(p.from, 10_000);
+        let starts: Vec<i64> = (0..7)
+            .map(|_| {
+                p.back_off(10_000);
+                p.from
+            })
+            .collect();
+        assert_eq!(starts, [9_744, 9_488, 8_976, 7_952, 5_904, 1_808, 100]);
+        assert_eq!(Position::new(50, 100).from, 100);
     }
 }

@@ -395,7 +395,11 @@ async fn a_devices_timeline_and_its_decisions_at_past_times() {
 async fn history_of_one_device_among_a_million_records() {
     use rdkafka::producer::FutureRecord;
     use std::time::{Duration, Instant};
-    const RECORDS: usize = 1_000_000;
+    // `TRUSTGATE_HISTORY_RECORDS` for another size (a multiple of 10,000).
+    let records: usize = std::env::var("TRUSTGATE_HISTORY_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     const BATCH: usize = 10_000;
     const TARGET: &str = "bench-target";
     let mut inst = Instance::new("history-1m");
@@ -412,7 +416,7 @@ async fn history_of_one_device_among_a_million_records() {
         state % 100_000
     };
     let mut target_records = 0;
-    for batch in 0..RECORDS / BATCH {
+    for batch in 0..records / BATCH {
         let mut deliveries = Vec::with_capacity(BATCH);
         for i in 0..BATCH {
             let (key, value) = if i == BATCH / 2 {
@@ -454,11 +458,13 @@ async fn history_of_one_device_among_a_million_records() {
         }
     }
     eprintln!(
-        "published {RECORDS} records ({target_records} of {TARGET}) in {:?}",
+        "published {records} records ({target_records} of {TARGET}) in {:?}",
         started.elapsed()
     );
 
-    let mut child = inst.spawn();
+    let mut child = inst.spawn_with(|c| {
+        c.env("RUST_LOG", "info,trustgate::history=debug,rdkafka=warn");
+    });
     let started = Instant::now();
     let deadline = started + Duration::from_secs(1800);
     loop {
@@ -477,17 +483,26 @@ async fn history_of_one_device_among_a_million_records() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     eprintln!(
-        "ingest caught up with {RECORDS} records in {:?}",
+        "ingest caught up with {records} records in {:?}",
         started.elapsed()
     );
 
     for round in 0..3 {
         let started = Instant::now();
-        let r = reqwest::get(inst.admin(&format!("/v1/devices/{TARGET}/history")))
-            .await
-            .unwrap();
-        let body: Value = r.json().await.unwrap();
+        let body: Value =
+            match reqwest::get(inst.admin(&format!("/v1/devices/{TARGET}/history"))).await {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(e) => json!({ "error": e.to_string() }),
+            };
         let took = started.elapsed();
+        if !body["entries"].is_array() {
+            let log = inst.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            panic!(
+                "{body}\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         assert_eq!(
             body["entries"].as_array().unwrap().len(),
             target_records,
