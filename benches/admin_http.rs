@@ -61,6 +61,7 @@ fn bench(c: &mut Criterion) {
         stale_after: Duration::from_secs(900),
         metrics: trustgate::telemetry::metrics::install(),
         health: ComponentHealth::default(),
+        history: trustgate::history::HistorySource::new(&settings),
     };
     let shutdown = CancellationToken::new();
     let listener = rt

@@ -107,6 +107,7 @@ fn chunk(first: u64) -> ChunkUpdate {
         offsets: BTreeMap::from([(("bench.events".to_owned(), 0), (first + CHUNK) as i64)]),
         liveness: BTreeMap::from([("bench".to_owned(), AT)]),
         last_records: BTreeMap::new(),
+        record_refs: BTreeMap::new(),
     }
 }
 

@@ -130,6 +130,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         stale_after: settings.policies.global.stale_after,
         metrics: crate::telemetry::metrics::install(),
         health: health.clone(),
+        history: crate::history::HistorySource::new(&settings),
     };
     let admin_access =
         admin::AdminAccess::new(settings.admin.token.as_ref(), admin::AdminLimits::default());

@@ -28,6 +28,8 @@
 //!   the Kafka worker and reply routing; the sled store as the decisions' device directory.
 //! - [`admin`]: the admin HTTP listener.
 //! - [`audit`]: the decision audit: every decision written to the audit topic, and read back.
+//! - [`history`]: a device's timeline from the events topic, and its state at a past time,
+//!   read back through the store's per-device record references.
 //! - `http_listener`: the one HTTP/1 serve loop (header timeout, connection cap, drain) under
 //!   the admin and webhook listeners.
 //! - [`publish`]: the one producer path to the events topic for every source.
@@ -59,6 +61,7 @@ pub mod audit;
 pub mod config;
 pub mod decision;
 pub mod fold;
+pub mod history;
 mod http_listener;
 pub mod index;
 pub mod ingest;

@@ -216,3 +216,113 @@ fn the_example_config_loads() {
         trustgate::config::load_str(&text, "trustgate.example.toml", std::iter::empty()).unwrap();
     assert_eq!(loaded.settings.topics.events, "secure-endpoint.events");
 }
+
+/// `history --json` lines (issue #12 item 2): trustgate's own entries validate, events and
+/// computers, every transition; entries that break the shape do not.
+#[test]
+fn history_entries_validate() {
+    use trustgate::fold::FoldConfig;
+    use trustgate::history::{timeline, FetchedRecord, TimelineContext};
+    let v = schema("history-entry.v1.json");
+    let record = |offset: i64, at: i64, kind: &str, value: String| FetchedRecord {
+        partition: 0,
+        offset,
+        timestamp: at,
+        kind: Some(kind.as_bytes().to_vec()),
+        source: Some(b"poll".to_vec()),
+        observed_at: None,
+        value: Some(value.into_bytes()),
+    };
+    let at = 1_768_381_200_000i64;
+    let records = vec![
+        record(
+            0,
+            at,
+            "computer",
+            r#"{"connector_guid":"g1","operating_system":"Windows 11","is_compromised":false}"#
+                .into(),
+        ),
+        record(
+            1,
+            at + 60_000,
+            "event",
+            format!(
+                r#"{{"id":7,"event_type_id":1090519054,"event_type":"Threat Detected","connector_guid":"g1","date":"{}"}}"#,
+                trustgate::time::format_millis(at + 60_000)
+            ),
+        ),
+        record(
+            2,
+            at + 60_000 * 30,
+            "computer",
+            r#"{"connector_guid":"g1","hostname":"h"}"#.into(),
+        ),
+        record(
+            3,
+            at + 60_000 * 31,
+            "computer",
+            r#"{"connector_guid":"g1","is_compromised":false}"#.into(),
+        ),
+    ];
+    let fold = FoldConfig::default();
+    let mut transitions = Vec::new();
+    for policy in policies().iter() {
+        let ctx = TimelineContext {
+            fold: &fold,
+            policy,
+            now: at + 3_600_000,
+        };
+        for entry in timeline("g1", &records, ctx).entries {
+            let line = entry.to_json();
+            assert_valid(&v, &line);
+            transitions.push(line["transition"].clone());
+        }
+    }
+    assert!(transitions.contains(&json!("compromised")));
+    assert!(transitions.contains(&json!("resolved")));
+    let good = json!({"time": "2026-01-14T09:00:00.000Z", "kind": "computer", "is_compromised": true,
+        "compromised": true, "transition": "compromised", "decision": "deny", "reason": "compromised"});
+    assert_valid(&v, &good);
+    let with = |edit: fn(&mut Value)| {
+        let mut value = good.clone();
+        edit(&mut value);
+        value
+    };
+    for bad in [
+        with(|b| b["kind"] = json!("heartbeat")),
+        with(|b| b["transition"] = json!("resolved")),
+        with(|b| drop(b.as_object_mut().unwrap().remove("is_compromised"))),
+        with(|b| b["kind"] = json!("event")),
+        with(|b| b["decision"] = json!("maybe")),
+    ] {
+        assert!(!v.is_valid(&bad), "{bad} should be invalid");
+    }
+}
+
+/// A decision at a past time (issue #12 item 3) carries `as_of` and still validates.
+#[test]
+fn a_decision_at_a_past_time_validates_with_as_of() {
+    let v = schema("decision-response.v1.json");
+    let mut dir = MemoryDirectory::default();
+    dir.insert(DeviceState::new("g1"));
+    let decider = Decider::new(
+        policies(),
+        MemoryDirectory::default(),
+        600_000,
+        LivenessClock::starting_at(Some(trustgate::time::now_millis())),
+        IngestStatus::offline(),
+    );
+    let body = br#"{"request_id":"a","application":"vpn","at":"2026-01-14T09:00:00Z","device":{"trusted":true,"connector_guid":"g1"}}"#;
+    let at = trustgate::history::requested_at(body).unwrap();
+    let trustgate::decision::Answer::Reply(resp) = decider.decide_as_of(body, at, |_| dir.clone())
+    else {
+        panic!("a reply expected")
+    };
+    let response = serde_json::to_value(&resp).unwrap();
+    assert_valid(&v, &response);
+    assert_eq!(response["as_of"], "2026-01-14T09:00:00.000Z");
+    assert_eq!(response["device"]["connector_guid"], "g1", "{response}");
+    let mut bad = response.clone();
+    bad["as_of"] = json!(5);
+    assert!(!v.is_valid(&bad), "{bad} should be invalid");
+}

@@ -179,6 +179,7 @@ fn fill(store: &Store, devices: u64) {
             offsets: BTreeMap::from([(("bench.events".to_owned(), 0), end as i64)]),
             liveness: BTreeMap::from([("bench".to_owned(), AT)]),
             last_records: BTreeMap::new(),
+            record_refs: BTreeMap::new(),
         };
         store.apply(&update).expect("apply chunk");
         next = end;

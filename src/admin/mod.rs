@@ -1,8 +1,9 @@
 //! The admin HTTP listener: `POST /v1/decide`, `GET /v1/devices/{guid|hostname|mac}`,
-//! `GET /healthz` and `GET /readyz`.
+//! `GET /v1/devices/{id}/history`, `GET /healthz` and `GET /readyz`.
 //!
 //! `/v1/decide` runs the same [`Decider`] as the Kafka worker, for callers that cannot speak
-//! Kafka and for `trustgate decide` while a `run` holds the store. Every error body is JSON.
+//! Kafka and for `trustgate decide` while a `run` holds the store; with `"at"` in the body it
+//! decides on the device's state at that time (`crate::history`). Every error body is JSON.
 
 mod devices;
 mod guard;
@@ -14,13 +15,14 @@ pub use health::ComponentHealth;
 
 use crate::audit::{AuditSink, AuditSource};
 use crate::decision::{Answer, Decider};
+use crate::history::{requested_at, HistoryError, HistoryQuery, HistorySource};
 use crate::ingest::IngestStatus;
 use crate::liveness::LivenessClock;
 use crate::policy::Reason;
 use crate::store::Store;
 use crate::telemetry::metrics;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -52,12 +54,16 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
     /// Components that stopped for good: `/healthz` fails while any has.
     pub health: ComponentHealth,
+    /// Reads devices' records back from the events topic: `GET /v1/devices/{id}/history` and
+    /// decisions at a past time.
+    pub history: HistorySource,
 }
 
 fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/decide", post(decide))
         .route("/v1/devices/{id}", get(device))
+        .route("/v1/devices/{id}/history", get(device_history))
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
         .route("/metrics", get(prometheus))
@@ -110,7 +116,18 @@ async fn decide(State(state): State<AdminState>, headers: HeaderMap, body: Bytes
         _ => AuditSource::Http,
     };
     let request = body.clone();
-    match tokio::task::spawn_blocking(move || decider.decide(&body)).await {
+    let (history, store) = (state.history.clone(), state.store.clone());
+    let decided = tokio::task::spawn_blocking(move || match requested_at(&body) {
+        // A decision at a past time reads the device's records back from the events topic.
+        Some(at) => {
+            let when = at.clone().unwrap_or_default();
+            decider.decide_as_of(&body, at, |req| {
+                history.past_directory(&store, &req.subject, when)
+            })
+        }
+        None => decider.decide(&body),
+    });
+    match decided.await {
         Ok(Answer::Reply(resp)) => {
             metrics::decision(&resp.policy, resp.decision, resp.reason, started.elapsed());
             state.audit.record(source, &request, &resp);
@@ -133,6 +150,46 @@ async fn device(State(state): State<AdminState>, Path(id): Path<String>) -> Resp
         Ok(Some(found)) => Json(found).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no device matches {id:?}")),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// `GET /v1/devices/{id}/history`'s query: RFC 3339 bounds and the application whose policy
+/// decides.
+#[derive(Debug, serde::Deserialize)]
+struct HistoryParams {
+    since: Option<String>,
+    until: Option<String>,
+    application: Option<String>,
+}
+
+async fn device_history(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    Query(params): Query<HistoryParams>,
+) -> Response {
+    let time = |field: &str, value: &Option<String>| match value {
+        None => Ok(None),
+        Some(text) => crate::time::parse_rfc3339(text)
+            .map(Some)
+            .ok_or_else(|| format!("{field} must be an RFC 3339 time, got {text:?}")),
+    };
+    let query = match (time("since", &params.since), time("until", &params.until)) {
+        (Ok(since), Ok(until)) => HistoryQuery {
+            since,
+            until,
+            application: params.application,
+        },
+        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let (history, store) = (state.history.clone(), state.store.clone());
+    let read =
+        tokio::task::spawn_blocking(move || history.device_history(&store, &id, &query)).await;
+    match read {
+        Ok(Ok(found)) => Json(found.to_json()).into_response(),
+        Ok(Err(e @ HistoryError::NotFound(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Ok(Err(e @ HistoryError::Ambiguous { .. })) => error(StatusCode::CONFLICT, e.to_string()),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

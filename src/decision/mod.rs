@@ -23,6 +23,9 @@ use crate::time::now_millis;
 use std::sync::Arc;
 
 /// What became of a request body.
+// Nearly every answer is a reply; boxing it would allocate once per decision to shrink the rare
+// unanswerable one.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Answer {
     /// A response to send (possibly `invalid_request`).
@@ -83,6 +86,51 @@ impl<D: DeviceDirectory> Decider<D> {
                 error,
             }) => Answer::Unanswerable(error),
         }
+    }
+
+    /// Decides one request body as of a past time `at` (the body's `"at"`, or why it is not a
+    /// time: then `invalid_request`), against `past`: the device states at that time of the
+    /// devices the request names (`history::HistorySource::past_directory`). The response
+    /// carries `as_of`. Readiness still applies (an instance catching up lacks records); the
+    /// feed's age does not (it is about now, not about then).
+    pub fn decide_as_of<E: DeviceDirectory>(
+        &self,
+        body: &[u8],
+        at: Result<crate::time::Millis, String>,
+        past: impl FnOnce(&request::ValidRequest) -> E,
+    ) -> Answer {
+        let req = match request::parse(body) {
+            Ok(req) => req,
+            Err(InvalidRequest {
+                request_id: Some(id),
+                error,
+            }) => return Answer::Reply(self.invalid(id, error)),
+            Err(InvalidRequest {
+                request_id: None,
+                error,
+            }) => return Answer::Unanswerable(error),
+        };
+        let at = match at {
+            Ok(at) => at,
+            Err(error) => return Answer::Reply(self.invalid(req.request_id.clone(), error)),
+        };
+        let policy = self.policies.for_application(&req.application);
+        let ctx = EvalContext {
+            grace_millis: self.grace_millis,
+            liveness_age: Some(std::time::Duration::ZERO),
+            ready: self.is_ready(),
+        };
+        let directory = past(&req);
+        let decision = evaluate(policy, &req.subject, &directory, &ctx);
+        Answer::Reply(
+            DecisionResponse::new(
+                req.request_id.clone(),
+                policy.name.clone(),
+                decision,
+                now_millis(),
+            )
+            .with_as_of(at),
+        )
     }
 
     fn decide_valid(&self, req: &ValidRequest) -> DecisionResponse {

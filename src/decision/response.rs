@@ -34,6 +34,10 @@ pub struct DecisionResponse {
     /// With `would_decide`: the reason enforcement would have given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) would_reason: Option<Reason>,
+    /// Present when the request asked for a decision at a past time (`"at"`): that time, RFC
+    /// 3339; the device state decided on is the one its records up to then give.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    as_of: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -79,6 +83,15 @@ impl DecisionResponse {
             feed_age_seconds: decision.stale.flatten().map(|age| age.as_secs()),
             would_decide: decision.would.map(|(outcome, _)| outcome),
             would_reason: decision.would.map(|(_, reason)| reason),
+            as_of: None,
+        }
+    }
+
+    /// The response to a decision at a past time: `as_of` says which.
+    pub(crate) fn with_as_of(self, at: Millis) -> Self {
+        DecisionResponse {
+            as_of: Some(format_millis(at)),
+            ..self
         }
     }
 

@@ -6,7 +6,7 @@ use crate::fold::{classify, Classified, DeviceState, Fact, RecordInput};
 use crate::kafka::SharedProducer;
 use crate::kafka::{client_config, Role};
 use crate::liveness::LivenessClock;
-use crate::store::{ChunkUpdate, Store};
+use crate::store::{ChunkUpdate, RecordRef, Store};
 use crate::telemetry::metrics;
 use crate::time::{now_millis, Millis};
 use crate::topic::{dead_letter_record, HEADER_KIND, HEADER_OBSERVED_AT, HEADER_SOURCE};
@@ -268,7 +268,19 @@ impl Ingest {
             match classify(&input, fold, now) {
                 Ok(Classified::Device(fact)) => {
                     applied_devices += 1;
-                    fold_fact(&self.ctx.store, &mut update, &fact)?;
+                    if fold_fact(&self.ctx.store, &mut update, &fact)? {
+                        // Where this device's record is, for `trustgate history`: in the same
+                        // batch as the state it produced.
+                        update
+                            .record_refs
+                            .entry(fact.connector_guid.clone())
+                            .or_default()
+                            .push(RecordRef {
+                                partition: msg.partition(),
+                                offset: msg.offset(),
+                                at: fact.record_timestamp,
+                            });
+                    }
                 }
                 Ok(Classified::Heartbeat(_)) => applied_heartbeats += 1,
                 Err(e) => dead.push((msg, e.to_string())),
@@ -603,12 +615,12 @@ fn poll_chunk(consumer: &BaseConsumer) -> Vec<BorrowedMessage<'_>> {
 /// stored GUID, corrupt ones included) starts afresh without a sled read, which is most of a
 /// catch-up. A device whose stored value is corrupt is left as it is (logged with its key): its
 /// decisions keep answering deny `store_unavailable`, where starting it afresh would forget its
-/// detections, and ingest goes on for every other device.
+/// detections, and ingest goes on for every other device. Returns whether the fact was applied.
 fn fold_fact(
     store: &Store,
     update: &mut ChunkUpdate,
     fact: &Fact,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<bool, crate::store::StoreError> {
     let entry = match update.devices.entry(fact.connector_guid.clone()) {
         std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
         std::collections::btree_map::Entry::Vacant(e) if !store.knows_device(e.key()) => {
@@ -623,13 +635,13 @@ fn fold_fact(
             Err(crate::store::StoreError::Corrupt { key, reason }) => {
                 tracing::error!(key = %key, reason = %reason,
                     "Stored device value is corrupt; leaving it (its decisions deny store_unavailable) and skipping the record.");
-                return Ok(());
+                return Ok(false);
             }
             Err(other) => return Err(other),
         },
     };
     entry.1.apply(fact);
-    Ok(())
+    Ok(true)
 }
 
 fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {

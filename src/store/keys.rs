@@ -6,6 +6,14 @@
 //! | ingest offset | `O` topic `\0` partition (i32 BE) | next offset (i64 BE) |
 //! | source liveness | `F` source | newest record time, unix ms (i64 BE) |
 //! | last applied record | `R` topic `\0` partition (i32 BE) | its Kafka timestamp, unix ms (i64 BE) |
+//! | device record reference | `Y` guid `\0` partition (i32 BE) offset (i64 BE) | the record's Kafka timestamp, unix ms (i64 BE) |
+//! | device reference count | `N` guid | how many `Y` keys the device may have, an upper bound (u64 BE) |
+//!
+//! The `Y` keys say where on the events topic each device's records are (`trustgate history`,
+//! `decide --at`): one per applied record, so a redelivered record rewrites its own key. `N`
+//! counts them from above (a redelivery counts twice) so that ingest knows when to prune a
+//! device's oldest references without reading them all each chunk (see
+//! `Store::apply`, `MAX_REFS_PER_DEVICE`).
 //!
 //! One key per device: devices are found by hostname, MAC and processor id in the in-memory
 //! decision index (`crate::index`), rebuilt from the device keyspace at open. Older builds also
@@ -21,6 +29,10 @@ pub(crate) const LIVENESS: u8 = b'F';
 /// The Kafka timestamp of the record just before each stored offset: on start, the record
 /// found there must be the same one, or the topic was recreated under the same name.
 pub(crate) const LAST_RECORD: u8 = b'R';
+/// Where a device's records are on the events topic (`Y`: a letter no other keyspace uses).
+pub(crate) const RECORD_REF: u8 = b'Y';
+/// How many record references a device may have (an upper bound).
+pub(crate) const REF_COUNT: u8 = b'N';
 
 pub(crate) fn device(guid: &str) -> Vec<u8> {
     prefixed(DEVICE, guid.as_bytes())
@@ -61,4 +73,37 @@ pub(crate) fn last_record(topic: &str, partition: i32) -> Vec<u8> {
 
 pub(crate) fn liveness(source: &str) -> Vec<u8> {
     prefixed(LIVENESS, source.as_bytes())
+}
+
+/// `Y guid \0`: the prefix of every record reference of one device. GUIDs hold no NUL
+/// (`se::normalize_guid` refuses control characters), so one device's prefix never covers
+/// another's keys.
+pub(crate) fn record_ref_prefix(guid: &str) -> Vec<u8> {
+    let mut key = prefixed(RECORD_REF, guid.as_bytes());
+    key.push(0);
+    key
+}
+
+/// `Y guid \0 partition offset`: one record of one device.
+pub(crate) fn record_ref(guid: &str, partition: i32, offset: i64) -> Vec<u8> {
+    let mut key = record_ref_prefix(guid);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
+/// The (partition, offset) of a record reference key, given its device's prefix length.
+pub(crate) fn decode_record_ref(key: &[u8], prefix_len: usize) -> Option<(i32, i64)> {
+    let rest = key.get(prefix_len..)?;
+    if rest.len() != 12 {
+        return None;
+    }
+    Some((
+        i32::from_be_bytes(rest[..4].try_into().ok()?),
+        i64::from_be_bytes(rest[4..].try_into().ok()?),
+    ))
+}
+
+pub(crate) fn ref_count(guid: &str) -> Vec<u8> {
+    prefixed(REF_COUNT, guid.as_bytes())
 }

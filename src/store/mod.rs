@@ -1,5 +1,6 @@
-//! The sled store: device states, ingest offsets and each source's liveness (newest record
-//! time), with the in-memory decision index derived from the device states.
+//! The sled store: device states, ingest offsets, each source's liveness (newest record
+//! time) and where each device's records are on the events topic (for `trustgate history`),
+//! with the in-memory decision index derived from the device states.
 //!
 //! One sled tree holds every keyspace (see `keys.rs`), so a single `apply_batch` writes a chunk of
 //! device states and the partition offsets that produced them atomically: after a crash the
@@ -26,6 +27,27 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 /// sled's cache defaults to 1 GiB; trustgate's working set is far smaller.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The most record references kept per device: past it (plus a slack of a tenth, so that the
+/// pruning scan is rare) the references with the oldest record times are dropped, keeping the
+/// newest this many. A device that SE reports on every few minutes reaches it in about a month;
+/// its history then starts later (`trustgate history` says so). 10,000 references are about
+/// 600 KB of keys for that device, and reading them back is one prefix scan.
+pub const MAX_REFS_PER_DEVICE: usize = 10_000;
+/// How far over [`MAX_REFS_PER_DEVICE`] a device's count may go before it is pruned back.
+const REF_SLACK: usize = MAX_REFS_PER_DEVICE / 10;
+
+/// Where one of a device's records is on the events topic, and its Kafka timestamp (as
+/// applied: clamped to the applying instance's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RecordRef {
+    /// The events-topic partition.
+    pub partition: i32,
+    /// The record's offset there.
+    pub offset: i64,
+    /// Its Kafka timestamp, unix ms.
+    pub at: Millis,
+}
 
 /// Store failures. `Locked` is told apart because the CLI then asks the running instance.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +100,9 @@ pub struct ChunkUpdate {
     /// Kafka timestamp of the chunk's last record per (topic, partition): the record just
     /// before the stored next offset.
     pub last_records: BTreeMap<(String, i32), Millis>,
+    /// Per device (normalised GUID), where the chunk's records about it are: written in the
+    /// same batch as the states they produced.
+    pub record_refs: BTreeMap<String, Vec<RecordRef>>,
 }
 
 impl Store {
@@ -212,6 +237,30 @@ impl Store {
         Ok(out)
     }
 
+    /// Where a device's records are on the events topic (at most [`MAX_REFS_PER_DEVICE`] and
+    /// the chunk's slack), in (partition, offset) order: one prefix scan, whatever the size of
+    /// the topic.
+    pub fn record_refs(&self, guid: &str) -> Result<Vec<RecordRef>, StoreError> {
+        let prefix = keys::record_ref_prefix(guid);
+        let mut out = Vec::new();
+        for entry in self.db.scan_prefix(&prefix) {
+            let (key, value) = entry?;
+            let decoded = keys::decode_record_ref(&key, prefix.len())
+                .zip(codec::decode_i64(&value))
+                .ok_or_else(|| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason: "record reference".into(),
+                })?;
+            let ((partition, offset), at) = decoded;
+            out.push(RecordRef {
+                partition,
+                offset,
+                at,
+            });
+        }
+        Ok(out)
+    }
+
     /// Every device state, in GUID order (a full scan: for inspection, not the hot path).
     pub fn scan_devices(&self) -> impl Iterator<Item = Result<DeviceState, StoreError>> + '_ {
         self.db.scan_prefix([keys::DEVICE]).map(|entry| {
@@ -265,6 +314,16 @@ impl Store {
         for ((topic, partition), at) in &update.last_records {
             batch.insert(keys::last_record(topic, *partition), &at.to_be_bytes());
         }
+        for (guid, refs) in &update.record_refs {
+            // A device the store held no state for has no references either (both are written
+            // together and cleared together): its count need not be read, which keeps a
+            // catch-up, made mostly of new devices, free of one sled read per device.
+            let stored = update
+                .devices
+                .get(guid)
+                .is_none_or(|(before, _)| before.is_some());
+            self.add_record_refs(&mut batch, guid, refs, stored)?;
+        }
         for (source, at) in &update.liveness {
             let key = keys::liveness(source);
             // A stored time ahead of now (see `liveness`) is replaced, not kept as the max.
@@ -281,8 +340,72 @@ impl Store {
         Ok(())
     }
 
+    /// Adds one device's references of a chunk to `batch`, with its count; when the count
+    /// would pass [`MAX_REFS_PER_DEVICE`] and its slack, the device's references are read and
+    /// only the newest [`MAX_REFS_PER_DEVICE`] (by record time, then position) are kept. The
+    /// count is an upper bound (a redelivered record is counted again though its key is only
+    /// rewritten), made exact by each pruning.
+    fn add_record_refs(
+        &self,
+        batch: &mut sled::Batch,
+        guid: &str,
+        refs: &[RecordRef],
+        stored: bool,
+    ) -> Result<(), StoreError> {
+        let count_key = keys::ref_count(guid);
+        let counted = match stored {
+            true => self
+                .db
+                .get(&count_key)?
+                .and_then(|v| codec::decode_i64(&v))
+                .unwrap_or(0)
+                .max(0) as usize,
+            false => 0,
+        };
+        let counted = counted.saturating_add(refs.len());
+        if counted <= MAX_REFS_PER_DEVICE + REF_SLACK {
+            for r in refs {
+                batch.insert(
+                    keys::record_ref(guid, r.partition, r.offset),
+                    &r.at.to_be_bytes(),
+                );
+            }
+            batch.insert(count_key, &(counted as i64).to_be_bytes());
+            return Ok(());
+        }
+        let mut all: BTreeMap<(i32, i64), Millis> = BTreeMap::new();
+        let stored = self.record_refs(guid)?;
+        for r in stored.iter().chain(refs) {
+            all.insert((r.partition, r.offset), r.at);
+        }
+        let mut by_age: Vec<(Millis, (i32, i64))> = all.iter().map(|(k, at)| (*at, *k)).collect();
+        // Newest first: the first MAX_REFS_PER_DEVICE are kept.
+        by_age.sort_unstable_by(|a, b| b.cmp(a));
+        let dropped: std::collections::HashSet<(i32, i64)> = by_age
+            .iter()
+            .skip(MAX_REFS_PER_DEVICE)
+            .map(|(_, k)| *k)
+            .collect();
+        for r in &stored {
+            if dropped.contains(&(r.partition, r.offset)) {
+                batch.remove(keys::record_ref(guid, r.partition, r.offset));
+            }
+        }
+        for r in refs {
+            if !dropped.contains(&(r.partition, r.offset)) {
+                batch.insert(
+                    keys::record_ref(guid, r.partition, r.offset),
+                    &r.at.to_be_bytes(),
+                );
+            }
+        }
+        let kept = all.len() - dropped.len();
+        batch.insert(count_key, &(kept as i64).to_be_bytes());
+        Ok(())
+    }
+
     /// Clears everything folded from the events topic (device states, ingest offsets,
-    /// liveness) in one atomic batch, so that ingest rebuilds from the topic's beginning:
+    /// liveness, record references) in one atomic batch, so that ingest rebuilds from the topic's beginning:
     /// after a crash the store holds either the old state with its offsets or nothing, never
     /// old state with no offsets (which would fold the topic over it again). The decision
     /// index is emptied after the batch.
@@ -294,6 +417,8 @@ impl Store {
             keys::OFFSET,
             keys::LIVENESS,
             keys::LAST_RECORD,
+            keys::RECORD_REF,
+            keys::REF_COUNT,
         ] {
             for entry in self.db.scan_prefix([space]) {
                 let (key, _) = entry?;

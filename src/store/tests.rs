@@ -602,6 +602,14 @@ fn clear_state_leaves_nothing_folded_from_the_topic() {
         offsets: BTreeMap::from([(("events".to_owned(), 0), 7)]),
         liveness: BTreeMap::from([("poll".to_owned(), 5)]),
         last_records: BTreeMap::from([(("events".to_owned(), 0), 5)]),
+        record_refs: BTreeMap::from([(
+            "g1".to_owned(),
+            vec![super::RecordRef {
+                partition: 0,
+                offset: 6,
+                at: 5,
+            }],
+        )]),
     };
     store.apply(&update).unwrap();
     assert_eq!(store.last_records("events").unwrap().get(&0), Some(&5));
@@ -610,6 +618,7 @@ fn clear_state_leaves_nothing_folded_from_the_topic() {
     assert!(store.guids_by_hostname("host-1").unwrap().is_empty());
     assert!(store.offsets("events").unwrap().is_empty());
     assert!(store.last_records("events").unwrap().is_empty());
+    assert!(store.record_refs("g1").unwrap().is_empty());
     assert!(store.liveness().unwrap().is_empty());
 }
 
@@ -676,4 +685,65 @@ fn a_crash_between_the_batch_and_the_index_is_repaired_by_reopening() {
     run.check().unwrap();
     assert_eq!(run.store().guids_by_hostname("fin-lt-2").unwrap(), ["g2"]);
     assert_eq!(run.store().guids_by_mac("020000000002").unwrap(), ["g2"]);
+}
+
+/// Issue #12 item 2: where each device's records are is kept per device, in the chunk's
+/// batch; a redelivered record rewrites its own reference, and a device past
+/// `MAX_REFS_PER_DEVICE` keeps the newest that many (by record time).
+#[test]
+fn record_refs_are_kept_per_device_idempotent_and_bounded() {
+    use super::{RecordRef, MAX_REFS_PER_DEVICE};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+    let refs = |offsets: std::ops::Range<i64>| -> Vec<RecordRef> {
+        offsets
+            .map(|offset| RecordRef {
+                partition: (offset % 2) as i32,
+                offset,
+                // Times do not follow offsets: pruning goes by time.
+                at: 1_000_000 - offset,
+            })
+            .collect()
+    };
+    let apply = |guid: &str, refs: Vec<RecordRef>| {
+        let update = ChunkUpdate {
+            record_refs: BTreeMap::from([(guid.to_owned(), refs)]),
+            ..Default::default()
+        };
+        store.apply(&update).unwrap();
+    };
+    apply("g1", refs(0..3));
+    apply("g10", refs(3..5));
+    // Redelivered: the same keys, nothing new.
+    apply("g1", refs(1..3));
+    let mut g1 = store.record_refs("g1").unwrap();
+    g1.sort();
+    let mut want = refs(0..3);
+    want.sort();
+    assert_eq!(g1, want, "g10's references are not g1's");
+    assert_eq!(store.record_refs("g10").unwrap().len(), 2);
+    assert!(store.record_refs("g2").unwrap().is_empty());
+
+    // Past the bound (and its slack), the oldest by record time go: here the highest offsets.
+    let total = MAX_REFS_PER_DEVICE as i64 + MAX_REFS_PER_DEVICE as i64 / 5;
+    for start in (0..total).step_by(2_000) {
+        apply("g2", refs(start..(start + 2_000).min(total)));
+    }
+    let kept = store.record_refs("g2").unwrap();
+    assert!(kept.len() >= MAX_REFS_PER_DEVICE, "{}", kept.len());
+    assert!(
+        kept.len() <= MAX_REFS_PER_DEVICE + MAX_REFS_PER_DEVICE / 10,
+        "{}",
+        kept.len()
+    );
+    let oldest_kept = kept.iter().map(|r| r.at).min().unwrap();
+    let dropped = total as usize - kept.len();
+    assert_eq!(
+        oldest_kept,
+        1_000_000 - (total - 1 - dropped as i64),
+        "the newest are kept"
+    );
+    assert!(store.clear_state().unwrap() > 0);
+    assert!(store.record_refs("g1").unwrap().is_empty());
+    assert!(store.record_refs("g2").unwrap().is_empty());
 }

@@ -45,6 +45,7 @@ async fn with_a_token_v1_and_metrics_need_it_and_the_cli_sends_it() {
     for (method, path) in [
         (post.clone(), "/v1/decide"),
         (get.clone(), "/v1/devices/adm-1"),
+        (get.clone(), "/v1/devices/adm-1/history"),
         (get.clone(), "/metrics"),
     ] {
         for token in [None, Some("wrong")] {

@@ -15,6 +15,7 @@ mod crash_loop;
 mod crash_loop_sources;
 mod dead_letter;
 mod dead_letter_retry;
+mod history;
 mod late_detection;
 mod no_lost_replies;
 mod pipeline;

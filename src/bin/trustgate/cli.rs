@@ -33,7 +33,7 @@ pub enum Command {
     /// Run ingest, the decision worker and the admin listener.
     Run(ConfigArg),
     /// Read one decision request (JSON) on stdin and print the response.
-    Decide(ConfigArg),
+    Decide(crate::decide::DecideArgs),
     /// Print a device's state, found by connector GUID, MAC or hostname.
     Inspect {
         #[command(flatten)]
@@ -44,6 +44,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a device's records in time order, with each compromise and resolution and what a
+    /// trusted device would have been answered after each.
+    History(crate::history::HistoryArgs),
     /// Print the decision audit (every decision, from the audit topic), filtered.
     Audit(crate::audit::AuditArgs),
     /// Rebuild the device state from the beginning of the events topic into a fresh store and
@@ -67,7 +70,9 @@ pub enum Command {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = match &cli.command {
-        Command::Run(c) | Command::Decide(c) | Command::CheckConfig(c) => c.config.clone(),
+        Command::Run(c) | Command::CheckConfig(c) => c.config.clone(),
+        Command::Decide(d) => d.config.config.clone(),
+        Command::History(h) => h.config.config.clone(),
         Command::Inspect { config, .. } => config.config.clone(),
         Command::Poll(p) => p.config.config.clone(),
         Command::Audit(a) => a.config.config.clone(),
@@ -108,7 +113,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", loaded.redacted_toml());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Decide(_) => runtime.block_on(crate::decide::run(settings)),
+        Command::Decide(args) => runtime.block_on(crate::decide::run(settings, args)),
+        Command::History(args) => runtime.block_on(crate::history::run(settings, args)),
         Command::Inspect { id, json, .. } => {
             runtime.block_on(crate::inspect::run(settings, &id, json))
         }

@@ -1,8 +1,9 @@
 //! `trustgate decide`: one decision request (JSON) on stdin, its response on stdout, and its
 //! audit record (source `cli`): written here when deciding on the store, by the instance when
-//! asking a running one.
+//! asking a running one. `--at` (or `"at"` in the request) decides on the device's state at
+//! that time, read back from the events topic (`trustgate::history`).
 
-use crate::args::EXIT_BAD_INPUT;
+use crate::args::{ConfigArg, EXIT_BAD_INPUT};
 use crate::local::{admin_client, admin_url, reach, Reach};
 use anyhow::Context;
 use std::io::Read;
@@ -10,18 +11,33 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use trustgate::audit::AuditFilter;
 use trustgate::audit::{self, AuditSource};
 use trustgate::config::Settings;
 use trustgate::decision::{Answer, Decider, DecisionResponse};
+use trustgate::history::{requested_at, HistorySource};
 use trustgate::ingest::IngestStatus;
 use trustgate::liveness::LivenessClock;
 
+#[derive(clap::Args, Debug)]
+pub struct DecideArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Decide on the device's state as it was at this time (RFC 3339): its records up to then.
+    /// Sets the request's `"at"`; the response carries `as_of`.
+    #[arg(long, value_parser = AuditFilter::parse_time)]
+    pub at: Option<i64>,
+}
+
 /// Answers the request on stdin from the store, or through the running instance.
-pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
+pub async fn run(settings: Settings, args: DecideArgs) -> anyhow::Result<ExitCode> {
     let mut body = Vec::new();
     std::io::stdin()
         .read_to_end(&mut body)
         .context("reading the request from stdin")?;
+    if let Some(at) = args.at {
+        body = with_at(body, at);
+    }
     let response = match reach(&settings)? {
         Reach::NoStore(missing) => {
             eprintln!("trustgate: {missing}");
@@ -31,12 +47,26 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
             let liveness = LivenessClock::starting_at(store.newest_liveness()?);
             let decider = Decider::new(
                 Arc::new(settings.policies.clone()),
-                store,
+                store.clone(),
                 settings.fold.grace_millis(),
                 liveness,
                 IngestStatus::offline(),
             );
-            match decider.decide(&body) {
+            let answer = match requested_at(&body) {
+                Some(at) => {
+                    let source = HistorySource::new(&settings);
+                    let when = at.clone().unwrap_or_default();
+                    let body = body.clone();
+                    tokio::task::spawn_blocking(move || {
+                        decider.decide_as_of(&body, at, |req| {
+                            source.past_directory(&store, &req.subject, when)
+                        })
+                    })
+                    .await?
+                }
+                None => decider.decide(&body),
+            };
+            match answer {
                 Answer::Reply(resp) => {
                     // The answer first: the audit never delays it.
                     println!("{}", serde_json::to_string_pretty(&resp)?);
@@ -76,6 +106,25 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
     };
     println!("{}", serde_json::to_string_pretty(&response)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The request with `"at"` set to `at` (RFC 3339). A body that is not a JSON object, or that
+/// the request checks refuse (a duplicate key would be resolved by re-serialising it), is left
+/// as it is: the decision path says what is wrong with it.
+fn with_at(body: Vec<u8>, at: i64) -> Vec<u8> {
+    if trustgate::json::check(&body, trustgate::decision::request::REQUEST_LIMITS).is_err() {
+        return body;
+    }
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(mut request)) => {
+            request.insert(
+                "at".into(),
+                serde_json::Value::String(trustgate::time::format_millis(at)),
+            );
+            serde_json::to_vec(&request).unwrap_or(body)
+        }
+        _ => body,
+    }
 }
 
 /// How long writing the audit record may take (start-up, topic check, acknowledgement) before

@@ -58,7 +58,8 @@ pub async fn run(settings: Settings, id: &str, json: bool) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn urlencode(s: &str) -> String {
+/// Percent-encodes an identifier for a URL path or query value.
+pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {

@@ -4,6 +4,7 @@
 //! - `cli`: the subcommands and their dispatch; `args`: arguments and exit codes they share.
 //! - `decide`, `inspect` (with `local`: the store, or the running instance): one-shot queries.
 //! - `audit`: the decision audit read back.
+//! - `history`: one device's timeline from the events topic.
 //! - `replay`: the state rebuilt from the events topic and swapped in.
 //! - `poll`: the poller alone, or its request budget.
 //! - `stream`: the Secure Endpoint Event Stream (AMQP) consumer alone.
@@ -15,6 +16,7 @@ mod bench;
 mod cli;
 mod decide;
 mod demo;
+mod history;
 mod inspect;
 mod local;
 mod poll;
