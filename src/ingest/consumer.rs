@@ -20,6 +20,15 @@ use tokio_util::sync::CancellationToken;
 
 /// Most records applied in one atomic chunk.
 const MAX_CHUNK: usize = 2000;
+/// How far before a stored offset ingest starts reading when it resumes a partition (and
+/// when it reads one record back), dropping what comes before the offset it wants. A fetch
+/// from inside a record batch must return that batch (Kafka does), but tansu 0.6's in-memory
+/// storage only returns batches that *start* at or after the offset asked for: resuming at
+/// an offset inside a batch read nothing until the next batch arrived, then went on from
+/// there, skipping the rest of the batch (records, detections among them, never applied).
+/// librdkafka packs at most `batch.num.messages` (10,000 by default) records in a batch.
+/// On Kafka this rereads at most this many records at a start, and drops them.
+const READ_THROUGH: i64 = 10_000;
 /// How often new partitions are looked for and high watermarks (for lag and broker
 /// reachability) are refreshed.
 const PARTITION_REFRESH: Duration = Duration::from_secs(5);
@@ -102,11 +111,13 @@ pub(crate) fn run(ctx: IngestContext, shutdown: CancellationToken) -> anyhow::Re
         targets: HashMap::new(),
         next: HashMap::new(),
         short_ends: HashMap::new(),
+        resuming: HashMap::new(),
     };
     ingest.assign_new_partitions(&consumer)?;
     let mut last_refresh = Instant::now();
     while !ingest.shutdown.is_cancelled() {
-        let chunk = poll_chunk(&consumer);
+        let mut chunk = poll_chunk(&consumer);
+        ingest.drop_read_through(&mut chunk);
         let idle = chunk.is_empty();
         if let Some(mismatch) = ingest.went_back(&chunk) {
             // librdkafka reset an out-of-range position to the beginning of a recreated
@@ -146,6 +157,9 @@ struct Ingest {
     /// Per partition, the short end the broker last reported while the applied records were
     /// still there (see `applied_records_still_there`): logged once per value.
     short_ends: HashMap<i32, i64>,
+    /// Partitions resumed from before their stored offset ([`READ_THROUGH`]): (where reading
+    /// started, the stored offset), until a record at or past the stored offset arrives.
+    resuming: HashMap<i32, (i64, i64)>,
 }
 
 /// What reading one record back found.
@@ -217,15 +231,26 @@ impl Ingest {
         let last_records = self.ctx.store.last_records(&self.topic)?;
         let mut list = TopicPartitionList::new();
         for p in &fresh {
-            let offset = stored
-                .get(p)
-                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-            list.add_partition_offset(&self.topic, *p, offset)?;
             let (low, mut high) =
                 consumer.fetch_watermarks(&self.topic, *p, Duration::from_secs(10))?;
+            let offset = match stored.get(p).copied() {
+                Some(at) if at > low => {
+                    let from = (at - READ_THROUGH).max(low);
+                    self.resuming.insert(*p, (from, at));
+                    Offset::Offset(from)
+                }
+                Some(at) => Offset::Offset(at),
+                None => Offset::Beginning,
+            };
+            list.add_partition_offset(&self.topic, *p, offset)?;
             if let Some(applied) = stored.get(p).copied().filter(|s| *s > high) {
-                if self.applied_records_still_there(*p, applied, high, last_records.get(p).copied())
-                {
+                if self.applied_records_still_there(
+                    *p,
+                    applied,
+                    high,
+                    low,
+                    last_records.get(p).copied(),
+                ) {
                     high = applied;
                 }
             }
@@ -394,7 +419,7 @@ impl Ingest {
         if before < low {
             return None;
         }
-        match self.read_back(partition, before) {
+        match self.read_back(partition, before, low) {
             ReadBack::At(found) => (found != expected).then_some(Mismatch::RecordChanged {
                 partition,
                 stored,
@@ -425,12 +450,14 @@ impl Ingest {
         partition: i32,
         next: i64,
         high: i64,
+        low: i64,
         expected: Option<Millis>,
     ) -> bool {
         let Some(expected) = expected else {
             return false;
         };
-        let there = matches!(self.read_back(partition, next - 1), ReadBack::At(t) if t == expected);
+        let there =
+            matches!(self.read_back(partition, next - 1, low), ReadBack::At(t) if t == expected);
         if there && self.short_ends.insert(partition, high) != Some(high) {
             tracing::warn!(partition, applied_up_to = next, reported_end = high,
                 "The broker reports the events partition ending before records already applied, which are still there; keeping the state.");
@@ -449,8 +476,10 @@ impl Ingest {
     }
 
     /// Reads the record at `offset` of `partition` with a short-lived consumer of its own, so
-    /// the main one's assignment is untouched.
-    fn read_back(&self, partition: i32, offset: i64) -> ReadBack {
+    /// the main one's assignment is untouched; from up to [`READ_THROUGH`] records before it
+    /// (but not before `low`), so that a broker that cannot fetch from inside a batch still
+    /// hands over the batch holding it.
+    fn read_back(&self, partition: i32, offset: i64, low: i64) -> ReadBack {
         let Ok(probe) = client_config(&self.ctx.settings.kafka, Role::Ingest)
             .create::<BaseConsumer>()
             .map_err(|e| tracing::warn!(error = %e, "Cannot create the consumer that reads a record back."))
@@ -459,7 +488,11 @@ impl Ingest {
         };
         let mut list = TopicPartitionList::new();
         if list
-            .add_partition_offset(&self.topic, partition, Offset::Offset(offset))
+            .add_partition_offset(
+                &self.topic,
+                partition,
+                Offset::Offset((offset - READ_THROUGH).max(low)),
+            )
             .is_err()
             || probe.assign(&list).is_err()
         {
@@ -468,6 +501,8 @@ impl Ingest {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline && !self.shutdown.is_cancelled() {
             match probe.poll(Duration::from_millis(200)) {
+                // Read through to the record wanted.
+                Some(Ok(msg)) if msg.partition() == partition && msg.offset() < offset => {}
                 Some(Ok(msg)) if msg.partition() == partition && msg.offset() == offset => {
                     return msg
                         .timestamp()
@@ -501,11 +536,17 @@ impl Ingest {
     fn refresh_watermarks(&mut self, consumer: &BaseConsumer) -> Option<Mismatch> {
         for p in self.assigned.clone() {
             match consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(2)) {
-                Ok((_, high)) => {
+                Ok((low, high)) => {
                     self.ctx.status.broker_answered();
                     let next = self.next.get(&p).copied().unwrap_or(0);
                     if next > high
-                        && !self.applied_records_still_there(p, next, high, self.last_record(p))
+                        && !self.applied_records_still_there(
+                            p,
+                            next,
+                            high,
+                            low,
+                            self.last_record(p),
+                        )
                     {
                         return Some(Mismatch::BeyondEnd {
                             partition: p,
@@ -521,6 +562,35 @@ impl Ingest {
             }
         }
         None
+    }
+
+    /// Drops the records a resumed partition reads again before its stored offset (see
+    /// [`READ_THROUGH`]); the first record at or past it ends the resumption. One past it means
+    /// the broker skipped offsets: logged (on Kafka, transaction markers and compaction do).
+    /// A record before where reading started is left for [`Ingest::went_back`]: the position
+    /// was reset to the beginning of a recreated topic.
+    fn drop_read_through(&mut self, chunk: &mut Vec<BorrowedMessage<'_>>) {
+        if self.resuming.is_empty() {
+            return;
+        }
+        chunk.retain(|msg| {
+            let partition = msg.partition();
+            let Some(&(from, at)) = self.resuming.get(&partition) else {
+                return true;
+            };
+            let offset = msg.offset();
+            if (from..at).contains(&offset) {
+                return false;
+            }
+            if offset >= at {
+                self.resuming.remove(&partition);
+                if offset > at {
+                    tracing::warn!(partition, resumed_at = at, first = offset,
+                        "The first record after resuming is past the stored offset; the offsets between hold no record.");
+                }
+            }
+            true
+        });
     }
 
     /// A record before the partition's next offset: the consumer's position was reset (an
@@ -558,6 +628,7 @@ impl Ingest {
         self.assigned.clear();
         self.targets.clear();
         self.next.clear();
+        self.resuming.clear();
         tracing::info!(keys = removed, "Store cleared for the rebuild.");
         // The store now holds no offsets, so this assigns every partition from its beginning
         // and cannot find another mismatch.

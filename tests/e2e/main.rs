@@ -24,6 +24,7 @@ mod readiness;
 mod recreated_topic;
 mod replay;
 mod replies;
+mod resume_mid_batch;
 mod secrets;
 mod shutdown;
 mod webhook;
