@@ -5,7 +5,8 @@
 //! number of SE events spread over the devices, times a bare consumer reading it (the
 //! broker's and client's ceiling), then starts `trustgate run` (this executable) as a child
 //! process on an empty store with that topic as its events topic, and polls `/readyz` until it
-//! answers 200 (caught up, fed, fresh). While it runs, the child's `/proc/<pid>/status` is
+//! answers 200 (caught up, fed, fresh: the policy's `stale_after` must be longer than the fill
+//! and the catch-up take, or the records age out before the instance can be ready). While it runs, the child's `/proc/<pid>/status` is
 //! sampled: `VmHWM` is the peak resident memory of the ingesting process alone (not the
 //! bench's producer and consumer, which live in this process). Once ready, the child settles
 //! for a few seconds and its `VmRSS` is read (memory once caught up); then it is stopped with
