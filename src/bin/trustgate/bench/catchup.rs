@@ -409,3 +409,33 @@ pub async fn measure(
     }
     measured
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The topic holds exactly one computer per device and the asked number of events, each
+    /// event about a device of the fleet.
+    #[test]
+    fn the_fleet_topic_holds_one_computer_per_device_and_the_events() {
+        for (devices, events) in [(10u64, 2u64), (7, 0), (5, 11), (1, 1)] {
+            let mut computers = BTreeSet::new();
+            let mut seen_events = 0;
+            for n in 0..devices + events {
+                let (key, kind, value) = record(n, devices, events);
+                let doc: serde_json::Value = serde_json::from_str(&value).unwrap();
+                assert_eq!(doc["connector_guid"].as_str(), Some(key.as_str()));
+                let i: u64 = key["fleet-".len().."fleet-".len() + 8].parse().unwrap();
+                assert!(i < devices, "device {i} outside a fleet of {devices}");
+                match kind {
+                    Kind::Computer => assert!(computers.insert(i), "device {i} twice"),
+                    Kind::Event => seen_events += 1,
+                    other => panic!("unexpected kind {other:?}"),
+                }
+            }
+            assert_eq!(computers.len() as u64, devices);
+            assert_eq!(seen_events, events);
+        }
+    }
+}
