@@ -27,6 +27,17 @@ impl DeviceDirectory for Store {
     fn guids_by_hostname(&self, hostname: &str) -> Result<Vec<String>, DirectoryError> {
         Ok(logged(Store::guids_by_hostname(self, hostname))?)
     }
+    // One index lookup (one read lock) per level, summaries included, instead of the GUIDs
+    // and then each device by GUID.
+    fn devices_by_processor_id(&self, id: &str) -> Result<Vec<DeviceSummary>, DirectoryError> {
+        Ok(logged(Store::devices_by_processor_id(self, id))?)
+    }
+    fn devices_by_macs(&self, macs: &[String]) -> Result<Vec<DeviceSummary>, DirectoryError> {
+        Ok(logged(Store::devices_by_macs(self, macs))?)
+    }
+    fn devices_by_hostname(&self, hostname: &str) -> Result<Vec<DeviceSummary>, DirectoryError> {
+        Ok(logged(Store::devices_by_hostname(self, hostname))?)
+    }
 }
 
 /// A failed lookup is logged with what the store said (for a corrupt value, its key) so that

@@ -4,12 +4,20 @@
 //! within [`REQUEST_LIMITS`], so a duplicate key (`"trusted":false,"trusted":true`), a number
 //! past 64 bits, invalid UTF-8, deep nesting or an oversized body is `invalid_request`, never a
 //! guess at what the caller meant.
+//!
+//! It is then read into typed fields ([`Raw`]: borrowed from the body where the text has no
+//! escapes) instead of a `serde_json::Value` tree: the tree cost an allocation per key and value
+//! and was most of a decision's CPU once device lookups moved to memory (issue #11). Each field
+//! is read as whatever JSON it holds, never refused by serde, so every field is still judged by
+//! the rules below in the same order and with the same `invalid_request` reasons.
 
 use crate::json::{self, JsonError};
 use crate::policy::{RequestIdentifiers, Subject};
 use crate::se::{self, Platform, MAX_IDENTIFIER_BYTES};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
 
 /// The bounds of a request body. A request is a few hundred bytes and three levels deep.
 pub const REQUEST_LIMITS: json::Limits = json::Limits {
@@ -64,17 +72,24 @@ pub fn parse(body: &[u8]) -> Result<ValidRequest, InvalidRequest> {
             ))
         }
     }
-    let value: Value = serde_json::from_slice(body)
+    let top: Object<Fields<'_>> = serde_json::from_slice(body)
         .map_err(|e| fail(None, format!("request is not JSON: {e}")))?;
-    let Value::Object(obj) = value else {
+    let Object::Is(fields) = top else {
         return Err(fail(None, "request is not a JSON object".into()));
     };
-    let request_id = match obj.get("request_id") {
-        Some(Value::String(id)) if !id.is_empty() => id.clone(),
-        Some(_) => return Err(fail(None, "request_id must be a non-empty string".into())),
-        None => return Err(fail(None, "request_id is required".into())),
+    let request_id = match &fields.request_id {
+        Raw::Str(id) if !id.is_empty() => id.clone().into_owned(),
+        Raw::Missing => return Err(fail(None, "request_id is required".into())),
+        _ => return Err(fail(None, "request_id must be a non-empty string".into())),
     };
-    validate(&obj, &request_id).map_err(|error| fail(Some(request_id.clone()), error))
+    match validate(&fields) {
+        Ok((application, subject)) => Ok(ValidRequest {
+            request_id,
+            application,
+            subject,
+        }),
+        Err(error) => Err(fail(Some(request_id), error)),
+    }
 }
 
 /// The `request_id` of a request refused by the JSON checks, when it can still be read without
@@ -93,59 +108,267 @@ fn readable_request_id(body: &[u8]) -> Option<String> {
         .filter(|id| !id.is_empty())
 }
 
-fn validate(obj: &Map<String, Value>, request_id: &str) -> Result<ValidRequest, String> {
-    let application = match obj.get("application") {
-        Some(Value::String(app)) if !app.is_empty() => app.clone(),
-        Some(_) => return Err("application must be a non-empty string".into()),
-        None => return Err("application is required".into()),
+/// The top-level fields a request is read for; any other member is ignored (the JSON checks
+/// already walked it).
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(default, borrow)]
+    request_id: Raw<'a>,
+    #[serde(default, borrow)]
+    application: Raw<'a>,
+    #[serde(default, borrow)]
+    user: Raw<'a>,
+    #[serde(default, borrow)]
+    device: Object<DeviceFields<'a>>,
+}
+
+/// The `device` fields a request is read for.
+#[derive(Deserialize)]
+struct DeviceFields<'a> {
+    #[serde(default, borrow)]
+    trusted: Raw<'a>,
+    #[serde(default, borrow)]
+    os: Raw<'a>,
+    #[serde(default, borrow)]
+    connector_guid: Raw<'a>,
+    #[serde(default, borrow)]
+    windows_processor_id: Raw<'a>,
+    #[serde(default, borrow)]
+    hostname: Raw<'a>,
+    #[serde(default, borrow)]
+    mac_addresses: Raw<'a>,
+}
+
+/// One field's value as far as validation needs it. Reading it never fails: what it holds is
+/// judged afterwards, so a wrong type is an `invalid_request` with the field's own reason.
+#[derive(Debug, Default)]
+enum Raw<'a> {
+    /// The field is absent.
+    #[default]
+    Missing,
+    Null,
+    Bool(bool),
+    /// Borrowed from the body unless the JSON string held escapes.
+    Str(Cow<'a, str>),
+    /// An array: each item's text, or `None` for an item that is not a string.
+    Array(Vec<Option<Cow<'a, str>>>),
+    /// A number or an object.
+    Other,
+}
+
+/// A value that is read as `T` when it is an object: the top level and `device`.
+#[derive(Default)]
+enum Object<T> {
+    #[default]
+    Missing,
+    Is(T),
+    /// Present but not an object (`null` included).
+    Not,
+}
+
+/// Consumes whatever an array or object holds, keeping nothing.
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Raw<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Raw<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Raw::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Raw::Null)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Raw::Bool(v))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Raw::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Raw::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Raw::Other)
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Raw::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Raw::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Raw::Str(Cow::Owned(v)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(Item(item)) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Raw::Array(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                skip_map(map)?;
+                Ok(Raw::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An array item: its text when it is a string.
+struct Item<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Item<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Item<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Item(None))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Item(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Item(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Item(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Item(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Item(None))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Item(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Item(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Item(Some(Cow::Owned(v))))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                skip_seq(seq)?;
+                Ok(Item(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                skip_map(map)?;
+                Ok(Item(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Object::Is)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                skip_seq(seq)?;
+                Ok(Object::Not)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Object::Not)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Object::Not)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Object::Not)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Object::Not)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Object::Not)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Object::Not)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Object::Not)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+fn validate(fields: &Fields<'_>) -> Result<(String, Subject), String> {
+    let application = match &fields.application {
+        Raw::Str(app) if !app.is_empty() => app.clone().into_owned(),
+        Raw::Missing => return Err("application is required".into()),
+        _ => return Err("application must be a non-empty string".into()),
     };
     // `user` is part of the contract and must be a string when present, but no rule reads it.
-    optional_string(obj, "user")?;
-    let device = match obj.get("device") {
-        Some(Value::Object(device)) => device,
-        Some(_) => return Err("device must be an object".into()),
-        None => return Err("device is required".into()),
+    optional_string(&fields.user, "user")?;
+    let device = match &fields.device {
+        Object::Is(device) => device,
+        Object::Not => return Err("device must be an object".into()),
+        Object::Missing => return Err("device is required".into()),
     };
-    let trusted = match device.get("trusted") {
-        Some(Value::Bool(t)) => *t,
-        Some(_) => return Err("device.trusted must be a boolean".into()),
-        None => return Err("device.trusted is required".into()),
+    let trusted = match device.trusted {
+        Raw::Bool(t) => t,
+        Raw::Missing => return Err("device.trusted is required".into()),
+        _ => return Err("device.trusted must be a boolean".into()),
     };
-    let os = match optional_string(device, "os")? {
-        Some(os) => Some(Platform::from_request(&os).ok_or_else(|| {
+    let os = match optional_string(&device.os, "os")? {
+        Some(os) => Some(Platform::from_request(os).ok_or_else(|| {
             format!("device.os {os:?} is not one of windows, macos, linux, ios, android, chromeos, other")
         })?),
         None => None,
     };
     let ids = identifiers(device)?;
-    Ok(ValidRequest {
-        request_id: request_id.to_owned(),
-        application,
-        subject: Subject { trusted, os, ids },
-    })
+    Ok((application, Subject { trusted, os, ids }))
 }
 
 /// At most this many MAC addresses in one request: each is a store lookup, and no real device
 /// has more, so a longer list is a malformed (or hostile) request, answered `invalid_request`.
 pub(crate) const MAX_MAC_ADDRESSES: usize = 32;
 
-fn identifiers(device: &Map<String, Value>) -> Result<RequestIdentifiers, String> {
-    let guid = identifier(device, "connector_guid")?;
-    let processor = identifier(device, "windows_processor_id")?;
-    let hostname = identifier(device, "hostname")?;
-    let macs = match device.get("mac_addresses") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) if items.len() > MAX_MAC_ADDRESSES => {
+fn identifiers(device: &DeviceFields<'_>) -> Result<RequestIdentifiers, String> {
+    let guid = identifier(&device.connector_guid, "connector_guid")?;
+    let processor = identifier(&device.windows_processor_id, "windows_processor_id")?;
+    let hostname = identifier(&device.hostname, "hostname")?;
+    let macs = match &device.mac_addresses {
+        Raw::Missing | Raw::Null => Vec::new(),
+        Raw::Array(items) if items.len() > MAX_MAC_ADDRESSES => {
             return Err(format!(
                 "device.mac_addresses holds {} entries; at most {MAX_MAC_ADDRESSES} are accepted",
                 items.len()
             ))
         }
-        Some(Value::Array(items)) => {
+        Raw::Array(items) => {
             let mut macs = Vec::with_capacity(items.len());
             for item in items {
                 let text = item
-                    .as_str()
+                    .as_deref()
                     .ok_or("device.mac_addresses must hold strings")?;
                 macs.push(se::normalize_mac(text).ok_or_else(|| {
                     format!("device.mac_addresses: {text:?} is not a MAC address")
@@ -155,29 +378,30 @@ fn identifiers(device: &Map<String, Value>) -> Result<RequestIdentifiers, String
             macs.dedup();
             macs
         }
-        Some(_) => return Err("device.mac_addresses must be an array".into()),
+        _ => return Err("device.mac_addresses must be an array".into()),
     };
     Ok(RequestIdentifiers {
-        connector_guid: guid.as_deref().and_then(se::normalize_guid),
-        windows_processor_id: processor.as_deref().and_then(se::normalize_processor_id),
+        connector_guid: guid.and_then(se::normalize_guid),
+        windows_processor_id: processor.and_then(se::normalize_processor_id),
         macs,
-        hostname: hostname.as_deref().and_then(se::normalize_hostname),
+        hostname: hostname.and_then(se::normalize_hostname),
     })
 }
 
-fn optional_string(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, String> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(format!("{field} must be a string")),
+/// A field that must be a string when present; `null` and blank text count as absent.
+fn optional_string<'r>(raw: &'r Raw<'_>, field: &str) -> Result<Option<&'r str>, String> {
+    match raw {
+        Raw::Missing | Raw::Null => Ok(None),
+        Raw::Str(s) if s.trim().is_empty() => Ok(None),
+        Raw::Str(s) => Ok(Some(s)),
+        _ => Err(format!("{field} must be a string")),
     }
 }
 
 /// An identifier field: a string of at most [`MAX_IDENTIFIER_BYTES`]. A longer one is no SE
 /// identifier; refusing it says so, where dropping it would match the device by a weaker one.
-fn identifier(device: &Map<String, Value>, field: &str) -> Result<Option<String>, String> {
-    let value = optional_string(device, field)?;
+fn identifier<'r>(raw: &'r Raw<'_>, field: &str) -> Result<Option<&'r str>, String> {
+    let value = optional_string(raw, field)?;
     match value {
         Some(v) if v.trim().len() > MAX_IDENTIFIER_BYTES => Err(format!(
             "device.{field} is {} bytes long; at most {MAX_IDENTIFIER_BYTES} are accepted",
@@ -190,6 +414,143 @@ fn identifier(device: &Map<String, Value>, field: &str) -> Result<Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Map, Value};
+
+    /// The parser as it was before requests were read into typed fields (a `serde_json::Value`
+    /// tree): the model the typed parser must agree with on every body, reasons included.
+    mod reference {
+        use super::super::{readable_request_id, MAX_MAC_ADDRESSES, REQUEST_LIMITS};
+        use super::super::{InvalidRequest, ValidRequest};
+        use crate::json::{self, JsonError};
+        use crate::policy::{RequestIdentifiers, Subject};
+        use crate::se::{self, Platform, MAX_IDENTIFIER_BYTES};
+        use serde_json::{Map, Value};
+
+        /// Reads and validates a request body.
+        pub(super) fn parse(body: &[u8]) -> Result<ValidRequest, InvalidRequest> {
+            let fail =
+                |request_id: Option<String>, error: String| InvalidRequest { request_id, error };
+            match json::check(body, REQUEST_LIMITS) {
+                Ok(()) => {}
+                Err(JsonError::Syntax(e)) => {
+                    return Err(fail(None, format!("request is not JSON: {e}")))
+                }
+                Err(e @ JsonError::TooLarge { .. }) => {
+                    return Err(fail(None, format!("request refused: {e}")))
+                }
+                Err(e) => {
+                    return Err(fail(
+                        readable_request_id(body),
+                        format!("request refused: {e}"),
+                    ))
+                }
+            }
+            let value: Value = serde_json::from_slice(body)
+                .map_err(|e| fail(None, format!("request is not JSON: {e}")))?;
+            let Value::Object(obj) = value else {
+                return Err(fail(None, "request is not a JSON object".into()));
+            };
+            let request_id = match obj.get("request_id") {
+                Some(Value::String(id)) if !id.is_empty() => id.clone(),
+                Some(_) => return Err(fail(None, "request_id must be a non-empty string".into())),
+                None => return Err(fail(None, "request_id is required".into())),
+            };
+            validate(&obj, &request_id).map_err(|error| fail(Some(request_id.clone()), error))
+        }
+
+        fn validate(obj: &Map<String, Value>, request_id: &str) -> Result<ValidRequest, String> {
+            let application = match obj.get("application") {
+                Some(Value::String(app)) if !app.is_empty() => app.clone(),
+                Some(_) => return Err("application must be a non-empty string".into()),
+                None => return Err("application is required".into()),
+            };
+            // `user` is part of the contract and must be a string when present, but no rule reads it.
+            optional_string(obj, "user")?;
+            let device = match obj.get("device") {
+                Some(Value::Object(device)) => device,
+                Some(_) => return Err("device must be an object".into()),
+                None => return Err("device is required".into()),
+            };
+            let trusted = match device.get("trusted") {
+                Some(Value::Bool(t)) => *t,
+                Some(_) => return Err("device.trusted must be a boolean".into()),
+                None => return Err("device.trusted is required".into()),
+            };
+            let os = match optional_string(device, "os")? {
+                Some(os) => Some(Platform::from_request(&os).ok_or_else(|| {
+                    format!("device.os {os:?} is not one of windows, macos, linux, ios, android, chromeos, other")
+                })?),
+                None => None,
+            };
+            let ids = identifiers(device)?;
+            Ok(ValidRequest {
+                request_id: request_id.to_owned(),
+                application,
+                subject: Subject { trusted, os, ids },
+            })
+        }
+
+        fn identifiers(device: &Map<String, Value>) -> Result<RequestIdentifiers, String> {
+            let guid = identifier(device, "connector_guid")?;
+            let processor = identifier(device, "windows_processor_id")?;
+            let hostname = identifier(device, "hostname")?;
+            let macs = match device.get("mac_addresses") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(items)) if items.len() > MAX_MAC_ADDRESSES => {
+                    return Err(format!(
+                        "device.mac_addresses holds {} entries; at most {MAX_MAC_ADDRESSES} are accepted",
+                        items.len()
+                    ))
+                }
+                Some(Value::Array(items)) => {
+                    let mut macs = Vec::with_capacity(items.len());
+                    for item in items {
+                        let text = item
+                            .as_str()
+                            .ok_or("device.mac_addresses must hold strings")?;
+                        macs.push(se::normalize_mac(text).ok_or_else(|| {
+                            format!("device.mac_addresses: {text:?} is not a MAC address")
+                        })?);
+                    }
+                    macs.sort();
+                    macs.dedup();
+                    macs
+                }
+                Some(_) => return Err("device.mac_addresses must be an array".into()),
+            };
+            Ok(RequestIdentifiers {
+                connector_guid: guid.as_deref().and_then(se::normalize_guid),
+                windows_processor_id: processor.as_deref().and_then(se::normalize_processor_id),
+                macs,
+                hostname: hostname.as_deref().and_then(se::normalize_hostname),
+            })
+        }
+
+        fn optional_string(
+            obj: &Map<String, Value>,
+            field: &str,
+        ) -> Result<Option<String>, String> {
+            match obj.get(field) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(format!("{field} must be a string")),
+            }
+        }
+
+        /// An identifier field: a string of at most [`MAX_IDENTIFIER_BYTES`]. A longer one is no SE
+        /// identifier; refusing it says so, where dropping it would match the device by a weaker one.
+        fn identifier(device: &Map<String, Value>, field: &str) -> Result<Option<String>, String> {
+            let value = optional_string(device, field)?;
+            match value {
+                Some(v) if v.trim().len() > MAX_IDENTIFIER_BYTES => Err(format!(
+                    "device.{field} is {} bytes long; at most {MAX_IDENTIFIER_BYTES} are accepted",
+                    v.trim().len()
+                )),
+                v => Ok(v),
+            }
+        }
+    }
 
     #[test]
     fn a_full_request_parses_and_normalises() {
@@ -311,6 +672,127 @@ mod tests {
             parse(&body(MAX_IDENTIFIER_BYTES)).unwrap();
             let err = parse(&body(MAX_IDENTIFIER_BYTES + 1)).unwrap_err();
             assert!(err.error.contains(field), "{}", err.error);
+        }
+    }
+
+    /// Issue #11: the typed parser agrees with the `Value`-tree parser it replaced on every
+    /// body, valid or not: the same request, or the same reason and request id.
+    mod agrees_with_the_tree_parser {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn same(body: &[u8]) -> Result<(), TestCaseError> {
+            let typed = format!("{:?}", parse(body));
+            let tree = format!("{:?}", reference::parse(body));
+            prop_assert_eq!(typed, tree, "body {}", String::from_utf8_lossy(body));
+            Ok(())
+        }
+
+        fn text() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(String::new()),
+                Just("  ".to_owned()),
+                Just("r1".to_owned()),
+                Just("Windows".to_owned()),
+                Just(" macOS ".to_owned()),
+                Just("beos".to_owned()),
+                Just("AA:BB:CC:DD:EE:FF".to_owned()),
+                Just("aa-bb-cc-dd-ee-f".to_owned()),
+                Just("0D5E4F3A-1B2C-4D5E".to_owned()),
+                Just("FIN-LT-0042.corp.".to_owned()),
+                Just("quote\"and\\slash\u{e9}".to_owned()),
+                Just("a".repeat(MAX_IDENTIFIER_BYTES)),
+                Just(format!(" {} ", "a".repeat(MAX_IDENTIFIER_BYTES))),
+                Just("a".repeat(MAX_IDENTIFIER_BYTES + 1)),
+                "[a-fA-F0-9:. -]{0,20}",
+            ]
+            .prop_map(Value::String)
+        }
+
+        fn scalar() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                Just(Value::from(2.5)),
+                text(),
+                text(),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                4 => scalar(),
+                2 => proptest::collection::vec(scalar(), 0..40).prop_map(Value::Array),
+                1 => proptest::collection::vec(proptest::collection::vec(scalar(), 0..3)
+                    .prop_map(Value::Array), 0..3).prop_map(Value::Array),
+                1 => scalar().prop_map(|v| serde_json::json!({ "k": v })),
+            ]
+        }
+
+        fn object(
+            keys: &'static [&'static str],
+            member: BoxedStrategy<Value>,
+        ) -> BoxedStrategy<Value> {
+            proptest::collection::vec((proptest::sample::select(keys), member), 0..keys.len() + 1)
+                .prop_map(|members| {
+                    Value::Object(
+                        members
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), v))
+                            .collect(),
+                    )
+                })
+                .boxed()
+        }
+
+        fn device() -> BoxedStrategy<Value> {
+            let keys = &[
+                "trusted",
+                "os",
+                "connector_guid",
+                "windows_processor_id",
+                "hostname",
+                "mac_addresses",
+                "extra",
+            ];
+            prop_oneof![4 => object(keys, value().boxed()), 1 => value()].boxed()
+        }
+
+        fn request() -> BoxedStrategy<Value> {
+            let member = prop_oneof![3 => value(), 2 => device()].boxed();
+            let keys = &[
+                "request_id",
+                "application",
+                "user",
+                "device",
+                "device",
+                "extra",
+            ];
+            prop_oneof![8 => object(keys, member), 1 => value()].boxed()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4_000))]
+            #[test]
+            fn on_generated_requests(request in request()) {
+                same(&serde_json::to_vec(&request).unwrap())?;
+            }
+
+            #[test]
+            fn on_mutated_bytes(seed in 0usize..4, cut in any::<prop::sample::Index>(),
+                byte in any::<u8>()) {
+                let seeds = [
+                    &br#"{"request_id":"r1","application":"vpn","device":{"trusted":true,"hostname":"fin-lt-0042"}}"#[..],
+                    br#"{"request_id":"r","application":"citrix","user":"ann","device":{"trusted":true,"os":"windows","connector_guid":"0D5E","windows_processor_id":"BFEB","mac_addresses":["00:50:56:A1:2B:3C","00-50-56-a1-2b-3d"],"hostname":"WS.corp"}}"#,
+                    br#"{"request_id":"r3","application":"ssh","device":{"trusted":false,"os":"macOS"}}"#,
+                    br#"{"request_id":"r4","application":"a","user":null,"device":{"trusted":true,"os":"linux","hostname":null,"mac_addresses":null,"extra":{"nested":[1,2.5,"x"]}}}"#,
+                ];
+                let mut body = seeds[seed].to_vec();
+                let at = cut.index(body.len());
+                body[at] = byte;
+                same(&body)?;
+            }
         }
     }
 }

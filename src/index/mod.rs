@@ -337,6 +337,57 @@ impl DecisionIndex {
         Ok(self.guids(found))
     }
 
+    /// The summaries of the entries at `slots` (candidates already checked), sorted by GUID,
+    /// each device once: the answer of one lookup level, in one pass under the caller's lock.
+    fn summaries(&self, slots: impl Iterator<Item = u32>) -> Vec<DeviceSummary> {
+        let mut entries: Vec<&Entry> = slots.filter_map(|s| self.entry(s)).collect();
+        if entries.len() > 1 {
+            entries.sort_unstable_by(|a, b| a.guid().cmp(b.guid()));
+            entries.dedup_by(|a, b| a.guid() == b.guid());
+        }
+        entries.into_iter().map(Entry::summary).collect()
+    }
+
+    /// What decisions read of the devices with this (normalised) processor id, sorted by GUID.
+    pub fn devices_by_processor_id(&self, id: &str) -> Result<Vec<DeviceSummary>, IndexError> {
+        self.searchable()?;
+        let found = self
+            .by_processor
+            .iter_hash(self.hash(id))
+            .copied()
+            .filter(|s| self.entry(*s).and_then(Entry::processor_id) == Some(id));
+        Ok(self.summaries(found))
+    }
+
+    /// What decisions read of the devices with any of these MACs (12 lower-case hex digits
+    /// each), sorted by GUID, each device once.
+    pub fn devices_by_macs(&self, macs: &[String]) -> Result<Vec<DeviceSummary>, IndexError> {
+        self.searchable()?;
+        let found = macs.iter().flat_map(|mac| {
+            self.by_mac
+                .iter_hash(self.hash(mac))
+                .map(|k| slot_of(*k))
+                .filter(move |s| self.entry(*s).is_some_and(|e| e.macs().any(|m| m == mac)))
+        });
+        Ok(self.summaries(found))
+    }
+
+    /// What decisions read of the devices whose hostname matches `host` by the hostname rule,
+    /// both ways (`policy::hostnames_match`), sorted by GUID.
+    pub fn devices_by_hostname(&self, host: &str) -> Result<Vec<DeviceSummary>, IndexError> {
+        self.searchable()?;
+        let found = self
+            .by_host_label
+            .iter_hash(self.hash(&first_label(host)))
+            .copied()
+            .filter(|s| {
+                self.entry(*s)
+                    .and_then(Entry::hostname)
+                    .is_some_and(|h| hostnames_match(h, host))
+            });
+        Ok(self.summaries(found))
+    }
+
     /// An estimate of the bytes the index holds: slots, tables and each entry's heap text.
     pub fn size_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Option<Entry>>()

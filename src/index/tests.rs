@@ -193,6 +193,58 @@ fn check(index: &DecisionIndex, model: &Model) -> Result<(), TestCaseError> {
             prop_assert!(got.is_err());
         }
     }
+    check_devices_by(index, model)
+}
+
+/// The one-call lookups decisions use (summaries by processor id, by any of several MACs, by
+/// hostname) equal the model's GUID lookups followed by each device by GUID.
+fn check_devices_by(index: &DecisionIndex, model: &Model) -> Result<(), TestCaseError> {
+    let dir = &model.devices;
+    let searchable = model.corrupt.is_empty();
+    for id in PROCESSORS.iter().chain(&["a"]) {
+        match index.devices_by_processor_id(id) {
+            Ok(got) => {
+                prop_assert!(searchable);
+                prop_assert_eq!(
+                    got,
+                    dir.devices_by_processor_id(id).unwrap(),
+                    "processor {}",
+                    id
+                );
+            }
+            Err(e) => prop_assert!(!searchable, "{}", e),
+        }
+    }
+    let mac_sets: Vec<Vec<String>> = (0..MACS.len())
+        .map(|i| vec![MACS[i].to_owned()])
+        .chain([
+            MACS.iter().map(|m| (*m).to_owned()).collect(),
+            vec!["ffffffffffff".into()],
+        ])
+        .collect();
+    for macs in &mac_sets {
+        match index.devices_by_macs(macs) {
+            Ok(got) => {
+                prop_assert!(searchable);
+                prop_assert_eq!(got, dir.devices_by_macs(macs).unwrap(), "macs {:?}", macs);
+            }
+            Err(e) => prop_assert!(!searchable, "{}", e),
+        }
+    }
+    for host in hostname_queries() {
+        match index.devices_by_hostname(&host) {
+            Ok(got) => {
+                prop_assert!(searchable);
+                prop_assert_eq!(
+                    got,
+                    dir.devices_by_hostname(&host).unwrap(),
+                    "host {}",
+                    host
+                );
+            }
+            Err(e) => prop_assert!(!searchable, "{}", e),
+        }
+    }
     Ok(())
 }
 

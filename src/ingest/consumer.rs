@@ -668,7 +668,9 @@ impl Ingest {
 
 /// Takes what is ready, up to [`MAX_CHUNK`] records; waits briefly only for the first.
 fn poll_chunk(consumer: &BaseConsumer) -> Vec<BorrowedMessage<'_>> {
-    let mut chunk = Vec::new();
+    // Room for a whole chunk up front: growing it by doubling was ~9% of a catch-up's CPU
+    // (issue #11, perf on a 120k-record catch-up).
+    let mut chunk = Vec::with_capacity(MAX_CHUNK);
     let mut timeout = Duration::from_millis(100);
     while chunk.len() < MAX_CHUNK {
         match consumer.poll(timeout) {

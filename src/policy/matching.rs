@@ -16,6 +16,44 @@ pub trait DeviceDirectory {
     /// (`hostnames_match`): `hostname` itself, `hostname.<more labels>`, or a name that
     /// `hostname` is followed by `.` and more labels.
     fn guids_by_hostname(&self, hostname: &str) -> Result<Vec<String>, DirectoryError>;
+
+    /// What decisions read of the devices with this `windows_processor_id`, sorted by GUID.
+    /// The default asks [`Self::guids_by_processor_id`], then [`Self::device`] for each; a
+    /// directory that can answer in one lookup (the store's index) overrides it.
+    fn devices_by_processor_id(&self, id: &str) -> Result<Vec<DeviceSummary>, DirectoryError> {
+        devices_of(self, self.guids_by_processor_id(id)?)
+    }
+    /// What decisions read of the devices with any of these MACs, sorted by GUID, each once.
+    fn devices_by_macs(&self, macs: &[String]) -> Result<Vec<DeviceSummary>, DirectoryError> {
+        let mut guids = Vec::new();
+        for mac in macs {
+            guids.extend(self.guids_by_mac(mac)?);
+        }
+        devices_of(self, guids)
+    }
+    /// What decisions read of the devices whose hostname matches `hostname` by the hostname
+    /// rule ([`Self::guids_by_hostname`]), sorted by GUID.
+    fn devices_by_hostname(&self, hostname: &str) -> Result<Vec<DeviceSummary>, DirectoryError> {
+        devices_of(self, self.guids_by_hostname(hostname)?)
+    }
+}
+
+/// The devices of `guids`, sorted by GUID, each once.
+fn devices_of<D: DeviceDirectory + ?Sized>(
+    dir: &D,
+    mut guids: Vec<String>,
+) -> Result<Vec<DeviceSummary>, DirectoryError> {
+    guids.sort();
+    guids.dedup();
+    let mut devices = Vec::with_capacity(guids.len());
+    for guid in guids {
+        // An index entry without its device is a torn write that the next chunk repairs;
+        // skipping it is right because the entry asserts nothing by itself.
+        if let Some(state) = dir.device(&guid)? {
+            devices.push(state);
+        }
+    }
+    Ok(devices)
 }
 
 /// A directory that could not be read, e.g. a sled I/O error or a corrupt value. Policy's own
@@ -38,12 +76,15 @@ impl DirectoryError {
 /// (`ws-q-0200.corp.example.com` finds `ws-q-0200`), and two FQDNs with different domains do
 /// not match (`ws-q-0200.a.example` is not `ws-q-0200.b.example`).
 pub(crate) fn hostnames_match(a: &str, b: &str) -> bool {
-    fn extends(long: &str, short: &str) -> bool {
-        long.len() > short.len() && long.starts_with(short) && long.as_bytes()[short.len()] == b'.'
+    // Compared byte by byte ignoring ASCII case, without lower-cased copies: this runs for
+    // every candidate of a hostname lookup on the decision path.
+    fn extends(long: &[u8], short: &[u8]) -> bool {
+        long.len() > short.len()
+            && long[..short.len()].eq_ignore_ascii_case(short)
+            && long[short.len()] == b'.'
     }
-    a.eq_ignore_ascii_case(b)
-        || extends(&a.to_ascii_lowercase(), &b.to_ascii_lowercase())
-        || extends(&b.to_ascii_lowercase(), &a.to_ascii_lowercase())
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.eq_ignore_ascii_case(b) || extends(a, b) || extends(b, a)
 }
 
 /// Which identifier matched. Ordered from strongest to weakest.
@@ -87,11 +128,15 @@ impl RequestIdentifiers {
 }
 
 /// Looks the identifiers up strongest first: connector_guid > windows_processor_id > MAC >
-/// hostname. The first level that finds any device decides.
+/// hostname. The first level that finds any device decides, and weaker levels are not asked
+/// (a directory error at a weaker level cannot change a match found at a stronger one; the
+/// store's index fails every level but the GUID alike, so it is met at the first one asked).
 pub(crate) fn match_device(
     dir: &impl DeviceDirectory,
     ids: &RequestIdentifiers,
 ) -> Result<Matched, DirectoryError> {
+    let found =
+        |by, devices: Vec<DeviceSummary>| (!devices.is_empty()).then_some(Matched { by, devices });
     if let Some(guid) = &ids.connector_guid {
         if let Some(state) = dir.device(guid)? {
             return Ok(Matched {
@@ -100,36 +145,22 @@ pub(crate) fn match_device(
             });
         }
     }
-    let mut levels: Vec<(MatchedBy, Vec<String>)> = Vec::with_capacity(3);
     if let Some(id) = &ids.windows_processor_id {
-        levels.push((
+        if let Some(m) = found(
             MatchedBy::WindowsProcessorId,
-            dir.guids_by_processor_id(id)?,
-        ));
+            dir.devices_by_processor_id(id)?,
+        ) {
+            return Ok(m);
+        }
     }
     if !ids.macs.is_empty() {
-        let mut guids = Vec::new();
-        for mac in &ids.macs {
-            guids.extend(dir.guids_by_mac(mac)?);
+        if let Some(m) = found(MatchedBy::Mac, dir.devices_by_macs(&ids.macs)?) {
+            return Ok(m);
         }
-        levels.push((MatchedBy::Mac, guids));
     }
     if let Some(host) = &ids.hostname {
-        levels.push((MatchedBy::Hostname, dir.guids_by_hostname(host)?));
-    }
-    for (by, mut guids) in levels {
-        guids.sort();
-        guids.dedup();
-        let mut devices = Vec::with_capacity(guids.len());
-        for guid in guids {
-            // An index entry without its device is a torn write that the next chunk repairs;
-            // skipping it is right because the entry asserts nothing by itself.
-            if let Some(state) = dir.device(&guid)? {
-                devices.push(state);
-            }
-        }
-        if !devices.is_empty() {
-            return Ok(Matched { by, devices });
+        if let Some(m) = found(MatchedBy::Hostname, dir.devices_by_hostname(host)?) {
+            return Ok(m);
         }
     }
     Ok(Matched {

@@ -177,6 +177,24 @@ impl Store {
         Ok(self.index()?.guids_by_hostname(host)?)
     }
 
+    /// What decisions read of the devices with this processor id, sorted by GUID (decision
+    /// index, one lookup).
+    pub fn devices_by_processor_id(&self, id: &str) -> Result<Vec<DeviceSummary>, StoreError> {
+        Ok(self.index()?.devices_by_processor_id(id)?)
+    }
+
+    /// What decisions read of the devices with any of these MACs, sorted by GUID (decision
+    /// index, one lookup).
+    pub fn devices_by_macs(&self, macs: &[String]) -> Result<Vec<DeviceSummary>, StoreError> {
+        Ok(self.index()?.devices_by_macs(macs)?)
+    }
+
+    /// What decisions read of the devices whose hostname matches `host` by the hostname rule,
+    /// sorted by GUID (decision index, one lookup).
+    pub fn devices_by_hostname(&self, host: &str) -> Result<Vec<DeviceSummary>, StoreError> {
+        Ok(self.index()?.devices_by_hostname(host)?)
+    }
+
     /// Devices in the decision index and its estimated size in bytes (for benchmarks).
     pub fn index_stats(&self) -> Result<(usize, usize), StoreError> {
         let index = self.index()?;

@@ -93,7 +93,9 @@ async fn fill(settings: &Settings, topic: &str, records: u64) -> anyhow::Result<
     await_all(&mut pending).await
 }
 
-async fn await_all(pending: &mut Vec<rdkafka::producer::DeliveryFuture>) -> anyhow::Result<()> {
+pub(super) async fn await_all(
+    pending: &mut Vec<rdkafka::producer::DeliveryFuture>,
+) -> anyhow::Result<()> {
     for delivery in pending.drain(..) {
         match delivery.await {
             Ok(Ok(_)) => {}
@@ -105,7 +107,7 @@ async fn await_all(pending: &mut Vec<rdkafka::producer::DeliveryFuture>) -> anyh
 }
 
 /// Reads `records` records of `topic` from the beginning with a bare consumer.
-fn plain_consume(settings: &Settings, topic: &str, records: u64) -> anyhow::Result<f64> {
+pub(super) fn plain_consume(settings: &Settings, topic: &str, records: u64) -> anyhow::Result<f64> {
     let mut config = client_config(&settings.kafka, Role::Ingest);
     config.set("group.id", format!("{topic}-plain"));
     let consumer: BaseConsumer = config.create()?;

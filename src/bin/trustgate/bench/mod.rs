@@ -9,7 +9,11 @@
 //! Each round is four phases (floor then worker, at a fixed rate, then both at the maximum
 //! rate with a bounded in-flight window); figures are medians over rounds.
 //!
-//! Optionally it also measures ingest throughput against a plain consume ([`ingest`]).
+//! Optionally it also measures ingest throughput against a plain consume ([`ingest`]). With
+//! `--catch-up-devices` it measures only a fleet catch-up instead ([`catchup`]): a child
+//! `trustgate run` catching up a topic of that many computers (plus `--catch-up-events`
+//! events) from an empty store, its peak and settled memory, and its restart; no worker needs
+//! to be running for that.
 //! Webhook deliveries are not measured here (the bench sends none); webhook accept → deny
 //! latency is measured by `cargo test --test e2e webhook_latency -- --ignored --nocapture`.
 //!
@@ -23,9 +27,11 @@
 //! | [`latency`] | the HDR histogram and percentiles |
 //! | [`echo`] | the echo responder (the floor) |
 //! | [`ingest`] | ingest vs plain-consume throughput |
+//! | [`catchup`] | fleet catch-up and restart of a child process, its memory |
 //! | [`topics`] | the run's own topics and isolated settings |
 //! | [`report`] | medians, ratios, text and JSON output |
 
+pub mod catchup;
 pub mod collect;
 pub mod echo;
 pub mod ingest;
@@ -75,6 +81,14 @@ pub struct BenchArgs {
     /// Also measure ingest: pre-fill a topic with this many records (0 skips it).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=50_000_000))]
     pub ingest_records: u64,
+    /// Measure only a fleet catch-up: a topic of this many SE computers (one per device), caught
+    /// up by a `trustgate run` child process on an empty store, then restarted (0 skips it).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=50_000_000))]
+    pub catch_up_devices: u64,
+    /// With `--catch-up-devices`: SE events on the topic besides the computers, spread over the
+    /// devices (half of them compromise-class).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=50_000_000))]
+    pub catch_up_events: u64,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -82,6 +96,25 @@ pub struct BenchArgs {
 
 /// Runs the benchmark and prints the report.
 pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
+    if args.catch_up_devices > 0 {
+        let topics = BenchTopics::fresh();
+        let result = catchup::measure(
+            &settings,
+            args.config.config.clone(),
+            &topics.events,
+            args.catch_up_devices,
+            args.catch_up_events,
+        )
+        .await;
+        topics::delete_all(&settings, &topics).await;
+        let result = result?;
+        if args.json {
+            println!("{}", serde_json::to_string(&result)?);
+        } else {
+            print!("{}", result.to_text());
+        }
+        return Ok(());
+    }
     let report = measure(&settings, &args).await?;
     if args.json {
         println!("{}", report.to_json());

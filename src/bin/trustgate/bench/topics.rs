@@ -37,11 +37,13 @@ impl BenchTopics {
     }
 
     /// The topics the in-process instance of the ingest measurement creates for itself.
-    fn ingest_instance_topics(&self) -> [String; 3] {
+    /// (The catch-up measurement's child process also names its audit topic so.)
+    fn ingest_instance_topics(&self) -> [String; 4] {
         [
             format!("{}.requests", self.events),
             format!("{}.responses", self.events),
             format!("{}.dlq", self.events),
+            format!("{}.audit", self.events),
         ]
     }
 }
