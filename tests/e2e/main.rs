@@ -28,3 +28,4 @@ mod secrets;
 mod shutdown;
 mod webhook;
 mod webhook_trust;
+mod whatif;
