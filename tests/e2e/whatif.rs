@@ -268,6 +268,8 @@ async fn what_if_counts_changed_decisions_exactly_on_a_known_history() {
         "{text}"
     );
     assert!(text.contains("l-during"), "{text}");
+    // The README's walk-through shows this output (`--nocapture`).
+    eprintln!("{text}");
     let broken = candidate(&inst, "broken.toml", "[kafka]\nbrokers = \"x:1\"\n");
     let out = cli(&inst, &["what-if", "--policy", &broken], "");
     assert_eq!(out.status.code(), Some(2));

@@ -60,7 +60,7 @@ pub async fn run(settings: Settings, args: WhatIfArgs) -> anyhow::Result<ExitCod
         }
         Reach::Instance => {
             eprintln!(
-                "trustgate: the store at {} is in use by a running trustgate instance; what-if reads the store itself: stop the instance, or run what-if with a configuration whose [store] path is a replayed copy (trustgate replay)",
+                "trustgate: the store at {} is in use by a running trustgate instance; what-if reads the store itself: run it while the instance is stopped, or on a second store kept for investigations",
                 settings.store.path.display()
             );
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
