@@ -15,7 +15,7 @@ use std::sync::Arc;
 use trustgate::audit::{self, AuditFilter};
 use trustgate::config::Settings;
 use trustgate::decision::{Answer, Decider};
-use trustgate::history::{HistorySource, PastRecords};
+use trustgate::history::{HistorySource, PastDirectory, PastRecords};
 use trustgate::ingest::IngestStatus;
 use trustgate::liveness::LivenessClock;
 use trustgate::time::format_millis;
@@ -98,9 +98,23 @@ pub async fn run(settings: Settings, args: WhatIfArgs) -> anyhow::Result<ExitCod
                 skipped += 1;
                 continue;
             };
+            let mut unreadable = None;
             let answer = decider.decide_as_of(&audited.request, Ok(audited.at), |req| {
-                source.past_directory_cached(&store, &req.subject, audited.at, &mut cache)
+                let past =
+                    source.past_directory_cached(&store, &req.subject, audited.at, &mut cache);
+                if let PastDirectory::Unavailable(e) = &past {
+                    unreadable = Some(e.clone());
+                }
+                past
             });
+            // The candidate would answer `store_unavailable`: a count of changes that includes
+            // records we could not read would be a wrong answer, not a partial one.
+            if let Some(e) = unreadable {
+                anyhow::bail!(
+                    "reading the records of request {}'s devices from the events topic: {e}",
+                    audited.request_id
+                );
+            }
             let after = match answer {
                 Answer::Reply(resp) => serde_json::to_value(&resp)
                     .ok()
@@ -115,9 +129,9 @@ pub async fn run(settings: Settings, args: WhatIfArgs) -> anyhow::Result<ExitCod
         }
         let mut report = WhatIfReport::compare(replayed, examples);
         report.skipped = skipped;
-        (report, cache)
+        anyhow::Ok((report, cache))
     })
-    .await?;
+    .await??;
     if cache.missing > 0 {
         eprintln!(
             "trustgate: {} of the devices' records are no longer on the events topic (retention or compaction); their states then lack them",
