@@ -30,6 +30,8 @@
 //! - [`audit`]: the decision audit: every decision written to the audit topic, and read back.
 //! - [`history`]: a device's timeline from the events topic, and its state at a past time,
 //!   read back through the store's per-device record references.
+//! - [`whatif`]: audited requests compared with a candidate policy set's answers
+//!   (`trustgate what-if`): what would change, by application, user and reason.
 //! - `http_listener`: the one HTTP/1 serve loop (header timeout, connection cap, drain) under
 //!   the admin and webhook listeners.
 //! - [`publish`]: the one producer path to the events topic for every source.
@@ -80,3 +82,4 @@ pub mod telemetry;
 pub mod time;
 pub mod topic;
 pub mod webhook;
+pub mod whatif;

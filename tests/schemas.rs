@@ -326,3 +326,74 @@ fn a_decision_at_a_past_time_validates_with_as_of() {
     bad["as_of"] = json!(5);
     assert!(!v.is_valid(&bad), "{bad} should be invalid");
 }
+
+/// `what-if --json` (issue #12 items 6 and 7): trustgate's own report validates, report-only
+/// answers on either side included; reports that break the shape do not.
+#[test]
+fn what_if_reports_validate() {
+    use trustgate::whatif::{Answered, Replayed, WhatIfReport};
+    let v = schema("what-if.v1.json");
+    let answer = |decision: &str, reason: &str, would: Option<(&str, &str)>| Answered {
+        decision: decision.into(),
+        reason: reason.into(),
+        would_decide: would.map(|w| w.0.into()),
+        would_reason: would.map(|w| w.1.into()),
+    };
+    let replayed = |id: &str, user: Option<&str>, before: Answered, after: Answered| Replayed {
+        request_id: id.into(),
+        application: "ledger".into(),
+        user: user.map(str::to_owned),
+        at: 1_768_381_200_000,
+        before,
+        after,
+    };
+    let report = WhatIfReport::compare(
+        vec![
+            replayed(
+                "r1",
+                Some("alice"),
+                answer("allow", "report_only", Some(("deny", "compromised"))),
+                answer("deny", "compromised", None),
+            ),
+            replayed(
+                "r2",
+                None,
+                answer("deny", "compromised", None),
+                answer("allow", "report_only", Some(("deny", "compromised"))),
+            ),
+            replayed(
+                "r3",
+                None,
+                answer("allow", "trusted_not_compromised", None),
+                answer("allow", "trusted_not_compromised", None),
+            ),
+        ],
+        20,
+    );
+    let good = report.to_json();
+    assert_eq!(good["changed"], 2);
+    assert_valid(&v, &good);
+    assert_valid(&v, &WhatIfReport::compare(Vec::new(), 20).to_json());
+    let with = |edit: fn(&mut Value)| {
+        let mut value = good.clone();
+        edit(&mut value);
+        value
+    };
+    for bad in [
+        with(|b| drop(b.as_object_mut().unwrap().remove("requests"))),
+        with(|b| b["by_application"]["ledger"] = json!("two")),
+        with(|b| b["examples"][0]["after"]["decision"] = json!("maybe")),
+        with(|b| {
+            drop(
+                b["examples"][0]["before"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("would_decide"),
+            )
+        }),
+        with(|b| b["examples"][0]["after"]["would_decide"] = json!("deny")),
+        with(|b| drop(b["examples"][1].as_object_mut().unwrap().remove("user"))),
+    ] {
+        assert!(!v.is_valid(&bad), "{bad} should be invalid");
+    }
+}

@@ -105,6 +105,37 @@ pub fn load_str(
     })
 }
 
+/// Loads a candidate policy set (`trustgate what-if --policy FILE`): a TOML file holding only a
+/// `[policy]` table, in the main configuration's shape, validated exactly as the live policies
+/// are. What it leaves out takes the defaults, not the live values: a candidate is a whole
+/// policy set. No `TRUSTGATE_*` override applies to it (those are for the running
+/// configuration).
+pub fn load_policies(path: &Path) -> Result<crate::policy::Policies, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: name.clone(),
+        source,
+    })?;
+    policies_from_str(&text, &name)
+}
+
+/// [`load_policies`] from text.
+pub fn policies_from_str(text: &str, name: &str) -> Result<crate::policy::Policies, ConfigError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: name.to_owned(),
+        message: secrets::scrub_values(e.message()),
+    })?;
+    if let Some(other) = table.keys().find(|k| k.as_str() != "policy") {
+        return Err(ConfigError::Parse {
+            path: name.to_owned(),
+            message: format!(
+                "a candidate policy file holds only [policy] (global and [[policy.custom]]), not [{other}]"
+            ),
+        });
+    }
+    Ok(load_str(text, name, std::iter::empty())?.settings.policies)
+}
+
 fn redact(table: &mut toml::Table) {
     for (key, value) in table.iter_mut() {
         let secret = secrets::is_secret_key(key);

@@ -262,3 +262,29 @@ fn amqp_settings_are_checked_and_the_url_is_a_secret() {
         assert!(!err.contains("SENTINEL"), "{err}");
     }
 }
+
+/// #12 item 6: a candidate policy set is validated exactly like the live one, and holds
+/// nothing but policies.
+#[test]
+fn candidate_policies_are_validated_like_live_ones() {
+    let p = policies_from_str(
+        "[policy.global]\nblock_compromised = false\n[[policy.custom]]\nname = \"fin\"\n\
+         applications = [\"ledger\"]\nblock_compromised = true\nmode = \"report_only\"\n",
+        "c",
+    )
+    .unwrap();
+    assert!(!p.global.block_compromised);
+    let fin = p.for_application("ledger");
+    assert_eq!(fin.name, "fin");
+    assert!(fin.block_compromised);
+    assert_eq!(fin.mode, crate::policy::PolicyMode::ReportOnly);
+    let refused = |text: &str| policies_from_str(text, "c").unwrap_err().to_string();
+    assert!(refused("[kafka]\nbrokers = \"x:1\"\n").contains("only [policy]"));
+    assert!(refused("[policy.global]\nmode = \"sometimes\"\n").contains("mode"));
+    assert!(refused("[policy.global]\nblock = true\n").contains("block"));
+    assert!(refused(
+        "[[policy.custom]]\nname = \"a\"\napplications = [\"x\"]\n\
+         [[policy.custom]]\nname = \"b\"\napplications = [\"x\"]\n"
+    )
+    .contains("two custom policies"));
+}

@@ -189,12 +189,46 @@ impl HistorySource {
         }
     }
 
-    fn states_at(
+    /// [`past_directory`](Self::past_directory) for many decisions (`trustgate what-if`): each
+    /// device's records are read back once, into `cache`, and folded up to each `at`.
+    pub fn past_directory_cached(
         &self,
         store: &Store,
         subject: &Subject,
         at: Millis,
-    ) -> Result<MemoryDirectory, HistoryError> {
+        cache: &mut PastRecords,
+    ) -> PastDirectory {
+        let directory = self.named_guids(store, subject).and_then(|guids| {
+            let now = now_millis();
+            let mut directory = MemoryDirectory::default();
+            for guid in guids {
+                let records = match cache.by_guid.get(&guid) {
+                    Some(records) => records,
+                    None => {
+                        let refs = store.record_refs(&guid)?;
+                        let fetched = fetch::fetch(&self.kafka, &self.topic, &refs)?;
+                        cache.missing += fetched.missing;
+                        cache.by_guid.entry(guid.clone()).or_insert(fetched.records)
+                    }
+                };
+                if let Some(state) = state_at(&guid, records, at, &self.fold, now) {
+                    directory.insert(state);
+                }
+            }
+            Ok(directory)
+        });
+        match directory {
+            Ok(directory) => PastDirectory::Known(directory),
+            Err(e) => PastDirectory::Unavailable(e.to_string()),
+        }
+    }
+
+    /// The devices a request's identifiers name now, at any level.
+    fn named_guids(
+        &self,
+        store: &Store,
+        subject: &Subject,
+    ) -> Result<BTreeSet<String>, HistoryError> {
         let ids = &subject.ids;
         let mut guids = BTreeSet::new();
         if let Some(guid) = &ids.connector_guid {
@@ -214,6 +248,16 @@ impl HistorySource {
         if guids.len() > MAX_PAST_DEVICES {
             return Err(HistoryError::TooManyDevices(guids.len()));
         }
+        Ok(guids)
+    }
+
+    fn states_at(
+        &self,
+        store: &Store,
+        subject: &Subject,
+        at: Millis,
+    ) -> Result<MemoryDirectory, HistoryError> {
+        let guids = self.named_guids(store, subject)?;
         let now = now_millis();
         let mut directory = MemoryDirectory::default();
         for guid in guids {
@@ -228,6 +272,22 @@ impl HistorySource {
             }
         }
         Ok(directory)
+    }
+}
+
+/// Devices' records read back from the events topic, kept for many decisions at past times
+/// (one read per device, however many of its requests are replayed).
+#[derive(Debug, Default)]
+pub struct PastRecords {
+    by_guid: std::collections::HashMap<String, Vec<FetchedRecord>>,
+    /// Records the devices' references name that are no longer on the topic.
+    pub missing: usize,
+}
+
+impl PastRecords {
+    /// How many devices' records were read back.
+    pub fn devices(&self) -> usize {
+        self.by_guid.len()
     }
 }
 

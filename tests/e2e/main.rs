@@ -29,3 +29,4 @@ mod secrets;
 mod shutdown;
 mod webhook;
 mod webhook_trust;
+mod whatif;

@@ -49,6 +49,9 @@ pub enum Command {
     History(crate::history::HistoryArgs),
     /// Print the decision audit (every decision, from the audit topic), filtered.
     Audit(crate::audit::AuditArgs),
+    /// Replay the audited requests of a period against a candidate policy set and show which
+    /// decisions would change.
+    WhatIf(crate::whatif::WhatIfArgs),
     /// Rebuild the device state from the beginning of the events topic into a fresh store and
     /// swap it in (no instance may hold the store); also repairs a damaged store.
     Replay(crate::replay::ReplayArgs),
@@ -76,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect { config, .. } => config.config.clone(),
         Command::Poll(p) => p.config.config.clone(),
         Command::Audit(a) => a.config.config.clone(),
+        Command::WhatIf(w) => w.config.config.clone(),
         Command::Replay(r) => r.config.config.clone(),
         Command::Stream(s) => s.config().config.clone(),
         Command::Simulate(_) | Command::Demo(_) => None,
@@ -119,6 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(crate::inspect::run(settings, &id, json))
         }
         Command::Audit(args) => runtime.block_on(crate::audit::run(settings, args)),
+        Command::WhatIf(args) => runtime.block_on(crate::whatif::run(settings, args)),
         Command::Replay(args) => until_signalled(&runtime, |interrupt| {
             crate::replay::run(settings, args, interrupt)
         }),

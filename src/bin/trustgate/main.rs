@@ -3,7 +3,8 @@
 //!
 //! - `cli`: the subcommands and their dispatch; `args`: arguments and exit codes they share.
 //! - `decide`, `inspect` (with `local`: the store, or the running instance): one-shot queries.
-//! - `audit`: the decision audit read back.
+//! - `audit`: the decision audit read back. `whatif`: the audited requests replayed against a
+//!   candidate policy set.
 //! - `history`: one device's timeline from the events topic.
 //! - `replay`: the state rebuilt from the events topic and swapped in.
 //! - `poll`: the poller alone, or its request budget.
@@ -22,6 +23,7 @@ mod local;
 mod poll;
 mod replay;
 mod stream;
+mod whatif;
 
 use clap::Parser;
 use std::process::ExitCode;
