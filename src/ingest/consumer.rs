@@ -106,6 +106,11 @@ pub(crate) fn run(ctx: IngestContext, shutdown: CancellationToken) -> anyhow::Re
     ingest.assign_new_partitions(&consumer)?;
     let mut last_refresh = Instant::now();
     while !ingest.shutdown.is_cancelled() {
+        // Between chunks: everything read so far is stored, nothing is in flight.
+        ingest.ctx.status.gate().checkpoint(&ingest.shutdown);
+        if ingest.shutdown.is_cancelled() {
+            break;
+        }
         let chunk = poll_chunk(&consumer);
         let idle = chunk.is_empty();
         if let Some(mismatch) = ingest.went_back(&chunk) {
