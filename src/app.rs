@@ -131,6 +131,12 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         metrics: crate::telemetry::metrics::install(),
         health: health.clone(),
         history: crate::history::HistorySource::new(&settings),
+        replay: crate::replay::OnlineReplay::new(
+            &settings,
+            store.clone(),
+            status.clone(),
+            shutdown.clone(),
+        ),
     };
     let admin_access =
         admin::AdminAccess::new(settings.admin.token.as_ref(), admin::AdminLimits::default());
