@@ -288,10 +288,9 @@ impl OnlineReplay {
         let store = self.store.clone();
         let (fresh, live, prev) = (fresh_path.clone(), live_path.clone(), previous.clone());
         let cache = settings.store.cache_bytes;
-        let swapped = tokio::task::spawn_blocking(move || {
-            switch_over(&store, &fresh, &live, &prev, cache)
-        })
-        .await?;
+        let swapped =
+            tokio::task::spawn_blocking(move || switch_over(&store, &fresh, &live, &prev, cache))
+                .await?;
         // Ingest resumes on whichever store is now behind the handle.
         drop(paused);
         swapped?;
@@ -450,21 +449,27 @@ fn switch_over(
         .ok_or_else(|| anyhow::anyhow!("the live store is detached already"))?;
     let closed = db.flush().map_err(StoreError::from).map(drop);
     drop(db);
-    let reattach = |why: anyhow::Error| -> anyhow::Error {
-        match wait_closed(live).and_then(|()| Ok(Store::open(live, cache)?)) {
-            Ok(old) => store.replace_with(&old),
-            Err(e) => tracing::error!(error = format!("{e:#}"),
+    let reattach =
+        |why: anyhow::Error| -> anyhow::Error {
+            match wait_closed(live).and_then(|()| Ok(Store::open(live, cache)?)) {
+                Ok(old) => store.replace_with(&old),
+                Err(e) => tracing::error!(error = format!("{e:#}"),
                 "The live store cannot be opened again after a failed swap; restart the instance."),
-        }
-        why
-    };
-    if let Err(e) = closed.map_err(anyhow::Error::from).and_then(|()| wait_closed(live)) {
+            }
+            why
+        };
+    if let Err(e) = closed
+        .map_err(anyhow::Error::from)
+        .and_then(|()| wait_closed(live))
+    {
         remove_rebuild(fresh);
         return Err(reattach(e.context("closing the live store")));
     }
     if let Err(e) = swap::swap_in(fresh, live, previous) {
         remove_rebuild(fresh);
-        return Err(reattach(anyhow::Error::from(e).context("exchanging the stores")));
+        return Err(reattach(
+            anyhow::Error::from(e).context("exchanging the stores"),
+        ));
     }
     match Store::open(live, cache) {
         Ok(new) => {
