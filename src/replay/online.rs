@@ -25,8 +25,10 @@
 //! swap does, plus a clearly named `<store>.replay-<ms>` or `<store>.before-replay-<ms>`.
 //! A failure before the exchange removes the rebuild and leaves the live store in use; a
 //! failure to open the new store after it exchanges the directories back.
-//! Shutdown stops the rebuild (its directory is removed) and resumes nothing: the instance is
-//! stopping.
+//! Shutdown stops the rebuild (its directory is removed once its sled database is closed) and
+//! resumes nothing: the instance is stopping. `trustgate run` waits for that
+//! ([`OnlineReplay::stopped`]) before its final flush; a switch-over already under way is
+//! finished first.
 
 use super::{extent, first_truncated, previous_path, rebuild_path, swap, PartitionExtent};
 use crate::config::Settings;
@@ -206,6 +208,8 @@ pub struct OnlineReplay {
     ingest: IngestStatus,
     progress: Arc<Mutex<Progress>>,
     shutdown: CancellationToken,
+    /// The replay task, for waiting until it stopped.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl OnlineReplay {
@@ -222,7 +226,15 @@ impl OnlineReplay {
             ingest,
             progress: Arc::default(),
             shutdown,
+            tasks: tokio_util::task::TaskTracker::new(),
         }
+    }
+
+    /// Waits until no replay runs (call after shutdown: a rebuild then stops and removes its
+    /// directory).
+    pub async fn stopped(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// Where the replay is.
@@ -242,7 +254,7 @@ impl OnlineReplay {
             progress.clone()
         };
         let this = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let outcome = this.rebuild_and_swap().await.map_err(|e| format!("{e:#}"));
             match &outcome {
                 Ok(done) => {
@@ -515,7 +527,12 @@ fn wait_closed(path: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Deletes an abandoned rebuild, once its sled database is closed (a sled thread still running
+/// could otherwise create files in it again).
 fn remove_rebuild(path: &Path) {
+    if let Err(e) = wait_closed(path) {
+        tracing::warn!(path = %path.display(), error = format!("{e:#}"), "The abandoned rebuild may still be open.");
+    }
     if let Err(e) = std::fs::remove_dir_all(path) {
         tracing::warn!(path = %path.display(), error = %e, "Could not remove the abandoned rebuild; delete it.");
     }

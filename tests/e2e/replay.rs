@@ -688,3 +688,44 @@ async fn an_online_replay_swaps_in_a_rebuilt_state_while_answering() {
     want.sort();
     assert_eq!(guids, want);
 }
+
+/// (#12 item 1, online) Shutdown right after `POST /v1/admin/replay`: the instance stops
+/// cleanly, no rebuild directory is left behind, and a whole store is at the configured path
+/// (the old one, or the rebuilt one if the replay finished first).
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_during_an_online_replay_leaves_no_rebuild_and_a_whole_store() {
+    let inst = instance("replay-online-stop");
+    create_topic(&inst.events, 2).await;
+    let (records, expected) = mixed_history(now_millis());
+    publish_all(&inst, records).await;
+    let mut child = inst.spawn_with(|run| {
+        run.env("TRUSTGATE_ADMIN__TOKEN", TOKEN);
+    });
+    inst.wait_ready(&mut child).await;
+    let (code, started) = admin_call(
+        &inst,
+        reqwest::Method::POST,
+        "/v1/admin/replay",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(code, 202, "{started}");
+    assert!(stop(&mut child).success(), "{}", inst.log());
+    // The replay ended before the process did: stopped by the shutdown, or finished first.
+    let log = inst.log();
+    assert!(
+        log.contains("Online replay failed") && log.contains("shutdown")
+            || log.contains("Online replay done"),
+        "{log}"
+    );
+
+    assert!(
+        beside_store(&inst, "store.replay-").is_empty(),
+        "{}",
+        inst.log()
+    );
+    let (devices, _) = snapshot(&store_path(&inst), &inst.events);
+    let guids: Vec<&str> = devices.iter().map(|d| d.connector_guid.as_str()).collect();
+    assert_eq!(guids, expected.iter().map(|(g, _)| *g).collect::<Vec<_>>());
+}
