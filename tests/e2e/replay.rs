@@ -672,7 +672,9 @@ async fn an_online_replay_swaps_in_a_rebuilt_state_while_answering() {
     assert!(beside_store(&inst, "store.replay-").is_empty());
     let (old_devices, _) = snapshot(&kept[0], &inst.events);
     let (new_devices, _) = snapshot(&store_path(&inst), &inst.events);
-    for old in &old_devices {
+    // rp-new is left out: the replaced store may hold only part of its records (those live
+    // ingest applied before it paused); the decisions above checked it in the rebuilt state.
+    for old in old_devices.iter().filter(|d| d.connector_guid != "rp-new") {
         assert!(
             new_devices.contains(old),
             "{} differs after the replay",
