@@ -45,6 +45,12 @@ fn bench(c: &mut Criterion) {
         .unwrap()
         .settings;
     let liveness = LivenessClock::starting_at(Some(AT));
+    let replay = trustgate::replay::OnlineReplay::new(
+        &settings,
+        store.clone(),
+        IngestStatus::default(),
+        CancellationToken::new(),
+    );
     let state = AdminState {
         decider: Decider::new(
             Arc::new(settings.policies.clone()),
@@ -62,6 +68,7 @@ fn bench(c: &mut Criterion) {
         metrics: trustgate::telemetry::metrics::install(),
         health: ComponentHealth::default(),
         history: trustgate::history::HistorySource::new(&settings),
+        replay,
     };
     let shutdown = CancellationToken::new();
     let listener = rt

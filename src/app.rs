@@ -38,6 +38,8 @@ pub struct Running {
     pub admin_addr: std::net::SocketAddr,
     tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>,
     producer: SharedProducer,
+    /// The online replay, waited for (it stops on shutdown) before the store's last flush.
+    replay: crate::replay::OnlineReplay,
 }
 
 /// Starts every component. Returns once the admin listener is bound.
@@ -120,6 +122,12 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         .await
         .with_context(|| format!("binding the admin listener on {}", settings.admin.listen))?;
     let admin_addr = listener.local_addr()?;
+    let replay = crate::replay::OnlineReplay::new(
+        &settings,
+        store.clone(),
+        status.clone(),
+        shutdown.clone(),
+    );
     let admin_state = AdminState {
         decider,
         audit,
@@ -131,6 +139,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         metrics: crate::telemetry::metrics::install(),
         health: health.clone(),
         history: crate::history::HistorySource::new(&settings),
+        replay: replay.clone(),
     };
     let admin_access =
         admin::AdminAccess::new(settings.admin.token.as_ref(), admin::AdminLimits::default());
@@ -218,6 +227,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         admin_addr,
         tasks,
         producer,
+        replay,
     })
 }
 
@@ -283,6 +293,9 @@ impl Running {
                 first_error.get_or_insert(e.context(format!("{name} failed")));
             }
         }
+        // Every component stopped: the instance is stopping, and so is a replay under way.
+        shutdown.cancel();
+        self.replay.stopped().await;
         crate::kafka::flush_producer(&self.producer).await;
         self.store.flush().await?;
         first_error.map_or(Ok(()), Err)
@@ -338,12 +351,22 @@ mod tests {
             }
             ("decision worker", Ok(()))
         });
+        let settings = crate::config::load_str("", "defaults", std::iter::empty())
+            .unwrap()
+            .settings;
+        let replay = crate::replay::OnlineReplay::new(
+            &settings,
+            store.clone(),
+            IngestStatus::default(),
+            shutdown.clone(),
+        );
         let running = Running {
             store,
             ingest: IngestStatus::default(),
             admin_addr: "127.0.0.1:0".parse().unwrap(),
             tasks,
             producer,
+            replay,
         };
         let outcome = tokio::time::timeout(SHUTDOWN_BUDGET, running.join(shutdown.clone()))
             .await

@@ -1,5 +1,6 @@
 //! The admin HTTP listener: `POST /v1/decide`, `GET /v1/devices/{guid|hostname|mac}`,
-//! `GET /v1/devices/{id}/history`, `GET /healthz` and `GET /readyz`.
+//! `GET /v1/devices/{id}/history`, `POST`/`GET /v1/admin/replay` (the online replay, see
+//! `crate::replay`), `GET /healthz` and `GET /readyz`.
 //!
 //! `/v1/decide` runs the same [`Decider`] as the Kafka worker, for callers that cannot speak
 //! Kafka and for `trustgate decide` while a `run` holds the store; with `"at"` in the body it
@@ -57,6 +58,8 @@ pub struct AdminState {
     /// Reads devices' records back from the events topic: `GET /v1/devices/{id}/history` and
     /// decisions at a past time.
     pub history: HistorySource,
+    /// `POST /v1/admin/replay` starts it, `GET /v1/admin/replay` shows its progress.
+    pub replay: crate::replay::OnlineReplay,
 }
 
 fn router(state: AdminState) -> Router {
@@ -64,6 +67,7 @@ fn router(state: AdminState) -> Router {
         .route("/v1/decide", post(decide))
         .route("/v1/devices/{id}", get(device))
         .route("/v1/devices/{id}/history", get(device_history))
+        .route("/v1/admin/replay", post(start_replay).get(replay_progress))
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
         .route("/metrics", get(prometheus))
@@ -143,6 +147,19 @@ async fn decide(State(state): State<AdminState>, headers: HeaderMap, body: Bytes
         Ok(Answer::Unanswerable(message)) => error(StatusCode::BAD_REQUEST, message),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// Starts an online replay: 202 with its progress, 409 while one runs.
+async fn start_replay(State(state): State<AdminState>) -> Response {
+    match state.replay.start() {
+        Ok(progress) => (StatusCode::ACCEPTED, Json(progress)).into_response(),
+        Err(busy) => error(StatusCode::CONFLICT, busy.to_string()),
+    }
+}
+
+/// The online replay's progress (`idle` when none was started).
+async fn replay_progress(State(state): State<AdminState>) -> Response {
+    Json(state.replay.progress()).into_response()
 }
 
 async fn device(State(state): State<AdminState>, Path(id): Path<String>) -> Response {

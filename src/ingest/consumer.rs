@@ -116,6 +116,11 @@ pub(crate) fn run(ctx: IngestContext, shutdown: CancellationToken) -> anyhow::Re
     ingest.assign_new_partitions(&consumer)?;
     let mut last_refresh = Instant::now();
     while !ingest.shutdown.is_cancelled() {
+        // Between chunks: everything read so far is stored, nothing is in flight.
+        ingest.ctx.status.gate().checkpoint(&ingest.shutdown);
+        if ingest.shutdown.is_cancelled() {
+            break;
+        }
         let mut chunk = poll_chunk(&consumer);
         ingest.drop_read_through(&mut chunk);
         let idle = chunk.is_empty();

@@ -11,8 +11,10 @@
 //! Ingest runs on its own thread: its work is CPU and sled bound, with nothing to await.
 
 mod consumer;
+mod gate;
 mod status;
 
+pub use gate::{IngestGate, PauseError, Paused};
 pub use status::IngestStatus;
 
 pub(crate) use consumer::{run, IngestContext};

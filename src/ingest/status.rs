@@ -19,6 +19,8 @@ pub struct IngestStatus {
     /// Why ingest cannot move on right now (e.g. a dead-letter write that keeps failing);
     /// `None` while it can.
     stuck: Arc<Mutex<Option<String>>>,
+    /// Where ingest can be paused between chunks (the online replay's switch-over).
+    gate: super::IngestGate,
 }
 
 /// How long without an answer from the broker before it counts as unreachable.
@@ -31,11 +33,17 @@ impl Default for IngestStatus {
             progress: Arc::default(),
             broker_ok_at: Arc::new(AtomicI64::new(i64::MIN)),
             stuck: Arc::default(),
+            gate: super::IngestGate::default(),
         }
     }
 }
 
 impl IngestStatus {
+    /// The gate ingest parks at between chunks when asked.
+    pub fn gate(&self) -> &super::IngestGate {
+        &self.gate
+    }
+
     /// True once every partition was applied up to the end it had when ingest started.
     pub fn is_caught_up(&self) -> bool {
         *self.caught_up.borrow()

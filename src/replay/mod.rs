@@ -9,13 +9,17 @@
 //! live one (see `swap`): a crash at any point leaves a whole store at the configured path.
 //! The replaced store is kept as `<store>.before-replay-<unix ms>` unless asked otherwise.
 //!
-//! Offline only: the live store is held open (sled's lock) from the start to the swap, so no
-//! instance can start on it meanwhile, and a store an instance holds is refused.
+//! Offline (`replay_offline`), the live store is held open (sled's lock) from the start to the
+//! swap, so no instance can start on it meanwhile, and a store an instance holds is refused.
+//! Online (`POST /v1/admin/replay`, see `online`), the running instance rebuilds beside its
+//! live store and switches over to the rebuilt one once it has caught up.
 
 mod extent;
+mod online;
 mod swap;
 
 pub use extent::{ExtentError, PartitionExtent};
+pub use online::{Busy, OnlineReplay, Phase, Progress};
 pub use swap::{previous_path, rebuild_path, Swap};
 
 use crate::config::{Settings, StoreSettings};

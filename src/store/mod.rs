@@ -10,8 +10,14 @@
 //! keyspace and [`Store::apply`] updates only after the chunk's batch is applied, so it never
 //! runs ahead of the stored offsets. A crash between the two loses nothing: the next open
 //! rebuilds the index from what sled holds.
-//! The store is a cheap-to-clone handle; sled is already `Arc`-backed and thread-safe, and the
-//! index is shared behind a lock.
+//! The store is a cheap-to-clone handle on the current sled database and its index, which
+//! [`Store::replace_with`] swaps in one step for every clone (ingest, the decider, the admin
+//! listener): an online replay can put a rebuilt store in place of the live one without a
+//! restart. Each call reads the current pair once (one uncontended read lock and an `Arc`
+//! clone) and works on it to the end, so no call mixes the old store and the new one.
+//! [`Store::detach_db`] leaves the index answering while the sled database is closed (its
+//! directory is exchanged meanwhile): reads that need sled then fail with
+//! [`StoreError::Swapping`] rather than answer from a store that is not the whole state.
 
 mod codec;
 mod keys;
@@ -76,12 +82,25 @@ pub enum StoreError {
     /// A thread panicked while holding the index's lock: its content may be half-updated.
     #[error("the decision index was left half-updated by a panic; restart to rebuild it")]
     IndexPoisoned,
+    /// The sled database is closed for a moment while a replay puts the rebuilt store in place
+    /// (decisions still answer from the index); retry.
+    #[error("the store is being replaced by a replay; retry in a moment")]
+    Swapping,
 }
 
 /// A handle on the open store.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
+    /// The current database and index, replaced as a whole by [`Store::replace_with`]. The
+    /// lock is held only to clone or replace the `Arc`, never across a call, so a panic
+    /// elsewhere cannot poison it; a poisoned guard is taken as is.
+    current: Arc<RwLock<Arc<Inner>>>,
+}
+
+/// One open store: its sled database and the decision index built from it.
+struct Inner {
+    /// `None` once detached for a swap (see [`Store::detach_db`]).
+    db: Option<sled::Db>,
     /// Not recovered when poisoned (unlike `crate::locks`): a panic during a chunk's update
     /// could leave the index half-way through it, so every later lookup fails (deny
     /// `store_unavailable`) until a restart rebuilds it from sled.
@@ -128,76 +147,122 @@ impl Store {
         retire_identifier_keyspaces(&db)?;
         let index = build_index(&db)?;
         Ok(Store {
-            db,
-            index: Arc::new(RwLock::new(index)),
+            current: Arc::new(RwLock::new(Arc::new(Inner {
+                db: Some(db),
+                index: Arc::new(RwLock::new(index)),
+            }))),
         })
+    }
+
+    /// The current database and index, for one call.
+    fn inner(&self) -> Arc<Inner> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes every clone of this handle use `other`'s database and index from their next call
+    /// on (calls already running finish on the pair they started with). `other` and its
+    /// clones keep using them too.
+    pub fn replace_with(&self, other: &Store) {
+        let next = other.inner();
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+    }
+
+    /// Detaches the sled database from every clone of this handle and returns it, leaving the
+    /// decision index answering: calls that need sled fail with [`StoreError::Swapping`] until
+    /// [`Store::replace_with`]. Returns once no call still uses the database (the caller drops
+    /// it to close it); `None` if it was detached already. The caller makes sure nothing
+    /// writes meanwhile (ingest paused).
+    pub fn detach_db(&self) -> Option<sled::Db> {
+        let mut previous = {
+            let mut current = self
+                .current
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            current.db.as_ref()?;
+            let index = current.index.clone();
+            std::mem::replace(&mut *current, Arc::new(Inner { db: None, index }))
+        };
+        // Calls that took the previous pair before the swap hold it only for their own
+        // duration, which never blocks on anything but sled and the index lock.
+        loop {
+            match Arc::try_unwrap(previous) {
+                Ok(mut inner) => return inner.db.take(),
+                Err(shared) => {
+                    previous = shared;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        }
     }
 
     /// A device's full state by (normalised) connector GUID, read from sled: for ingest (the
     /// state a chunk folds into) and `inspect`. Decisions read [`Store::device_summary`].
     pub fn device(&self, guid: &str) -> Result<Option<DeviceState>, StoreError> {
         let key = keys::device(guid);
-        self.db
+        self.inner()
+            .db()?
             .get(&key)?
             .map(|v| codec::decode_device(&key, &v))
             .transpose()
-    }
-
-    /// The decision index, for reading.
-    fn index(&self) -> Result<RwLockReadGuard<'_, DecisionIndex>, StoreError> {
-        self.index.read().map_err(|_| StoreError::IndexPoisoned)
     }
 
     /// Whether the store holds a value (readable or not) for this GUID; when not, ingest need
     /// not read sled to know the device is new. A poisoned index answers "yes": reading sled is
     /// always right, only slower.
     pub(crate) fn knows_device(&self, guid: &str) -> bool {
-        self.index().map_or(true, |index| index.knows(guid))
+        self.inner().index().map_or(true, |index| index.knows(guid))
     }
 
     /// What decisions read of a device, from the decision index.
     pub fn device_summary(&self, guid: &str) -> Result<Option<DeviceSummary>, StoreError> {
-        Ok(self.index()?.device(guid)?)
+        Ok(self.inner().index()?.device(guid)?)
     }
 
     /// GUIDs of devices with this normalised `windows_processor_id` (decision index).
     pub fn guids_by_processor_id(&self, id: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self.index()?.guids_by_processor_id(id)?)
+        Ok(self.inner().index()?.guids_by_processor_id(id)?)
     }
 
     /// GUIDs of devices with this normalised MAC (decision index).
     pub fn guids_by_mac(&self, mac: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self.index()?.guids_by_mac(mac)?)
+        Ok(self.inner().index()?.guids_by_mac(mac)?)
     }
 
     /// GUIDs of devices whose name matches `host` (normalised, lower case) both ways: named
     /// `host`, `host.<more labels>`, or a name that `host` is followed by `.` and more labels
     /// (the rule is `policy::hostnames_match`; decision index).
     pub fn guids_by_hostname(&self, host: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self.index()?.guids_by_hostname(host)?)
+        Ok(self.inner().index()?.guids_by_hostname(host)?)
     }
 
     /// What decisions read of the devices with this processor id, sorted by GUID (decision
     /// index, one lookup).
     pub fn devices_by_processor_id(&self, id: &str) -> Result<Vec<DeviceSummary>, StoreError> {
-        Ok(self.index()?.devices_by_processor_id(id)?)
+        Ok(self.inner().index()?.devices_by_processor_id(id)?)
     }
 
     /// What decisions read of the devices with any of these MACs, sorted by GUID (decision
     /// index, one lookup).
     pub fn devices_by_macs(&self, macs: &[String]) -> Result<Vec<DeviceSummary>, StoreError> {
-        Ok(self.index()?.devices_by_macs(macs)?)
+        Ok(self.inner().index()?.devices_by_macs(macs)?)
     }
 
     /// What decisions read of the devices whose hostname matches `host` by the hostname rule,
     /// sorted by GUID (decision index, one lookup).
     pub fn devices_by_hostname(&self, host: &str) -> Result<Vec<DeviceSummary>, StoreError> {
-        Ok(self.index()?.devices_by_hostname(host)?)
+        Ok(self.inner().index()?.devices_by_hostname(host)?)
     }
 
     /// Devices in the decision index and its estimated size in bytes (for benchmarks).
     pub fn index_stats(&self) -> Result<(usize, usize), StoreError> {
-        let index = self.index()?;
+        let inner = self.inner();
+        let index = inner.index()?;
         Ok((index.len(), index.size_bytes()))
     }
 
@@ -205,7 +270,7 @@ impl Store {
     pub(crate) fn offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, StoreError> {
         let prefix = keys::offset_prefix(topic);
         let mut out = HashMap::new();
-        for entry in self.db.scan_prefix(&prefix) {
+        for entry in self.inner().db()?.scan_prefix(&prefix) {
             let (key, value) = entry?;
             let (partition, offset) = codec::decode_offset(&key[prefix.len()..], &value)
                 .ok_or_else(|| StoreError::Corrupt {
@@ -222,7 +287,7 @@ impl Store {
     pub fn last_records(&self, topic: &str) -> Result<HashMap<i32, Millis>, StoreError> {
         let prefix = keys::last_record_prefix(topic);
         let mut out = HashMap::new();
-        for entry in self.db.scan_prefix(&prefix) {
+        for entry in self.inner().db()?.scan_prefix(&prefix) {
             let (key, value) = entry?;
             let (partition, at) =
                 codec::decode_offset(&key[prefix.len()..], &value).ok_or_else(|| {
@@ -242,7 +307,7 @@ impl Store {
     fn liveness(&self) -> Result<BTreeMap<String, Millis>, StoreError> {
         let now = now_millis();
         let mut out = BTreeMap::new();
-        for entry in self.db.scan_prefix([keys::LIVENESS]) {
+        for entry in self.inner().db()?.scan_prefix([keys::LIVENESS]) {
             let (key, value) = entry?;
             let source = String::from_utf8_lossy(&key[1..]).into_owned();
             let at = codec::decode_i64(&value).unwrap_or_default();
@@ -259,9 +324,121 @@ impl Store {
     /// the chunk's slack), in (partition, offset) order: one prefix scan, whatever the size of
     /// the topic.
     pub fn record_refs(&self, guid: &str) -> Result<Vec<RecordRef>, StoreError> {
+        self.inner().record_refs(guid)
+    }
+
+    /// Every device state, in GUID order (a full scan: for inspection, not the hot path).
+    pub fn scan_devices(&self) -> impl Iterator<Item = Result<DeviceState, StoreError>> + '_ {
+        let (iter, detached) = match self.inner().db() {
+            Ok(db) => (Some(db.scan_prefix([keys::DEVICE])), None),
+            Err(e) => (None, Some(Err(e))),
+        };
+        detached
+            .into_iter()
+            .chain(iter.into_iter().flatten().map(|entry| {
+                let (key, value) = entry?;
+                codec::decode_device(&key, &value)
+            }))
+    }
+
+    /// Number of devices (a full scan), which the store's tests compare with the model's.
+    #[cfg(test)]
+    fn device_count(&self) -> usize {
+        self.inner()
+            .db()
+            .expect("attached")
+            .scan_prefix([keys::DEVICE])
+            .count()
+    }
+
+    /// The newest record time over every source; `None` when no source has ever written.
+    pub fn newest_liveness(&self) -> Result<Option<Millis>, StoreError> {
+        Ok(self.liveness()?.into_values().max())
+    }
+
+    /// Writes one chunk atomically (states, offsets and liveness times), then brings the
+    /// decision index up to it.
+    pub fn apply(&self, update: &ChunkUpdate) -> Result<(), StoreError> {
+        // One pair for both steps: the index brought up is the database's own.
+        let inner = self.inner();
+        inner.apply_batch(update)?;
+        inner.update_index(update)
+    }
+
+    /// A crash between the sled batch and the index update: the batch only.
+    #[cfg(test)]
+    pub(crate) fn apply_sled_only_for_test(&self, update: &ChunkUpdate) -> Result<(), StoreError> {
+        self.inner().apply_batch(update)
+    }
+
+    /// Clears everything folded from the events topic (device states, ingest offsets,
+    /// liveness, record references) in one atomic batch, so that ingest rebuilds from the topic's beginning:
+    /// after a crash the store holds either the old state with its offsets or nothing, never
+    /// old state with no offsets (which would fold the topic over it again). The decision
+    /// index is emptied after the batch.
+    pub fn clear_state(&self) -> Result<usize, StoreError> {
+        let inner = self.inner();
+        let db = inner.db()?;
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for space in [
+            keys::DEVICE,
+            keys::OFFSET,
+            keys::LIVENESS,
+            keys::LAST_RECORD,
+            keys::RECORD_REF,
+            keys::REF_COUNT,
+        ] {
+            for entry in db.scan_prefix([space]) {
+                let (key, _) = entry?;
+                batch.remove(key);
+                removed += 1;
+            }
+        }
+        db.apply_batch(batch)?;
+        inner
+            .index
+            .write()
+            .map_err(|_| StoreError::IndexPoisoned)?
+            .clear();
+        Ok(removed)
+    }
+
+    /// Writes raw bytes under a raw key: lets tests corrupt a stored value (seen by the
+    /// decision index from the next open on, as a value damaged on disk would be).
+    #[cfg(test)]
+    pub(crate) fn write_raw_for_test(&self, key: &[u8], value: &[u8]) {
+        self.inner().db().unwrap().insert(key, value).unwrap();
+    }
+
+    /// Makes everything written so far durable (sled otherwise syncs every 500 ms).
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
+        let db = self.inner().db()?.clone();
+        db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Blocking flush for the ingest thread and shutdown paths.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.inner().db()?.flush()?;
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn db(&self) -> Result<&sled::Db, StoreError> {
+        self.db.as_ref().ok_or(StoreError::Swapping)
+    }
+
+    /// The decision index, for reading.
+    fn index(&self) -> Result<RwLockReadGuard<'_, DecisionIndex>, StoreError> {
+        self.index.read().map_err(|_| StoreError::IndexPoisoned)
+    }
+
+    fn record_refs(&self, guid: &str) -> Result<Vec<RecordRef>, StoreError> {
         let prefix = keys::record_ref_prefix(guid);
         let mut out = Vec::new();
-        for entry in self.db.scan_prefix(&prefix) {
+        for entry in self.db()?.scan_prefix(&prefix) {
             let (key, value) = entry?;
             let decoded = keys::decode_record_ref(&key, prefix.len())
                 .zip(codec::decode_i64(&value))
@@ -279,32 +456,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Every device state, in GUID order (a full scan: for inspection, not the hot path).
-    pub fn scan_devices(&self) -> impl Iterator<Item = Result<DeviceState, StoreError>> + '_ {
-        self.db.scan_prefix([keys::DEVICE]).map(|entry| {
-            let (key, value) = entry?;
-            codec::decode_device(&key, &value)
-        })
-    }
-
-    /// Number of devices (a full scan), which the store's tests compare with the model's.
-    #[cfg(test)]
-    fn device_count(&self) -> usize {
-        self.db.scan_prefix([keys::DEVICE]).count()
-    }
-
-    /// The newest record time over every source; `None` when no source has ever written.
-    pub fn newest_liveness(&self) -> Result<Option<Millis>, StoreError> {
-        Ok(self.liveness()?.into_values().max())
-    }
-
-    /// Writes one chunk atomically (states, offsets and liveness times), then brings the
-    /// decision index up to it.
-    pub fn apply(&self, update: &ChunkUpdate) -> Result<(), StoreError> {
-        self.apply_batch(update)?;
-        self.update_index(update)
-    }
-
     /// The index update of [`Store::apply`], only ever after its batch was applied: a decision
     /// may answer from the state before the chunk, never from one sled does not hold.
     fn update_index(&self, update: &ChunkUpdate) -> Result<(), StoreError> {
@@ -313,12 +464,6 @@ impl Store {
             index.upsert(after);
         }
         Ok(())
-    }
-
-    /// A crash between the sled batch and the index update: the batch only.
-    #[cfg(test)]
-    pub(crate) fn apply_sled_only_for_test(&self, update: &ChunkUpdate) -> Result<(), StoreError> {
-        self.apply_batch(update)
     }
 
     fn apply_batch(&self, update: &ChunkUpdate) -> Result<(), StoreError> {
@@ -346,7 +491,7 @@ impl Store {
             let key = keys::liveness(source);
             // A stored time ahead of now (see `liveness`) is replaced, not kept as the max.
             let now = now_millis();
-            let newer = match self.db.get(&key)? {
+            let newer = match self.db()?.get(&key)? {
                 Some(v) => codec::decode_i64(&v).is_none_or(|old| *at > old || old > now),
                 None => true,
             };
@@ -354,7 +499,7 @@ impl Store {
                 batch.insert(key, &at.to_be_bytes());
             }
         }
-        self.db.apply_batch(batch)?;
+        self.db()?.apply_batch(batch)?;
         Ok(())
     }
 
@@ -373,7 +518,7 @@ impl Store {
         let count_key = keys::ref_count(guid);
         let counted = match stored {
             true => self
-                .db
+                .db()?
                 .get(&count_key)?
                 .and_then(|v| codec::decode_i64(&v))
                 .unwrap_or(0)
@@ -419,55 +564,6 @@ impl Store {
         }
         let kept = all.len() - dropped.len();
         batch.insert(count_key, &(kept as i64).to_be_bytes());
-        Ok(())
-    }
-
-    /// Clears everything folded from the events topic (device states, ingest offsets,
-    /// liveness, record references) in one atomic batch, so that ingest rebuilds from the topic's beginning:
-    /// after a crash the store holds either the old state with its offsets or nothing, never
-    /// old state with no offsets (which would fold the topic over it again). The decision
-    /// index is emptied after the batch.
-    pub fn clear_state(&self) -> Result<usize, StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        for space in [
-            keys::DEVICE,
-            keys::OFFSET,
-            keys::LIVENESS,
-            keys::LAST_RECORD,
-            keys::RECORD_REF,
-            keys::REF_COUNT,
-        ] {
-            for entry in self.db.scan_prefix([space]) {
-                let (key, _) = entry?;
-                batch.remove(key);
-                removed += 1;
-            }
-        }
-        self.db.apply_batch(batch)?;
-        self.index
-            .write()
-            .map_err(|_| StoreError::IndexPoisoned)?
-            .clear();
-        Ok(removed)
-    }
-
-    /// Writes raw bytes under a raw key: lets tests corrupt a stored value (seen by the
-    /// decision index from the next open on, as a value damaged on disk would be).
-    #[cfg(test)]
-    pub(crate) fn write_raw_for_test(&self, key: &[u8], value: &[u8]) {
-        self.db.insert(key, value).unwrap();
-    }
-
-    /// Makes everything written so far durable (sled otherwise syncs every 500 ms).
-    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
-    }
-
-    /// Blocking flush for the ingest thread and shutdown paths.
-    pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
         Ok(())
     }
 }

@@ -747,3 +747,86 @@ fn record_refs_are_kept_per_device_idempotent_and_bounded() {
     assert!(store.record_refs("g1").unwrap().is_empty());
     assert!(store.record_refs("g2").unwrap().is_empty());
 }
+
+/// One device `guid` named `host` at offset `offset` of "events" partition 0.
+fn named_device(guid: &str, host: &str, offset: i64) -> ChunkUpdate {
+    let mut device = DeviceState::new(guid);
+    device.hostname = Some(crate::fold::Stamped {
+        at: offset,
+        value: host.into(),
+    });
+    ChunkUpdate {
+        devices: BTreeMap::from([(guid.to_owned(), (None, device))]),
+        offsets: BTreeMap::from([(("events".to_owned(), 0), offset)]),
+        ..ChunkUpdate::default()
+    }
+}
+
+/// Issue #12 item 1 (online replay): every clone of the handle (ingest's, the decider's, the
+/// admin listener's) moves to the replacement store at once, for the index and sled alike.
+#[test]
+fn replacing_the_store_moves_every_clone_to_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = Store::open(&dir.path().join("live"), DEFAULT_CACHE_BYTES).unwrap();
+    live.apply(&named_device("g-old", "old-host", 3)).unwrap();
+    let decider_clone = live.clone();
+    let rebuilt = Store::open(&dir.path().join("rebuilt"), DEFAULT_CACHE_BYTES).unwrap();
+    rebuilt
+        .apply(&named_device("g-new", "new-host", 9))
+        .unwrap();
+
+    live.replace_with(&rebuilt);
+    for handle in [&live, &decider_clone] {
+        assert!(handle.device_summary("g-old").unwrap().is_none());
+        assert!(handle.device_summary("g-new").unwrap().is_some());
+        assert_eq!(handle.guids_by_hostname("new-host").unwrap(), ["g-new"]);
+        assert!(handle.device("g-new").unwrap().is_some());
+        assert_eq!(handle.offsets("events").unwrap()[&0], 9);
+    }
+    // Writes through an old clone land in the new store, index included.
+    decider_clone
+        .apply(&named_device("g-later", "later-host", 10))
+        .unwrap();
+    assert_eq!(
+        rebuilt.guids_by_hostname("later-host").unwrap(),
+        ["g-later"]
+    );
+}
+
+/// While the database is detached (its directory is being exchanged), decisions still answer
+/// from the index as it was, and reads that need sled say so instead of answering "nothing".
+#[test]
+fn a_detached_store_answers_from_its_index_and_refuses_sled_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = Store::open(&dir.path().join("live"), DEFAULT_CACHE_BYTES).unwrap();
+    live.apply(&named_device("g1", "host-1", 4)).unwrap();
+    let clone = live.clone();
+
+    let db = live.detach_db().expect("attached");
+    assert!(live.detach_db().is_none(), "detached once");
+    assert!(clone.device_summary("g1").unwrap().is_some());
+    assert_eq!(clone.guids_by_hostname("host-1").unwrap(), ["g1"]);
+    assert!(matches!(
+        clone.device("g1"),
+        Err(super::StoreError::Swapping)
+    ));
+    assert!(matches!(
+        clone.offsets("events"),
+        Err(super::StoreError::Swapping)
+    ));
+    assert!(matches!(
+        clone.apply(&named_device("g2", "host-2", 5)),
+        Err(super::StoreError::Swapping)
+    ));
+    assert!(clone.device_summary("g2").unwrap().is_none());
+    assert!(matches!(
+        clone.scan_devices().next(),
+        Some(Err(super::StoreError::Swapping))
+    ));
+    // Once the last handle on the database is dropped the directory is free: it reopens.
+    drop(db);
+    let reopened = super::reopen_for_test(&dir.path().join("live"));
+    assert!(reopened.device("g1").unwrap().is_some());
+    clone.replace_with(&reopened);
+    assert!(clone.device("g1").unwrap().is_some());
+}
