@@ -69,6 +69,7 @@ fn bench(c: &mut Criterion) {
         health: ComponentHealth::default(),
         history: trustgate::history::HistorySource::new(&settings),
         replay,
+        whatif: trustgate::whatif::WhatIfContext::new(&settings),
     };
     let shutdown = CancellationToken::new();
     let listener = rt

@@ -1,6 +1,6 @@
 //! The admin HTTP listener: `POST /v1/decide`, `GET /v1/devices/{guid|hostname|mac}`,
 //! `GET /v1/devices/{id}/history`, `POST`/`GET /v1/admin/replay` (the online replay, see
-//! `crate::replay`), `GET /healthz` and `GET /readyz`.
+//! `crate::replay`), `POST /v1/admin/what-if` (`whatif`), `GET /healthz` and `GET /readyz`.
 //!
 //! `/v1/decide` runs the same [`Decider`] as the Kafka worker, for callers that cannot speak
 //! Kafka and for `trustgate decide` while a `run` holds the store; with `"at"` in the body it
@@ -9,10 +9,12 @@
 mod devices;
 mod guard;
 mod health;
+mod whatif;
 
 pub use devices::{lookup, DeviceLookup, DeviceView, EventView};
 pub use guard::{AdminAccess, AdminLimits};
 pub use health::ComponentHealth;
+pub use whatif::{HEADER_DEVICES, HEADER_MISSING, HEADER_UNREADABLE_AUDIT};
 
 use crate::audit::{AuditSink, AuditSource};
 use crate::decision::{Answer, Decider};
@@ -60,6 +62,8 @@ pub struct AdminState {
     pub history: HistorySource,
     /// `POST /v1/admin/replay` starts it, `GET /v1/admin/replay` shows its progress.
     pub replay: crate::replay::OnlineReplay,
+    /// `POST /v1/admin/what-if`: where the audit topic is, the fold's grace, one at a time.
+    pub whatif: crate::whatif::WhatIfContext,
 }
 
 fn router(state: AdminState) -> Router {
@@ -68,6 +72,7 @@ fn router(state: AdminState) -> Router {
         .route("/v1/devices/{id}", get(device))
         .route("/v1/devices/{id}/history", get(device_history))
         .route("/v1/admin/replay", post(start_replay).get(replay_progress))
+        .route("/v1/admin/what-if", post(whatif::what_if))
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
         .route("/metrics", get(prometheus))

@@ -3,9 +3,10 @@
 //!
 //! Owns the pure part: reading what the replay needs out of an audit record ([`Audited`]),
 //! comparing each audited answer with the candidate's ([`Replayed`]) and the aggregation into a
-//! [`WhatIfReport`] (`schemas/what-if.v1.json`). No I/O: the command (reading the audit topic,
-//! deciding as of each record's time with `Decider::decide_as_of` and `trustgate::history`)
-//! lives in the binary.
+//! [`WhatIfReport`] (`schemas/what-if.v1.json`), and reading that JSON back (the CLI prints a
+//! running instance's report). No I/O here: the replay (reading the audit topic, deciding as of
+//! each record's time with `Decider::decide_as_of` and `crate::history`) is in [`replay`], which
+//! `trustgate what-if` and `POST /v1/admin/what-if` share.
 //!
 //! `before` and `after` are what was, and would be, *answered* (`decision`, `reason`), so a
 //! report-only policy's answer is `allow`/`report_only` on either side; its would-be answer
@@ -14,6 +15,10 @@
 //! turning a report-only rollout into enforcement changes exactly the requests that were
 //! recorded `would_decide: deny`, and a candidate that only renames the reason of an allow
 //! changes nothing.
+
+mod replay;
+
+pub use replay::{replay, ReplayStats, WhatIfContext, WhatIfError, WhatIfRunning};
 
 use crate::time::{format_millis, parse_rfc3339, Millis};
 use serde_json::{json, Map, Value};
@@ -149,6 +154,17 @@ impl Replayed {
             "after": self.after.to_json(),
         })
     }
+
+    fn from_json(value: &Value) -> Option<Replayed> {
+        Some(Replayed {
+            request_id: value["request_id"].as_str()?.to_owned(),
+            application: value["application"].as_str()?.to_owned(),
+            user: value["user"].as_str().map(str::to_owned),
+            at: value["at"].as_str().and_then(parse_rfc3339)?,
+            before: Answered::of_response(&value["before"])?,
+            after: Answered::of_response(&value["after"])?,
+        })
+    }
 }
 
 /// How many decisions a candidate would change, and which.
@@ -207,6 +223,34 @@ impl WhatIfReport {
             "by_reason": self.by_reason,
             "examples": self.examples.iter().map(Replayed::to_json).collect::<Vec<_>>(),
             "skipped": self.skipped,
+        })
+    }
+
+    /// Reads [`WhatIfReport::to_json`]'s object back; `None` when it is not one.
+    pub fn from_json(value: &Value) -> Option<WhatIfReport> {
+        let count = |k: &str| value[k].as_u64().map(|n| n as usize);
+        let counts = |k: &str| -> Option<BTreeMap<String, usize>> {
+            match &value[k] {
+                Value::Null => Some(BTreeMap::new()),
+                Value::Object(map) => map
+                    .iter()
+                    .map(|(k, n)| Some((k.clone(), n.as_u64()? as usize)))
+                    .collect(),
+                _ => None,
+            }
+        };
+        Some(WhatIfReport {
+            requests: count("requests")?,
+            changed: count("changed")?,
+            by_application: counts("by_application")?,
+            by_user: counts("by_user")?,
+            by_reason: counts("by_reason")?,
+            examples: value["examples"]
+                .as_array()?
+                .iter()
+                .map(Replayed::from_json)
+                .collect::<Option<_>>()?,
+            skipped: count("skipped").unwrap_or(0),
         })
     }
 }

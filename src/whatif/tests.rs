@@ -218,3 +218,40 @@ fn an_audit_record_gives_the_request_its_time_and_the_answer() {
         assert_eq!(Audited::from_record(&broken), None, "{broken}");
     }
 }
+
+/// The CLI prints a running instance's report from its JSON: reading it back gives the report.
+#[test]
+fn a_report_reads_back_from_its_json() {
+    let report = WhatIfReport {
+        skipped: 3,
+        ..WhatIfReport::compare(
+            [
+                replayed(
+                    "a",
+                    "ledger",
+                    Some("alice"),
+                    report_only("deny", "compromised"),
+                    answered("deny", "compromised"),
+                ),
+                replayed(
+                    "b",
+                    "vpn",
+                    None,
+                    answered("deny", "untrusted"),
+                    answered("allow", "allow_all_endpoints"),
+                ),
+                replayed(
+                    "c",
+                    "vpn",
+                    None,
+                    answered("allow", "trusted_not_compromised"),
+                    answered("allow", "trusted_not_compromised"),
+                ),
+            ],
+            5,
+        )
+    };
+    assert_eq!(report.changed, 2);
+    assert_eq!(WhatIfReport::from_json(&report.to_json()), Some(report));
+    assert_eq!(WhatIfReport::from_json(&json!({"error": "x"})), None);
+}

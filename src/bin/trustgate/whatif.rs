@@ -3,23 +3,23 @@
 //! the device's records read back from the events topic, once per device), compared with what
 //! was answered (`trustgate::whatif`), as a summary or one JSON object.
 //!
-//! Reads the store itself (to find each request's devices and where their records are): a
-//! store a running instance holds is refused, as `replay` refuses it.
+//! The replay reads the store (to find each request's devices and where their records are):
+//! on a store no instance holds it runs here (`trustgate::whatif::WhatIfContext::run`), else
+//! the running instance runs the same replay (`POST /v1/admin/what-if`) and this prints its
+//! report.
 
 use crate::args::{ConfigArg, EXIT_BAD_INPUT};
-use crate::local::{reach, Reach};
+use crate::local::{admin_client, admin_url, reach, Reach};
+use anyhow::Context;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use trustgate::audit::{self, AuditFilter};
+use trustgate::admin::{HEADER_DEVICES, HEADER_MISSING, HEADER_UNREADABLE_AUDIT};
+use trustgate::audit::AuditFilter;
 use trustgate::config::Settings;
-use trustgate::decision::{Answer, Decider};
-use trustgate::history::{HistorySource, PastDirectory, PastRecords};
-use trustgate::ingest::IngestStatus;
-use trustgate::liveness::LivenessClock;
+use trustgate::history::HistorySource;
 use trustgate::time::format_millis;
-use trustgate::whatif::{Answered, Audited, Replayed, WhatIfReport, DEFAULT_EXAMPLES};
+use trustgate::whatif::{Answered, ReplayStats, WhatIfContext, WhatIfReport, DEFAULT_EXAMPLES};
 
 #[derive(clap::Args, Debug)]
 pub struct WhatIfArgs {
@@ -45,10 +45,19 @@ pub struct WhatIfArgs {
 
 /// Replays the period's audited requests against the candidate and prints what would change.
 pub async fn run(settings: Settings, args: WhatIfArgs) -> anyhow::Result<ExitCode> {
-    let candidate = match trustgate::config::load_policies(&args.policy) {
-        Ok(p) => p,
+    // Validated here in both cases: a typo is reported as the local file's, before any request.
+    let name = args.policy.display().to_string();
+    let read = std::fs::read_to_string(&args.policy)
+        .map_err(|e| e.to_string())
+        .and_then(|text| {
+            trustgate::config::policies_from_str(&text, &name)
+                .map(|policies| (text, policies))
+                .map_err(|e| e.to_string())
+        });
+    let (text, candidate) = match read {
+        Ok(read) => read,
         Err(e) => {
-            eprintln!("trustgate: candidate policy: {e}");
+            eprintln!("trustgate: candidate policy {name}: {e}");
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
     };
@@ -58,84 +67,84 @@ pub async fn run(settings: Settings, args: WhatIfArgs) -> anyhow::Result<ExitCod
             eprintln!("trustgate: {missing}");
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
-        Reach::Instance => {
-            eprintln!(
-                "trustgate: the store at {} is in use by a running trustgate instance; what-if reads the store itself: run it while the instance is stopped, or on a second store kept for investigations",
-                settings.store.path.display()
-            );
-            return Ok(ExitCode::from(EXIT_BAD_INPUT));
-        }
+        Reach::Instance => return ask_instance(&settings, &args, text).await,
     };
-    let filter = AuditFilter {
-        since: args.since,
-        until: args.until,
-        ..Default::default()
-    };
-    let (kafka, topic) = (settings.kafka.clone(), settings.topics.audit.clone());
-    let read = tokio::task::spawn_blocking(move || audit::read(&kafka, &topic, &filter)).await??;
-    if read.unreadable > 0 {
-        eprintln!(
-            "trustgate: {} record(s) on {} were not JSON and were skipped",
-            read.unreadable, settings.topics.audit
-        );
-    }
-    let liveness = LivenessClock::starting_at(store.newest_liveness()?);
-    let decider = Decider::new(
-        Arc::new(candidate),
-        store.clone(),
-        settings.fold.grace_millis(),
-        liveness,
-        IngestStatus::offline(),
-    );
+    let context = WhatIfContext::new(&settings);
     let source = HistorySource::new(&settings);
-    let examples = args.examples;
-    let (report, cache) = tokio::task::spawn_blocking(move || {
-        let mut cache = PastRecords::default();
-        let mut skipped = 0;
-        let mut replayed = Vec::with_capacity(read.records.len());
-        for record in &read.records {
-            let Some(audited) = Audited::from_record(record) else {
-                skipped += 1;
-                continue;
-            };
-            let mut unreadable = None;
-            let answer = decider.decide_as_of(&audited.request, Ok(audited.at), |req| {
-                let past =
-                    source.past_directory_cached(&store, &req.subject, audited.at, &mut cache);
-                if let PastDirectory::Unavailable(e) = &past {
-                    unreadable = Some(e.clone());
-                }
-                past
-            });
-            // The candidate would answer `store_unavailable`: a count of changes that includes
-            // records we could not read would be a wrong answer, not a partial one.
-            if let Some(e) = unreadable {
-                anyhow::bail!(
-                    "reading the records of request {}'s devices from the events topic: {e}",
-                    audited.request_id
-                );
-            }
-            let after = match answer {
-                Answer::Reply(resp) => serde_json::to_value(&resp)
-                    .ok()
-                    .as_ref()
-                    .and_then(Answered::of_response),
-                Answer::Unanswerable(_) => None,
-            };
-            match after {
-                Some(after) => replayed.push(Replayed::new(audited, after)),
-                None => skipped += 1,
-            }
-        }
-        let mut report = WhatIfReport::compare(replayed, examples);
-        report.skipped = skipped;
-        anyhow::Ok((report, cache))
+    let (since, until, examples) = (args.since, args.until, args.examples);
+    let (report, stats) = tokio::task::spawn_blocking(move || {
+        context.run(&store, candidate, &source, since, until, examples)
     })
     .await??;
-    if cache.missing > 0 {
+    finish(&settings, &args, &report, stats);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the running instance (`POST /v1/admin/what-if`) with the candidate's text.
+async fn ask_instance(
+    settings: &Settings,
+    args: &WhatIfArgs,
+    text: String,
+) -> anyhow::Result<ExitCode> {
+    let mut body = serde_json::json!({ "policy": text, "examples": args.examples });
+    if let Some(since) = args.since {
+        body["since"] = format_millis(since).into();
+    }
+    if let Some(until) = args.until {
+        body["until"] = format_millis(until).into();
+    }
+    let url = admin_url(settings, "/v1/admin/what-if");
+    let response = admin_client(settings)?
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("asking the running instance at {url}"))?;
+    let status = response.status();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let stats = ReplayStats {
+        devices: header(HEADER_DEVICES),
+        missing: header(HEADER_MISSING),
+        unreadable_audit: header(HEADER_UNREADABLE_AUDIT),
+    };
+    let value: serde_json::Value = response
+        .json()
+        .await
+        .with_context(|| format!("reading {url}'s answer ({status})"))?;
+    if !status.is_success() {
+        let message = value["error"].as_str().unwrap_or("no error message");
+        eprintln!("trustgate: the running instance answered {status}: {message}");
+        return Ok(if status.is_client_error() {
+            ExitCode::from(EXIT_BAD_INPUT)
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let report = WhatIfReport::from_json(&value)
+        .ok_or_else(|| anyhow::anyhow!("{url} answered something that is not a what-if report"))?;
+    finish(settings, args, &report, stats);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The warnings on stderr, then the summary or the JSON object on stdout.
+fn finish(settings: &Settings, args: &WhatIfArgs, report: &WhatIfReport, stats: ReplayStats) {
+    if stats.unreadable_audit > 0 {
+        eprintln!(
+            "trustgate: {} record(s) on {} were not JSON and were skipped",
+            stats.unreadable_audit, settings.topics.audit
+        );
+    }
+    if stats.missing > 0 {
         eprintln!(
             "trustgate: {} of the devices' records are no longer on the events topic (retention or compaction); their states then lack them",
-            cache.missing
+            stats.missing
         );
     }
     if report.skipped > 0 {
@@ -147,9 +156,8 @@ pub async fn run(settings: Settings, args: WhatIfArgs) -> anyhow::Result<ExitCod
     if args.json {
         println!("{}", report.to_json());
     } else {
-        print_summary(&report, cache.devices());
+        print_summary(report, stats.devices);
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn print_summary(report: &WhatIfReport, devices: usize) {
