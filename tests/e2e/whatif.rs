@@ -1,6 +1,8 @@
 //! (#12 item 6) `trustgate what-if`: the audited requests of a period replayed against a
 //! candidate policy set, each on its device's state at its time; the counts of changed
-//! decisions checked exactly on a known history, and `--json` against its schema.
+//! decisions checked exactly on a known history, and `--json` against its schema. Asked while
+//! the instance runs (it holds the store: `POST /v1/admin/what-if`, behind the admin token),
+//! then offline on the same store: the same reports.
 
 use crate::common::*;
 use serde_json::{json, Value};
@@ -13,6 +15,7 @@ const MINUTE: i64 = 60_000;
 const BAD: &str = "5c2e8f1a-whatif-bad-4b8e-9d1a5c7b8e9f";
 const BAD_HOST: &str = "fin-lt-whatif";
 const GOOD: &str = "6d3f9a2b-whatif-good-4b8e-9d1a5c7b8e9f";
+const TOKEN: &str = "e2e-whatif-token-7a2f";
 
 fn cli(inst: &Instance, args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(binary())
@@ -52,7 +55,11 @@ fn what_if(inst: &Instance, args: &[&str]) -> Value {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 1, "one object: {text}");
-    let report: Value = serde_json::from_str(&text).unwrap();
+    valid(serde_json::from_str(&text).unwrap())
+}
+
+/// `report`, once validated against schemas/what-if.v1.json.
+fn valid(report: Value) -> Value {
     let schema: Value = serde_json::from_str(
         &std::fs::read_to_string(format!(
             "{}/schemas/what-if.v1.json",
@@ -74,10 +81,10 @@ fn what_if(inst: &Instance, args: &[&str]) -> Value {
 async fn what_if_counts_changed_decisions_exactly_on_a_known_history() {
     let mut inst = Instance::new("whatif");
     // The finance applications are rolled out report-only; everything else is enforced.
-    inst.extra_config =
-        "[[policy.custom]]\nname = \"finance\"\napplications = [\"ledger\", \"payroll\"]\n\
-                         mode = \"report_only\"\n"
-            .into();
+    // The CLI reads the token from the configuration (extra lines start in `[admin]`).
+    inst.extra_config = format!("token = \"{TOKEN}\"\n")
+        + "[[policy.custom]]\nname = \"finance\"\napplications = [\"ledger\", \"payroll\"]\n\
+                         mode = \"report_only\"\n";
     create_topic(&inst.events, 1).await;
     let producer = producer();
     let base = now_millis() - 3 * 60 * MINUTE;
@@ -119,6 +126,7 @@ async fn what_if_counts_changed_decisions_exactly_on_a_known_history() {
         async move {
             let r = reqwest::Client::new()
                 .post(url)
+                .bearer_auth(TOKEN)
                 .body(body.to_string())
                 .send()
                 .await
@@ -162,26 +170,51 @@ async fn what_if_counts_changed_decisions_exactly_on_a_known_history() {
     let audited = read_topic(&inst.audit, 3 + second.len(), Duration::from_secs(30));
     assert_eq!(audited.len(), 3 + second.len(), "{}", inst.log());
 
-    let finance_on = candidate(
-        &inst,
-        "finance-on.toml",
+    let finance_on_text =
         "[[policy.custom]]\nname = \"finance\"\napplications = [\"ledger\", \"payroll\"]\n\
-         mode = \"enforce\"\n",
-    );
-    // The store is the running instance's: refused, nothing printed.
-    let out = cli(&inst, &["what-if", "--policy", &finance_on], "");
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
-    assert!(stop(&mut child).success());
+         mode = \"enforce\"\n";
+    let finance_on = candidate(&inst, "finance-on.toml", finance_on_text);
+    // The route: behind the token, and a candidate that is not a policy set is a 400 in JSON.
+    let route = |token: Option<&str>, body: Value| {
+        let url = inst.admin("/v1/admin/what-if");
+        let token = token.map(str::to_owned);
+        async move {
+            let mut request = reqwest::Client::new().post(url).body(body.to_string());
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let r = request.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (code, _) = route(None, json!({"policy": finance_on_text})).await;
+    assert_eq!(code, 401, "without the token");
+    let (code, body) = route(
+        Some(TOKEN),
+        json!({"policy": "[kafka]\nbrokers = \"x:1\"\n"}),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    let (code, body) = route(
+        Some(TOKEN),
+        json!({"policy": finance_on_text, "since": "yesterday"}),
+    )
+    .await;
+    assert_eq!((code, body["error"].is_string()), (400, true), "{body}");
+    let (code, online) = route(Some(TOKEN), json!({"policy": finance_on_text})).await;
+    assert_eq!(code, 200, "{online}");
+    let online = valid(online);
 
-    // Enforcing the finance rollout: exactly the requests recorded `would_decide: deny` change,
-    // the one before the compromise (at its `as_of`) does not.
+    // Everything below asks the running instance (`trustgate what-if` reaches it as `decide`
+    // does), which answers the route's object. Enforcing the finance rollout: exactly the
+    // requests recorded `would_decide: deny` change, the one before the compromise (at its
+    // `as_of`) does not.
     let report = what_if(&inst, &["--policy", &finance_on]);
+    assert_eq!(report, online);
     assert_eq!(report["requests"], 7, "{report:#}");
     assert_eq!(report["changed"], 2, "{report:#}");
     assert_eq!(report["by_application"], json!({"ledger": 1, "payroll": 1}));
@@ -273,4 +306,9 @@ async fn what_if_counts_changed_decisions_exactly_on_a_known_history() {
     let broken = candidate(&inst, "broken.toml", "[kafka]\nbrokers = \"x:1\"\n");
     let out = cli(&inst, &["what-if", "--policy", &broken], "");
     assert_eq!(out.status.code(), Some(2));
+
+    // Offline on the same store (the instance stopped): the same report, from the same replay.
+    assert!(stop(&mut child).success());
+    let offline = what_if(&inst, &["--policy", &finance_on]);
+    assert_eq!(offline, online, "offline and online replays agree");
 }
