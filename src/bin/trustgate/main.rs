@@ -4,7 +4,7 @@
 //! - `cli`: the subcommands and their dispatch; `args`: arguments and exit codes they share.
 //! - `decide`, `inspect` (with `local`: the store, or the running instance): one-shot queries.
 //! - `audit`: the decision audit read back. `whatif`: the audited requests replayed against a
-//!   candidate policy set.
+//!   candidate policy set (here, or by the running instance that holds the store).
 //! - `history`: one device's timeline from the events topic.
 //! - `replay`: the state rebuilt from the events topic and swapped in.
 //! - `poll`: the poller alone, or its request budget.
