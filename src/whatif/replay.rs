@@ -193,3 +193,22 @@ pub fn replay(
     };
     Ok((report, stats))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The admin route answers 409 while a what-if runs: the flag is held until the running
+    /// one's guard drops, and its clones (one per request) share it.
+    #[test]
+    fn one_what_if_at_a_time() {
+        let settings = crate::config::load_str("", "test", std::iter::empty())
+            .unwrap()
+            .settings;
+        let context = WhatIfContext::new(&settings);
+        let running = context.try_start().expect("none runs yet");
+        assert!(context.clone().try_start().is_none(), "one is running");
+        drop(running);
+        assert!(context.clone().try_start().is_some(), "the first one ended");
+    }
+}
