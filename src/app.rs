@@ -140,7 +140,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         health: health.clone(),
         history: crate::history::HistorySource::new(&settings),
         replay: replay.clone(),
-        whatif: crate::whatif::WhatIfContext::new(&settings),
+        whatif: crate::whatif::WhatIfContext::new(&settings).with_shutdown(shutdown.clone()),
     };
     let admin_access =
         admin::AdminAccess::new(settings.admin.token.as_ref(), admin::AdminLimits::default());

@@ -16,6 +16,7 @@ use crate::store::{Store, StoreError};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// Why a what-if could not give a report. Every variant is about reading what exists; a bad
 /// candidate is refused before (it is the caller's input).
@@ -38,6 +39,9 @@ pub enum WhatIfError {
         /// Why.
         message: String,
     },
+    /// The instance is shutting down: the replay stopped between two requests.
+    #[error("the instance is shutting down; the what-if stopped")]
+    ShuttingDown,
 }
 
 /// What a replay read besides the report: for the summary and the warnings.
@@ -62,6 +66,9 @@ pub struct WhatIfContext {
     /// The fold's `resolution_grace` in ms (the compromise rule).
     pub grace_millis: i64,
     running: Arc<AtomicBool>,
+    /// A running instance's shutdown: a replay in progress stops at the next request rather
+    /// than hold the store (and the shutdown) until it ends.
+    shutdown: CancellationToken,
 }
 
 /// Held while a what-if runs; dropping it lets the next one start.
@@ -81,7 +88,13 @@ impl WhatIfContext {
             audit_topic: settings.topics.audit.clone(),
             grace_millis: settings.fold.grace_millis(),
             running: Arc::default(),
+            shutdown: CancellationToken::new(),
         }
+    }
+
+    /// The same, stopping replays in progress when `shutdown` is cancelled.
+    pub fn with_shutdown(self, shutdown: CancellationToken) -> WhatIfContext {
+        WhatIfContext { shutdown, ..self }
     }
 
     /// Marks a what-if as running; `None` while another one is.
@@ -125,6 +138,7 @@ impl WhatIfContext {
             &read.records,
             source,
             examples,
+            &self.shutdown,
         )?;
         stats.unreadable_audit = read.unreadable;
         Ok((report, stats))
@@ -133,7 +147,8 @@ impl WhatIfContext {
 
 /// Decides every audit record's request with `candidate` on its devices' state at the time its
 /// audited answer was based on (records read back from the events topic, once per device) and
-/// compares the answers. Records that cannot be replayed are counted in `skipped`.
+/// compares the answers. Records that cannot be replayed are counted in `skipped`. Stops with
+/// [`WhatIfError::ShuttingDown`] between two records once `shutdown` is cancelled.
 pub fn replay(
     grace_millis: i64,
     store: &Store,
@@ -141,6 +156,7 @@ pub fn replay(
     records: &[Value],
     source: &HistorySource,
     examples: usize,
+    shutdown: &CancellationToken,
 ) -> Result<(WhatIfReport, ReplayStats), WhatIfError> {
     let liveness = LivenessClock::starting_at(store.newest_liveness()?);
     let decider = Decider::new(
@@ -154,6 +170,9 @@ pub fn replay(
     let mut skipped = 0;
     let mut replayed = Vec::with_capacity(records.len());
     for record in records {
+        if shutdown.is_cancelled() {
+            return Err(WhatIfError::ShuttingDown);
+        }
         let Some(audited) = Audited::from_record(record) else {
             skipped += 1;
             continue;
@@ -210,5 +229,35 @@ mod tests {
         assert!(context.clone().try_start().is_none(), "one is running");
         drop(running);
         assert!(context.clone().try_start().is_some(), "the first one ended");
+    }
+
+    /// A shutdown stops the replay before the next record; records without a request are
+    /// skipped, not failed (neither reads a topic).
+    #[test]
+    fn a_shutdown_stops_the_replay_and_unreplayable_records_are_skipped() {
+        let settings = crate::config::load_str("", "test", std::iter::empty())
+            .unwrap()
+            .settings;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), crate::store::DEFAULT_CACHE_BYTES).unwrap();
+        let source = HistorySource::new(&settings);
+        let records = [serde_json::json!({"response": {"decision": "allow"}})];
+        let replayed = |shutdown: &CancellationToken| {
+            replay(
+                0,
+                &store,
+                settings.policies.clone(),
+                &records,
+                &source,
+                5,
+                shutdown,
+            )
+        };
+        let (report, stats) = replayed(&CancellationToken::new()).unwrap();
+        assert_eq!((report.requests, report.skipped), (0, 1));
+        assert_eq!(stats, ReplayStats::default());
+        let stopped = CancellationToken::new();
+        stopped.cancel();
+        assert!(matches!(replayed(&stopped), Err(WhatIfError::ShuttingDown)));
     }
 }
