@@ -29,6 +29,11 @@ const MAX_CHUNK: usize = 2000;
 /// librdkafka packs at most `batch.num.messages` (10,000 by default) records in a batch.
 /// On Kafka this rereads at most this many records at a start, and drops them.
 const READ_THROUGH: i64 = 10_000;
+/// How many times in a row a short reported end may go undecided (the last applied record
+/// neither read back nor shown gone) before the end is believed: a broker's passing error
+/// clears within this many partition refreshes; a shorter topic on a broker that answers a
+/// read past the end with nothing is then rebuilt all the same.
+const MAX_UNDECIDED: u32 = 6;
 /// How often new partitions are looked for and high watermarks (for lag and broker
 /// reachability) are refreshed.
 const PARTITION_REFRESH: Duration = Duration::from_secs(5);
@@ -112,6 +117,7 @@ pub(crate) fn run(ctx: IngestContext, shutdown: CancellationToken) -> anyhow::Re
         next: HashMap::new(),
         short_ends: HashMap::new(),
         resuming: HashMap::new(),
+        undecided: HashMap::new(),
     };
     ingest.assign_new_partitions(&consumer)?;
     let mut last_refresh = Instant::now();
@@ -165,6 +171,9 @@ struct Ingest {
     /// Partitions resumed from before their stored offset ([`READ_THROUGH`]): (where reading
     /// started, the stored offset), until a record at or past the stored offset arrives.
     resuming: HashMap<i32, (i64, i64)>,
+    /// Per partition, how many reads of the last applied record in a row answered nothing
+    /// (see [`MAX_UNDECIDED`]).
+    undecided: HashMap<i32, u32>,
 }
 
 /// What reading one record back found.
@@ -236,8 +245,17 @@ impl Ingest {
         let last_records = self.ctx.store.last_records(&self.topic)?;
         let mut list = TopicPartitionList::new();
         for p in &fresh {
+            // Unanswered, the partitions are assigned at a later refresh: not caught up (and so
+            // not ready) meanwhile, rather than ingest failing and taking the process down.
             let (low, mut high) =
-                consumer.fetch_watermarks(&self.topic, *p, Duration::from_secs(10))?;
+                match consumer.fetch_watermarks(&self.topic, *p, Duration::from_secs(10)) {
+                    Ok(marks) => marks,
+                    Err(e) => {
+                        tracing::warn!(partition = *p, error = %e,
+                            "Cannot read the events partition's watermarks; assigning later.");
+                        return Ok(());
+                    }
+                };
             let offset = match stored.get(p).copied() {
                 Some(at) if at > low => {
                     let from = (at - READ_THROUGH).max(low);
@@ -249,14 +267,17 @@ impl Ingest {
             };
             list.add_partition_offset(&self.topic, *p, offset)?;
             if let Some(applied) = stored.get(p).copied().filter(|s| *s > high) {
-                if self.applied_records_still_there(
+                match self.applied_records_still_there(
                     *p,
                     applied,
                     high,
                     low,
                     last_records.get(p).copied(),
                 ) {
-                    high = applied;
+                    Some(true) => high = applied,
+                    Some(false) => {}
+                    // Assigned at a later refresh, when the broker answers.
+                    None => return Ok(()),
                 }
             }
             if let Some(stored) = stored.get(p).copied().filter(|s| *s > high) {
@@ -449,7 +470,13 @@ impl Ingest {
     /// storage reports an idle partition's end a few records short for minutes (measured: 2767
     /// against 2777 delivered), and taking that for a truncated topic rebuilt the whole state
     /// every few seconds. Without the record read back as it was (`expected`: its stored
-    /// timestamp), the end is believed.
+    /// timestamp), the end is believed. `None` when the broker answered nothing at all within
+    /// the read-back's time (tansu 0.6 has also reported a 400,000-record partition ending at
+    /// 3 right after a restart, and served nothing below it): neither proven there nor gone,
+    /// so nothing is concluded and the caller asks again later, up to [`MAX_UNDECIDED`] times
+    /// in a row. A topic that really is shorter answers on Kafka (the read is reset to the
+    /// partition's start and another record comes); on tansu it answers nothing, and is
+    /// rebuilt once the tries are spent.
     fn applied_records_still_there(
         &mut self,
         partition: i32,
@@ -457,17 +484,30 @@ impl Ingest {
         high: i64,
         low: i64,
         expected: Option<Millis>,
-    ) -> bool {
+    ) -> Option<bool> {
         let Some(expected) = expected else {
-            return false;
+            return Some(false);
         };
-        let there =
-            matches!(self.read_back(partition, next - 1, low), ReadBack::At(t) if t == expected);
+        let there = match self.read_back(partition, next - 1, low) {
+            ReadBack::At(t) => t == expected,
+            ReadBack::Elsewhere => false,
+            ReadBack::Unreadable => {
+                let tries = self.undecided.entry(partition).or_default();
+                *tries += 1;
+                if *tries <= MAX_UNDECIDED {
+                    tracing::warn!(partition, applied_up_to = next, reported_end = high, tries = *tries,
+                        "The broker reports the events partition ending before records already applied and does not answer a read of the last one; deciding later.");
+                    return None;
+                }
+                false
+            }
+        };
+        self.undecided.remove(&partition);
         if there && self.short_ends.insert(partition, high) != Some(high) {
             tracing::warn!(partition, applied_up_to = next, reported_end = high,
                 "The broker reports the events partition ending before records already applied, which are still there; keeping the state.");
         }
-        there
+        Some(there)
     }
 
     /// The stored timestamp of the last record applied from `partition`, when there is one.
@@ -491,23 +531,26 @@ impl Ingest {
         else {
             return ReadBack::Unreadable;
         };
+        let from = (offset - READ_THROUGH).max(low);
         let mut list = TopicPartitionList::new();
         if list
-            .add_partition_offset(
-                &self.topic,
-                partition,
-                Offset::Offset((offset - READ_THROUGH).max(low)),
-            )
+            .add_partition_offset(&self.topic, partition, Offset::Offset(from))
             .is_err()
             || probe.assign(&list).is_err()
         {
             return ReadBack::Unreadable;
         }
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut read_some = false;
         while Instant::now() < deadline && !self.shutdown.is_cancelled() {
             match probe.poll(Duration::from_millis(200)) {
-                // Read through to the record wanted.
-                Some(Ok(msg)) if msg.partition() == partition && msg.offset() < offset => {}
+                // Read through to the record wanted. A record before where reading started
+                // means the position was reset (out of range): the record is not there.
+                Some(Ok(msg))
+                    if msg.partition() == partition && (from..offset).contains(&msg.offset()) =>
+                {
+                    read_some = true;
+                }
                 Some(Ok(msg)) if msg.partition() == partition && msg.offset() == offset => {
                     return msg
                         .timestamp()
@@ -521,6 +564,11 @@ impl Ingest {
                     tracing::debug!(error = %e, "Reading a record back.")
                 }
             }
+        }
+        // The partition was served up to its end without the record: it is not there (tansu
+        // answers a read past a partition's end with nothing, not with an error).
+        if read_some && !self.shutdown.is_cancelled() {
+            return ReadBack::Elsewhere;
         }
         ReadBack::Unreadable
     }
@@ -545,13 +593,8 @@ impl Ingest {
                     self.ctx.status.broker_answered();
                     let next = self.next.get(&p).copied().unwrap_or(0);
                     if next > high
-                        && !self.applied_records_still_there(
-                            p,
-                            next,
-                            high,
-                            low,
-                            self.last_record(p),
-                        )
+                        && self.applied_records_still_there(p, next, high, low, self.last_record(p))
+                            == Some(false)
                     {
                         return Some(Mismatch::BeyondEnd {
                             partition: p,
@@ -634,6 +677,7 @@ impl Ingest {
         self.targets.clear();
         self.next.clear();
         self.resuming.clear();
+        self.undecided.clear();
         tracing::info!(keys = removed, "Store cleared for the rebuild.");
         // The store now holds no offsets, so this assigns every partition from its beginning
         // and cannot find another mismatch.
