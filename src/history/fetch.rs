@@ -12,7 +12,7 @@ use crate::topic::{HEADER_KIND, HEADER_OBSERVED_AT, HEADER_SOURCE};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,6 @@ pub(crate) fn fetch(
     let mut config = client_config(kafka, Role::Ingest);
     // The end of a partition is how a reference past it (a topic recreated shorter) is found.
     config.set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = config.create().map_err(HistoryError::Kafka)?;
     let mut by_partition: BTreeMap<i32, Vec<(i64, i64)>> = BTreeMap::new();
     for r in refs {
         by_partition
@@ -61,40 +60,51 @@ pub(crate) fn fetch(
     for (partition, mut wanted) in by_partition {
         wanted.sort_unstable();
         wanted.dedup_by_key(|(offset, _)| *offset);
-        read_partition(&consumer, topic, partition, &wanted, deadline, &mut out)?;
+        read_partition(&config, topic, partition, &wanted, deadline, &mut out)?;
     }
     Ok(out)
 }
 
-fn assign(
-    consumer: &BaseConsumer,
+/// A consumer of its own, assigned once at `offset` of `partition`. Every move of the reader
+/// takes a new consumer rather than assigning the same one again: re-assigning one consumer
+/// in quick succession (the back-offs below) tripped a librdkafka assertion
+/// (`rd_kafka_assignment_partition_stopped: rktp_started`) that aborts the whole process, and
+/// this runs inside the instance for `GET /v1/devices/{id}/history` and decisions at a past
+/// time.
+fn assigned_at(
+    config: &ClientConfig,
     topic: &str,
     partition: i32,
     offset: i64,
-) -> Result<(), HistoryError> {
+) -> Result<BaseConsumer, HistoryError> {
+    let consumer: BaseConsumer = config.create().map_err(HistoryError::Kafka)?;
     let mut list = TopicPartitionList::new();
     list.add_partition_offset(topic, partition, Offset::Offset(offset))
         .map_err(HistoryError::Kafka)?;
-    // A new assignment drops what was fetched for the old one (librdkafka's version barrier).
-    consumer.assign(&list).map_err(HistoryError::Kafka)
+    consumer.assign(&list).map_err(HistoryError::Kafka)?;
+    Ok(consumer)
 }
 
 /// Reads the `wanted` (offset, time) pairs of one partition, in offset order.
 fn read_partition(
-    consumer: &BaseConsumer,
+    config: &ClientConfig,
     topic: &str,
     partition: i32,
     wanted: &[(i64, i64)],
     deadline: Instant,
     out: &mut Fetched,
 ) -> Result<(), HistoryError> {
-    let (low, _) = consumer
+    let mut next = 0;
+    let (low, _) = config
+        .create::<BaseConsumer>()
+        .map_err(HistoryError::Kafka)?
         .fetch_watermarks(topic, partition, Duration::from_secs(10))
         .map_err(HistoryError::Kafka)?;
-    let mut next = 0;
     let mut read = Position::new(wanted[0].0, low);
-    assign(consumer, topic, partition, read.from)?;
+    let mut consumer = assigned_at(config, topic, partition, read.from)?;
     let mut assigned = Instant::now();
+    // Where to move the reader once the record in hand is done with (it borrows the consumer).
+    let mut move_to: Option<i64> = None;
     while next < wanted.len() {
         if Instant::now() > deadline {
             return Err(HistoryError::Timeout {
@@ -113,8 +123,7 @@ fn read_partition(
                     "No answer; starting further back."
                 );
                 read.back_off(wanted[next].0);
-                assign(consumer, topic, partition, read.from)?;
-                assigned = Instant::now();
+                move_to = Some(read.from);
             }
             None => {}
             Some(Ok(msg)) if msg.partition() == partition => {
@@ -134,30 +143,31 @@ fn read_partition(
                         // answers from the batch that holds it). Start further back, until the
                         // answer starts at or before the record wanted, or from the beginning.
                         read.back_off(wanted[next].0);
-                        assign(consumer, topic, partition, read.from)?;
-                        assigned = Instant::now();
-                        continue;
+                        move_to = Some(read.from);
+                    } else {
+                        read.anchored = true;
                     }
-                    read.anchored = true;
                 }
-                // Wanted offsets the reader went past are gone (compaction, retention).
-                while next < wanted.len() && wanted[next].0 < offset {
-                    out.missing += 1;
-                    next += 1;
-                }
-                if next < wanted.len() && wanted[next].0 == offset {
-                    out.records.push(fetched(&msg, wanted[next].1));
-                    next += 1;
-                }
-                // Not for a record a back-off started before: the jump would land where the
-                // broker answered from too far on.
-                if next < wanted.len()
-                    && wanted[next].0 - offset > MAX_GAP
-                    && read.backed_off_for != Some(wanted[next].0)
-                {
-                    read = Position::new(wanted[next].0, low);
-                    assign(consumer, topic, partition, read.from)?;
-                    assigned = Instant::now();
+                // Unless moving back (the record in hand is past the one wanted):
+                if move_to.is_none() {
+                    // Wanted offsets the reader went past are gone (compaction, retention).
+                    while next < wanted.len() && wanted[next].0 < offset {
+                        out.missing += 1;
+                        next += 1;
+                    }
+                    if next < wanted.len() && wanted[next].0 == offset {
+                        out.records.push(fetched(&msg, wanted[next].1));
+                        next += 1;
+                    }
+                    // Not for a record a back-off started before: the jump would land where the
+                    // broker answered from too far on.
+                    if next < wanted.len()
+                        && wanted[next].0 - offset > MAX_GAP
+                        && read.backed_off_for != Some(wanted[next].0)
+                    {
+                        read = Position::new(wanted[next].0, low);
+                        move_to = Some(read.from);
+                    }
                 }
             }
             Some(Ok(_)) => {}
@@ -176,6 +186,10 @@ fn read_partition(
                 tracing::debug!(partition, error = %e, "Reading back.");
                 return Err(HistoryError::Kafka(e));
             }
+        }
+        if let Some(from) = move_to.take() {
+            consumer = assigned_at(config, topic, partition, from)?;
+            assigned = Instant::now();
         }
     }
     Ok(())
