@@ -6,36 +6,15 @@ use crate::common::*;
 use rdkafka::Message;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use trustgate::time::{format_millis, now_millis};
 
 const MINUTE: i64 = 60_000;
 
-fn cli(inst: &Instance, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(binary())
-        .args(args)
-        .arg("--config")
-        .arg(inst.config_path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
 /// `trustgate audit --json` with `filters`: the request ids it printed, in order.
 fn audit_ids(inst: &Instance, filters: &[&str]) -> Vec<String> {
     let args: Vec<&str> = ["audit", "--json"].iter().chain(filters).copied().collect();
-    let out = cli(inst, &args, "");
+    let out = run_cli(inst, &args, "");
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -164,7 +143,7 @@ async fn every_decision_is_audited_and_read_back_filtered() {
             }
             _ => {
                 // Through the running instance (it holds the store): audited as `cli`.
-                let out = cli(&inst, &["decide"], &req.to_string());
+                let out = run_cli(&inst, &["decide"], &req.to_string());
                 assert_eq!(
                     out.status.code(),
                     Some(0),
@@ -269,7 +248,7 @@ async fn every_decision_is_audited_and_read_back_filtered() {
     assert!(audit_ids(&inst, &["--until", &past]).is_empty());
     assert_eq!(audit_ids(&inst, &["--since", &past]).len(), sent.len());
 
-    let table = cli(&inst, &["audit", "--decision", "deny"], "");
+    let table = run_cli(&inst, &["audit", "--decision", "deny"], "");
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("DECIDED_AT"), "{text}");
     assert_eq!(text.lines().count(), 3, "header and two denies:\n{text}");
@@ -284,7 +263,7 @@ async fn every_decision_is_audited_and_read_back_filtered() {
         "erin",
         json!({"connector_guid": "audit-bad"}),
     );
-    let out = cli(&inst, &["decide"], &offline.to_string());
+    let out = run_cli(&inst, &["decide"], &offline.to_string());
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -293,7 +272,7 @@ async fn every_decision_is_audited_and_read_back_filtered() {
     );
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["reason"], "compromised", "{answer}");
-    let out = cli(&inst, &["audit", "--json", "--user", "erin"], "");
+    let out = run_cli(&inst, &["audit", "--json", "--user", "erin"], "");
     let lines: Vec<Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()

@@ -2,27 +2,6 @@
 //! it holds the store, and on the store directly once it stopped; exit codes 0, 1 and 2.
 
 use crate::common::*;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-
-fn run_cli(inst: &Instance, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(binary())
-        .args(args)
-        .arg("--config")
-        .arg(inst.config_path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
 
 fn check_commands(inst: &Instance, when: &str) {
     let req = r#"{"request_id":"cli-1","application":"vpn","device":{"trusted":true,"hostname":"fin-lt-0042","os":"windows"}}"#;

@@ -5,8 +5,6 @@
 
 use crate::common::*;
 use serde_json::{json, Value};
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
 use trustgate::time::{format_millis, now_millis};
 
 const MINUTE: i64 = 60_000;
@@ -15,25 +13,6 @@ const HOSTNAME: &str = "fin-lt-hist";
 const OTHER: &str = "7b2d6f1c-other-4b8e-9d1a-5c7b8e9f0a1b";
 const THREAT_DETECTED: u64 = 1090519054;
 const THREAT_QUARANTINED: u64 = 553648143;
-
-fn run_cli(inst: &Instance, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(binary())
-        .args(args)
-        .arg("--config")
-        .arg(inst.config_path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
 
 /// `trustgate history --json` with `args`: one JSON object per line.
 fn history_lines(inst: &Instance, args: &[&str]) -> Vec<Value> {

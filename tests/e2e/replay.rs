@@ -3,7 +3,6 @@
 //! corrupt value or one that does not open; it is refused while an instance holds the store.
 
 use crate::common::*;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use trustgate::fold::DeviceState;
@@ -14,25 +13,6 @@ const HOUR: i64 = 3_600_000;
 
 /// A device and the (decision, reason) a trusted device named by it gets.
 type Expected = (&'static str, (&'static str, &'static str));
-
-fn run_cli(inst: &Instance, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(binary())
-        .args(args)
-        .arg("--config")
-        .arg(inst.config_path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
 
 fn replay(inst: &Instance) -> Output {
     run_cli(inst, &["replay"], "")

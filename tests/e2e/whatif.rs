@@ -6,8 +6,6 @@
 
 use crate::common::*;
 use serde_json::{json, Value};
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use trustgate::time::{format_millis, now_millis};
 
@@ -16,25 +14,6 @@ const BAD: &str = "5c2e8f1a-whatif-bad-4b8e-9d1a5c7b8e9f";
 const BAD_HOST: &str = "fin-lt-whatif";
 const GOOD: &str = "6d3f9a2b-whatif-good-4b8e-9d1a5c7b8e9f";
 const TOKEN: &str = "e2e-whatif-token-7a2f";
-
-fn cli(inst: &Instance, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(binary())
-        .args(args)
-        .arg("--config")
-        .arg(inst.config_path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
 
 /// Writes a candidate policy file beside the instance's configuration.
 fn candidate(inst: &Instance, name: &str, toml: &str) -> String {
@@ -46,7 +25,7 @@ fn candidate(inst: &Instance, name: &str, toml: &str) -> String {
 /// `trustgate what-if --json` with `args`: its one object, validated against the schema.
 fn what_if(inst: &Instance, args: &[&str]) -> Value {
     let all: Vec<&str> = ["what-if", "--json"].iter().chain(args).copied().collect();
-    let out = cli(inst, &all, "");
+    let out = run_cli(inst, &all, "");
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -293,7 +272,7 @@ async fn what_if_counts_changed_decisions_exactly_on_a_known_history() {
     );
 
     // The summary, and a candidate that is not a policy set.
-    let out = cli(&inst, &["what-if", "--policy", &finance_on], "");
+    let out = run_cli(&inst, &["what-if", "--policy", &finance_on], "");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("7 audited request(s) replayed")
@@ -304,7 +283,7 @@ async fn what_if_counts_changed_decisions_exactly_on_a_known_history() {
     // The README's walk-through shows this output (`--nocapture`).
     eprintln!("{text}");
     let broken = candidate(&inst, "broken.toml", "[kafka]\nbrokers = \"x:1\"\n");
-    let out = cli(&inst, &["what-if", "--policy", &broken], "");
+    let out = run_cli(&inst, &["what-if", "--policy", &broken], "");
     assert_eq!(out.status.code(), Some(2));
 
     // Offline on the same store (the instance stopped): the same report, from the same replay.

@@ -222,3 +222,24 @@ pub fn stop(child: &mut Child) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs `trustgate ARGS --config <inst's config>` with `stdin` fed to it, and waits for it.
+pub fn run_cli(inst: &Instance, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .args(args)
+        .arg("--config")
+        .arg(inst.config_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
