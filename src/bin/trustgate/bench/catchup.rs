@@ -11,11 +11,20 @@
 //! bench's producer and consumer, which live in this process). Once ready, the child settles
 //! for a few seconds and its `VmRSS` is read (memory once caught up); then it is stopped with
 //! SIGTERM and started again on the same store, and the time to ready again is the restart.
+//! Once the restarted child is ready (full state, fresh records), the bench's four phases run
+//! against it through the broker ([`super::run_with`]), every request naming a device of the
+//! fleet ([`Naming::Fleet`]): decision latency and throughput on a store of that size, against
+//! the echo floor. Its replies are sorted by outcome: figures made of `not_ready` answers (or
+//! of misses) would measure no decision, and [`CatchUpResult::check_decisions`] fails the run.
 //!
 //! Everything it creates (topics, store directory, the child's log) is named after the run;
 //! the topics and the store are deleted afterwards, the log is kept when the run failed.
 
 use super::ingest::{await_all, plain_consume};
+use super::load::Naming;
+use super::report::Report;
+use super::topics::BenchTopics;
+use super::BenchArgs;
 use anyhow::Context;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
@@ -71,10 +80,55 @@ pub struct CatchUpResult {
     pub restart_peak_rss_mib: f64,
     /// `VmRSS` of the restarted child [`SETTLE`] after it became ready.
     pub restart_rss_mib: f64,
+    /// The four phases against the restarted child (put in the JSON by [`Self::to_json`]).
+    #[serde(skip)]
+    pub e2e: Option<Report>,
 }
 
 impl CatchUpResult {
+    pub fn to_json(&self) -> anyhow::Result<String> {
+        let mut json = serde_json::to_value(self)?;
+        if let Some(e2e) = &self.e2e {
+            json["e2e"] = e2e.to_json();
+        }
+        Ok(json.to_string())
+    }
+
+    /// Fails when the end-to-end phases measured anything but decisions on fleet devices: a
+    /// `not_ready` reply means the worker answered without its state, a miss that the requests
+    /// did not name the fleet, and either makes the figures a lie.
+    pub fn check_decisions(&self) -> anyhow::Result<()> {
+        let Some(e2e) = &self.e2e else {
+            return Ok(());
+        };
+        let o = e2e.worker_outcomes();
+        anyhow::ensure!(
+            o.not_ready == 0 && o.unknown_device == 0 && o.other == 0 && o.allow + o.deny > 0,
+            "the end-to-end figures are not decisions on the caught-up fleet: {} allow, {} deny, \
+             {} not_ready, {} unknown device, {} other",
+            o.allow,
+            o.deny,
+            o.not_ready,
+            o.unknown_device,
+            o.other
+        );
+        Ok(())
+    }
+
     pub fn to_text(&self) -> String {
+        let mut out = self.catch_up_text();
+        if let Some(e2e) = &self.e2e {
+            out += &format!(
+                "\nend to end on the restarted, ready child ({} devices; requests name them \
+                 uniformly by MAC and hostname):\n",
+                self.devices
+            );
+            out += &e2e.to_text();
+        }
+        out
+    }
+
+    fn catch_up_text(&self) -> String {
         format!(
             "catch-up: {} devices + {} events = {} records (topic filled in {:.1} s)\n\
              plain consume        {:>10.0} records/s\n\
@@ -109,7 +163,7 @@ impl CatchUpResult {
 /// events are spread evenly between the computers, and event `j` is about device
 /// `j * 7919 mod devices` (so events land on devices all over the fleet, some before their
 /// computer record, as after a poller outage).
-fn record(n: u64, devices: u64, events: u64) -> (String, Kind, String) {
+pub(super) fn record(n: u64, devices: u64, events: u64) -> (String, Kind, String) {
     let total = devices + events;
     // How many events come before position n, and whether n itself is one.
     let events_before = |n: u64| ((u128::from(n) * u128::from(events)) / u128::from(total)) as u64;
@@ -341,15 +395,18 @@ fn start_until_ready(
     Ok((instance, listening, ready, peak, settled))
 }
 
-/// Fills the topic, reads it plainly, then catches it up (and restarts) with a child process.
+/// Fills the topic, reads it plainly, then catches it up (and restarts) with a child process;
+/// with `e2e`, runs the four phases against the restarted child before stopping it.
 pub async fn measure(
     settings: &Settings,
     config: Option<PathBuf>,
-    events_topic: &str,
+    topics: &BenchTopics,
     devices: u64,
     events: u64,
+    e2e: Option<&BenchArgs>,
 ) -> anyhow::Result<CatchUpResult> {
     anyhow::ensure!(devices > 0, "--catch-up-devices must be at least 1");
+    let events_topic = topics.events.as_str();
     let records = devices + events;
     super::topics::create(settings, &[(events_topic, settings.topics.partitions)]).await?;
     let filled = Instant::now();
@@ -364,38 +421,57 @@ pub async fn measure(
     std::fs::create_dir_all(&work)?;
     let (store, log) = (work.join("store"), work.join("trustgate-run.log"));
     let topic = events_topic.to_owned();
-    let measured = tokio::task::spawn_blocking(move || -> anyhow::Result<CatchUpResult> {
-        let config = config.as_deref();
-        let (first, listening, ready, peak, settled) =
-            start_until_ready(config, &topic, &store, &log)?;
-        let stop = first.stop()?;
-        let store_bytes = dir_bytes(&store);
-        let (again, r_listening, r_ready, r_peak, r_settled) =
-            start_until_ready(config, &topic, &store, &log)?;
-        again.stop()?;
-        let catch_up_rps = records as f64 / ready.as_secs_f64();
-        Ok(CatchUpResult {
-            devices,
-            events,
-            records,
-            fill_s,
-            plain_consume_rps: plain,
-            listening_s: listening.as_secs_f64(),
-            ready_s: ready.as_secs_f64(),
-            catch_up_rps,
-            apply_rps: records as f64 / (ready - listening).as_secs_f64().max(1e-3),
-            ratio: catch_up_rps / plain,
-            peak_rss_mib: peak,
-            caught_up_rss_mib: settled,
-            store_mib: store_bytes as f64 / (1024.0 * 1024.0),
-            stop_s: stop.as_secs_f64(),
-            restart_ready_s: r_ready.as_secs_f64(),
-            restart_listening_s: r_listening.as_secs_f64(),
-            restart_peak_rss_mib: r_peak,
-            restart_rss_mib: r_settled,
-        })
-    })
-    .await?;
+    let measured = async {
+        let (result, again) =
+            tokio::task::spawn_blocking(move || -> anyhow::Result<(CatchUpResult, Instance)> {
+                let config = config.as_deref();
+                let (first, listening, ready, peak, settled) =
+                    start_until_ready(config, &topic, &store, &log)?;
+                let stop = first.stop()?;
+                let store_bytes = dir_bytes(&store);
+                let (again, r_listening, r_ready, r_peak, r_settled) =
+                    start_until_ready(config, &topic, &store, &log)?;
+                let catch_up_rps = records as f64 / ready.as_secs_f64();
+                let result = CatchUpResult {
+                    devices,
+                    events,
+                    records,
+                    fill_s,
+                    plain_consume_rps: plain,
+                    listening_s: listening.as_secs_f64(),
+                    ready_s: ready.as_secs_f64(),
+                    catch_up_rps,
+                    apply_rps: records as f64 / (ready - listening).as_secs_f64().max(1e-3),
+                    ratio: catch_up_rps / plain,
+                    peak_rss_mib: peak,
+                    caught_up_rss_mib: settled,
+                    store_mib: store_bytes as f64 / (1024.0 * 1024.0),
+                    stop_s: stop.as_secs_f64(),
+                    restart_ready_s: r_ready.as_secs_f64(),
+                    restart_listening_s: r_listening.as_secs_f64(),
+                    restart_peak_rss_mib: r_peak,
+                    restart_rss_mib: r_settled,
+                    e2e: None,
+                };
+                Ok((result, again))
+            })
+            .await??;
+        let mut result = result;
+        if let Some(args) = e2e {
+            // The child's requests topic (see `Instance::spawn`); the bench's reply and echo
+            // topics are the run's own.
+            let requests = format!("{events_topic}.requests");
+            tracing::info!(%requests, "Restarted child ready; end-to-end phases.");
+            let report =
+                super::run_with(settings, args, topics, &requests, Naming::Fleet { devices })
+                    .await
+                    .context("end-to-end phases against the restarted child")?;
+            result.e2e = Some(report);
+        }
+        tokio::task::spawn_blocking(move || again.stop()).await??;
+        anyhow::Ok(result)
+    }
+    .await;
     match &measured {
         Ok(_) => {
             if let Err(e) = std::fs::remove_dir_all(&work) {

@@ -45,11 +45,56 @@ impl Correlation {
     }
 }
 
+/// What the replies said: a bench of a decision worker is only a bench if its replies are
+/// real decisions, not `not_ready` (or misses, when the requests should all name devices).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Outcomes {
+    /// Decisions on a device the store knows.
+    pub allow: u64,
+    pub deny: u64,
+    /// `reason: not_ready`: the worker had no full state yet.
+    pub not_ready: u64,
+    /// `reason: not_in_secure_endpoint`: the named device is not in the store.
+    pub unknown_device: u64,
+    /// Anything else: other reasons (stale, store unavailable, invalid request…) or a body
+    /// that is no decision at all (the echo's).
+    pub other: u64,
+}
+
+impl Outcomes {
+    /// Sorts one reply body. A byte search rather than a parse: it runs on the reply thread
+    /// for every reply of every phase, the floor's included, and must not slow it down.
+    /// The worker's replies are serde's compact JSON, so the fields appear exactly so.
+    pub fn count(&mut self, body: &[u8]) {
+        let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+        if has(br#""reason":"not_ready""#) {
+            self.not_ready += 1;
+        } else if has(br#""reason":"not_in_secure_endpoint""#) {
+            self.unknown_device += 1;
+        } else if has(br#""decision":"allow""#) {
+            self.allow += 1;
+        } else if has(br#""decision":"deny""#) {
+            self.deny += 1;
+        } else {
+            self.other += 1;
+        }
+    }
+
+    pub fn add(&mut self, o: &Outcomes) {
+        self.allow += o.allow;
+        self.deny += o.deny;
+        self.not_ready += o.not_ready;
+        self.unknown_device += o.unknown_device;
+        self.other += o.other;
+    }
+}
+
 /// What one phase's replies came to.
 #[derive(Debug, Clone, Default)]
 pub struct Received {
     pub count: u64,
     pub duplicates: u64,
+    pub outcomes: Outcomes,
     pub latency: Summary,
     pub last_at: Option<Instant>,
 }
@@ -60,6 +105,7 @@ struct PhaseState {
     seen: Vec<bool>,
     count: u64,
     duplicates: u64,
+    outcomes: Outcomes,
     latencies: Latencies,
     last_at: Option<Instant>,
 }
@@ -126,6 +172,7 @@ impl Collector {
         Received {
             count: state.count,
             duplicates: state.duplicates,
+            outcomes: state.outcomes,
             latency: state.latencies.summary(),
             last_at: state.last_at,
         }
@@ -181,6 +228,7 @@ fn consume(consumer: BaseConsumer, shared: Arc<Shared>, epoch: Instant) {
             .latencies
             .record(arrived.saturating_duration_since(sent));
         state.count += 1;
+        state.outcomes.count(msg.payload().unwrap_or_default());
         state.last_at = Some(arrived);
         drop(state);
         shared.changed.notify_all();
@@ -200,5 +248,30 @@ mod tests {
         };
         assert_eq!(Correlation::decode(&c.encode()), Some(c));
         assert_eq!(Correlation::decode(b"short"), None);
+    }
+
+    /// Replies are sorted by what they decided; a not-ready deny is never counted as a deny.
+    #[test]
+    fn reply_bodies_are_sorted_by_outcome() {
+        let mut o = Outcomes::default();
+        for body in [
+            &br#"{"request_id":"a","decision":"allow","reason":"trusted_not_compromised"}"#[..],
+            br#"{"request_id":"b","decision":"deny","reason":"compromised"}"#,
+            br#"{"request_id":"c","decision":"deny","reason":"not_ready"}"#,
+            br#"{"request_id":"d","decision":"deny","reason":"not_in_secure_endpoint"}"#,
+            br#"{"request_id":"e","application":"echo"}"#,
+        ] {
+            o.count(body);
+        }
+        assert_eq!(
+            o,
+            Outcomes {
+                allow: 1,
+                deny: 1,
+                not_ready: 1,
+                unknown_device: 1,
+                other: 1
+            }
+        );
     }
 }

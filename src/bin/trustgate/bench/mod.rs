@@ -10,10 +10,12 @@
 //! rate with a bounded in-flight window); figures are medians over rounds.
 //!
 //! Optionally it also measures ingest throughput against a plain consume ([`ingest`]). With
-//! `--catch-up-devices` it measures only a fleet catch-up instead ([`catchup`]): a child
-//! `trustgate run` catching up a topic of that many computers (plus `--catch-up-events`
-//! events) from an empty store, its peak and settled memory, and its restart; no worker needs
-//! to be running for that.
+//! `--catch-up-devices` it measures a fleet instead ([`catchup`]): a child `trustgate run`
+//! catching up a topic of that many computers (plus `--catch-up-events` events) from an empty
+//! store, its peak and settled memory, and its restart; then (unless `--catch-up-e2e false`)
+//! the same four phases against that restarted, ready child, with requests naming devices of
+//! its fleet ([`load::Naming::Fleet`]), so every decision is a hit on a store of that size. No
+//! worker needs to be running for that.
 //! Webhook deliveries are not measured here (the bench sends none); webhook accept → deny
 //! latency is measured by `cargo test --test e2e webhook_latency -- --ignored --nocapture`.
 //!
@@ -43,7 +45,7 @@ pub mod topics;
 use anyhow::Context;
 use collect::Collector;
 use echo::Echo;
-use load::{run_phase, Mode, PhaseResult, PhaseSpec, Target};
+use load::{run_phase, Mode, Naming, PhaseResult, PhaseSpec, Target};
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::FutureProducer;
@@ -89,6 +91,13 @@ pub struct BenchArgs {
     /// devices (half of them compromise-class).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=50_000_000))]
     pub catch_up_events: u64,
+    /// With `--catch-up-devices`: once the restarted child is ready, run the four phases
+    /// (`--rate`, `--duration`, `--window`, `--runs`) through the broker against it, every
+    /// request naming a device of its fleet (uniformly over all of them, by MAC and hostname);
+    /// the run fails if any measured reply is not a decision on a known device (e.g.
+    /// `not_ready`). `false` measures the catch-up and restart only.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub catch_up_e2e: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -101,19 +110,20 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
         let result = catchup::measure(
             &settings,
             args.config.config.clone(),
-            &topics.events,
+            &topics,
             args.catch_up_devices,
             args.catch_up_events,
+            args.catch_up_e2e.then_some(&args),
         )
         .await;
         topics::delete_all(&settings, &topics).await;
         let result = result?;
         if args.json {
-            println!("{}", serde_json::to_string(&result)?);
+            println!("{}", result.to_json()?);
         } else {
             print!("{}", result.to_text());
         }
-        return Ok(());
+        return result.check_decisions();
     }
     let report = measure(&settings, &args).await?;
     if args.json {
@@ -127,17 +137,36 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
 /// Runs the benchmark; the run's topics are deleted whether it succeeded or not.
 async fn measure(settings: &Settings, args: &BenchArgs) -> anyhow::Result<Report> {
     let topics = BenchTopics::fresh();
-    let result = run_with(settings, args, &topics).await;
+    let result = async {
+        let mut report = run_with(
+            settings,
+            args,
+            &topics,
+            &settings.topics.requests,
+            Naming::Fixture,
+        )
+        .await?;
+        report.ingest = match args.ingest_records {
+            0 => None,
+            n => Some(ingest::measure(settings, &topics.events, n).await?),
+        };
+        anyhow::Ok(report)
+    }
+    .await;
     topics::delete_all(settings, &topics).await;
     result
 }
 
+/// The four phases, floor against worker, with requests on `requests` naming devices so;
+/// the worker must be running already.
 async fn run_with(
     settings: &Settings,
     args: &BenchArgs,
     topics: &BenchTopics,
+    requests: &str,
+    naming: Naming,
 ) -> anyhow::Result<Report> {
-    let partitions = requests_partitions(settings).await?;
+    let partitions = requests_partitions(settings, requests).await?;
     topics::create(
         settings,
         &[
@@ -156,18 +185,14 @@ async fn run_with(
         &topics.echo_requests,
         &format!("{}-echo", topics.run),
     )?;
-    let worker = Side::start(
-        settings,
-        topics,
-        &settings.topics.requests,
-        &topics.replies,
-        epoch,
-    )?;
+    let worker = Side::start(settings, topics, requests, &topics.replies, naming, epoch)?;
+    // The floor gets the same bodies: same sizes on the wire, and the echo copies them back.
     let floor = Side::start(
         settings,
         topics,
         &topics.echo_requests,
         &topics.echo_replies,
+        naming,
         epoch,
     )?;
     let mut tags = 0u32..;
@@ -205,13 +230,9 @@ async fn run_with(
     });
     echo.stop().await;
     let [floor_fixed, worker_fixed, floor_max, worker_max] = phases?;
-    let ingest = match args.ingest_records {
-        0 => None,
-        n => Some(ingest::measure(settings, &topics.events, n).await?),
-    };
     Ok(Report {
         brokers: settings.kafka.brokers.clone(),
-        requests_topic: settings.topics.requests.clone(),
+        requests_topic: requests.to_owned(),
         rate: args.rate,
         duration_s: args.duration,
         window: args.window,
@@ -220,17 +241,17 @@ async fn run_with(
         floor_fixed: PhaseFigures::from_rounds(&floor_fixed),
         worker_max: PhaseFigures::from_rounds(&worker_max),
         floor_max: PhaseFigures::from_rounds(&floor_max),
-        ingest,
+        ingest: None,
         webhook: WEBHOOK_SKIPPED,
     })
 }
 
 /// The requests topic's partition count (the echo's request topic gets as many); the topic
 /// must exist, which it does once the worker has started.
-async fn requests_partitions(settings: &Settings) -> anyhow::Result<i32> {
+async fn requests_partitions(settings: &Settings, requests: &str) -> anyhow::Result<i32> {
     let admin: AdminClient<DefaultClientContext> =
         client_config(&settings.kafka, Role::Admin).create()?;
-    let topic = settings.topics.requests.clone();
+    let topic = requests.to_owned();
     let metadata = tokio::task::spawn_blocking(move || {
         admin
             .inner()
@@ -244,8 +265,7 @@ async fn requests_partitions(settings: &Settings) -> anyhow::Result<i32> {
         .map_or(0, |t| t.partitions().len());
     anyhow::ensure!(
         partitions > 0,
-        "the requests topic {} does not exist: start `trustgate run` with this configuration first",
-        settings.topics.requests
+        "the requests topic {requests} does not exist: start `trustgate run` with this configuration first"
     );
     Ok(partitions as i32)
 }
@@ -262,6 +282,7 @@ impl Side {
         topics: &BenchTopics,
         requests: &str,
         replies: &str,
+        naming: Naming,
         epoch: Instant,
     ) -> anyhow::Result<Side> {
         let mut config = client_config(&settings.kafka, Role::Ingest);
@@ -270,6 +291,7 @@ impl Side {
             target: Target {
                 requests: requests.to_owned(),
                 replies: replies.to_owned(),
+                naming,
             },
             collector: Collector::start(config, replies, epoch)
                 .with_context(|| format!("consuming {replies}"))?,

@@ -5,6 +5,7 @@
 //! `--runs` rounds. The `floor_` figures are the echo responder's, and each ratio is
 //! worker ÷ floor (for latency, lower is better; for throughput, higher is better).
 
+use super::collect::Outcomes;
 use super::ingest::IngestResult;
 use super::load::PhaseResult;
 use serde::Serialize;
@@ -17,6 +18,8 @@ pub struct PhaseFigures {
     pub received: u64,
     pub lost: u64,
     pub duplicates: u64,
+    /// What the replies said, summed over rounds.
+    pub outcomes: Outcomes,
     pub seconds: f64,
     pub throughput_rps: f64,
     pub p50_us: f64,
@@ -51,6 +54,10 @@ impl PhaseFigures {
                 .map(|r| r.sent.saturating_sub(r.received))
                 .sum(),
             duplicates: rounds.iter().map(|r| r.duplicates).sum(),
+            outcomes: rounds.iter().fold(Outcomes::default(), |mut all, r| {
+                all.add(&r.outcomes);
+                all
+            }),
             seconds: m(&|r| r.elapsed.as_secs_f64()),
             throughput_rps: m(&|r| r.throughput_rps),
             p50_us: m(&|r| r.latency.p50_us),
@@ -78,6 +85,15 @@ pub struct Report {
     pub ingest: Option<IngestResult>,
     /// Why webhook latency was not measured.
     pub webhook: &'static str,
+}
+
+impl Report {
+    /// What the decision worker's measured replies said (both of its phases, every round).
+    pub fn worker_outcomes(&self) -> Outcomes {
+        let mut all = self.worker_fixed.outcomes;
+        all.add(&self.worker_max.outcomes);
+        all
+    }
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -111,6 +127,7 @@ impl Report {
             "runs": self.runs,
             "brokers": self.brokers,
             "requests_topic": self.requests_topic,
+            "worker_outcomes": self.worker_outcomes(),
             "phases": {
                 "worker_fixed": w, "floor_fixed": f, "worker_max": wm, "floor_max": fm,
             },
@@ -146,6 +163,11 @@ impl Report {
                 p.p50_us, p.p99_us, p.p999_us, p.max_us, p.throughput_rps, p.sent, p.lost
             );
         }
+        let o = self.worker_outcomes();
+        out += &format!(
+            "decision replies: {} allow, {} deny, {} not_ready, {} unknown device, {} other\n",
+            o.allow, o.deny, o.not_ready, o.unknown_device, o.other
+        );
         out += &self.targets_text();
         if let Some(i) = &self.ingest {
             out += &format!(
