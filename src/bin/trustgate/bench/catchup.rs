@@ -514,4 +514,75 @@ mod tests {
             assert_eq!(seen_events, events);
         }
     }
+
+    /// A run whose worker answered `not_ready` (or missed the fleet) fails; one of decisions
+    /// on fleet devices passes, and so does a run without the end-to-end phases.
+    #[test]
+    fn end_to_end_figures_must_be_decisions_on_the_fleet() {
+        use super::super::collect::Outcomes;
+        use super::super::report::PhaseFigures;
+        let with = |outcomes: Outcomes| {
+            let report = Report {
+                brokers: String::new(),
+                requests_topic: String::new(),
+                rate: 1,
+                duration_s: 1,
+                window: 1,
+                runs: 1,
+                worker_fixed: PhaseFigures {
+                    outcomes,
+                    ..PhaseFigures::default()
+                },
+                floor_fixed: PhaseFigures::default(),
+                worker_max: PhaseFigures::default(),
+                floor_max: PhaseFigures::default(),
+                ingest: None,
+                webhook: "",
+            };
+            CatchUpResult {
+                devices: 1,
+                events: 0,
+                records: 1,
+                fill_s: 0.0,
+                plain_consume_rps: 0.0,
+                listening_s: 0.0,
+                ready_s: 0.0,
+                catch_up_rps: 0.0,
+                apply_rps: 0.0,
+                ratio: 0.0,
+                peak_rss_mib: 0.0,
+                caught_up_rss_mib: 0.0,
+                store_mib: 0.0,
+                stop_s: 0.0,
+                restart_ready_s: 0.0,
+                restart_listening_s: 0.0,
+                restart_peak_rss_mib: 0.0,
+                restart_rss_mib: 0.0,
+                e2e: Some(report),
+            }
+        };
+        let good = Outcomes {
+            allow: 9,
+            deny: 1,
+            ..Outcomes::default()
+        };
+        assert!(with(good).check_decisions().is_ok());
+        for bad in [
+            Outcomes {
+                not_ready: 1,
+                ..good
+            },
+            Outcomes {
+                unknown_device: 1,
+                ..good
+            },
+            Outcomes { other: 1, ..good },
+            Outcomes::default(),
+        ] {
+            assert!(with(bad).check_decisions().is_err(), "{bad:?} passed");
+        }
+        let mut skipped = with(good);
+        skipped.e2e = None;
+        assert!(skipped.check_decisions().is_ok());
+    }
 }
