@@ -83,8 +83,9 @@ pub struct BenchArgs {
     /// Also measure ingest: pre-fill a topic with this many records (0 skips it).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=50_000_000))]
     pub ingest_records: u64,
-    /// Measure only a fleet catch-up: a topic of this many SE computers (one per device), caught
-    /// up by a `trustgate run` child process on an empty store, then restarted (0 skips it).
+    /// Measure a fleet instead of the configured worker: a topic of this many SE computers (one
+    /// per device), caught up by a `trustgate run` child process on an empty store, restarted,
+    /// then benched end to end (see `--catch-up-e2e`) (0 skips it).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=50_000_000))]
     pub catch_up_devices: u64,
     /// With `--catch-up-devices`: SE events on the topic besides the computers, spread over the
