@@ -32,7 +32,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientConfig;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -407,6 +407,13 @@ fn reply_record<'a>(
 /// means: it is produced again until it is acknowledged ([`deliver`]), and no later offset is
 /// stored meanwhile.
 ///
+/// A reply that failed is retried on a task of its own, and so is every reply already queued
+/// behind it: an outage fails them all at once (each after `message.timeout.ms`), and retrying
+/// them one after the other, each after its own backoff, took 0.1 s per reply (measured: 12,748
+/// of 20,000 requests still unanswered 180 s after a 6 s broker pause). Their offsets are still
+/// stored in order. Replies that are delivered at the first attempt are awaited here, with no
+/// task each.
+///
 /// Returns once the loop is gone and every pending reply settled, or at the first reply that
 /// could not be delivered after `shutdown`: that offset and every later one stay unstored, so
 /// the partition's next owner answers those requests again.
@@ -417,17 +424,45 @@ async fn commit_in_order(
     mut rx: mpsc::Receiver<Pending>,
     shutdown: CancellationToken,
 ) {
-    while let Some(p) = rx.recv().await {
-        let (partition, offset) = (p.partition, p.offset);
-        if !deliver(&producer, p, &shutdown).await {
-            tracing::warn!(
-                partition,
-                offset,
-                unsettled = rx.len() + 1,
-                "Stopping with a reply not delivered; its request and later ones stay uncommitted."
-            );
-            return;
-        }
+    // Replies being retried, oldest first: all received before anything still in `rx`.
+    let mut retrying: VecDeque<(i32, i64, tokio::task::JoinHandle<bool>)> = VecDeque::new();
+    loop {
+        let (partition, offset) = if let Some((partition, offset, retry)) = retrying.pop_front() {
+            if !retry.await.unwrap_or(false) {
+                tracing::warn!(
+                    partition,
+                    offset,
+                    unsettled = retrying.len() + rx.len() + 1,
+                    "Stopping with a reply not delivered; its request and later ones stay uncommitted."
+                );
+                return;
+            }
+            (partition, offset)
+        } else {
+            let Some(mut p) = rx.recv().await else {
+                return;
+            };
+            let (partition, offset) = (p.partition, p.offset);
+            match first_outcome(p.attempt).await {
+                Ok(()) => {}
+                Err(error) => {
+                    p.attempt = Err(error);
+                    let retry = |p: Pending| {
+                        let (producer, shutdown) = (producer.clone(), shutdown.clone());
+                        let at = (p.partition, p.offset);
+                        let task =
+                            tokio::spawn(async move { deliver(&producer, p, &shutdown).await });
+                        (at.0, at.1, task)
+                    };
+                    retrying.push_back(retry(p));
+                    while let Ok(next) = rx.try_recv() {
+                        retrying.push_back(retry(next));
+                    }
+                    continue;
+                }
+            }
+            (partition, offset)
+        };
         if let Err(e) = store_next_offset(&consumer, &requests, partition, offset) {
             tracing::warn!(error = %e, partition, "Cannot store request offset.");
         }
@@ -466,14 +501,8 @@ async fn deliver(producer: &SharedProducer, p: Pending, shutdown: &CancellationT
     } = p;
     let mut wait = RETRY_FIRST;
     loop {
-        let error = match attempt {
-            Ok(delivery) => match delivery.await {
-                Ok(Ok(_)) => return true,
-                Ok(Err((e, _))) => e,
-                // The producer dropped the delivery without an outcome: treat it as failed.
-                Err(_) => KafkaError::Canceled,
-            },
-            Err(e) => e,
+        let Err(error) = first_outcome(attempt).await else {
+            return true;
         };
         if route_missing(&error) {
             if let Some(fallback) = unroutable.take() {
@@ -496,6 +525,17 @@ async fn deliver(producer: &SharedProducer, p: Pending, shutdown: &CancellationT
         // forever: it is replaced first, and the reply goes through the new one.
         producer.recover(&error);
         attempt = kafka::enqueue(&producer.get(), record.record()).await;
+    }
+}
+
+/// What became of one attempt: delivered, or the error it failed with (also the error that kept
+/// it from being queued).
+async fn first_outcome(attempt: Result<DeliveryFuture, KafkaError>) -> Result<(), KafkaError> {
+    match attempt?.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(e),
+        // The producer dropped the delivery without an outcome: treat it as failed.
+        Err(_) => Err(KafkaError::Canceled),
     }
 }
 
