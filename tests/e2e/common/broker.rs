@@ -74,6 +74,8 @@ pub struct OwnBroker {
     log_mark: usize,
     /// The port it tells clients to connect to, when not its own (a proxy in front of it).
     advertised: Option<u16>,
+    /// tansu's `--storage-engine`.
+    storage: &'static str,
 }
 
 impl OwnBroker {
@@ -92,7 +94,16 @@ impl OwnBroker {
             watchdog: None,
             log_mark: 0,
             advertised: None,
+            storage: "sqlite://broker.db",
         }
+    }
+
+    /// Keeps topics and records in memory instead of sqlite, for a test that never restarts the
+    /// broker: tansu 0.6's sqlite storage panics on a produce whose producer epoch it does not
+    /// hold (an idempotent producer bumps its own after records time out in flight), its memory
+    /// storage answers `PRODUCER_FENCED` (see `PauseProxy`).
+    pub fn in_memory(&mut self) {
+        self.storage = "memory://tansu/";
     }
 
     /// Has the broker (started after this) advertise loopback port `port` instead of its own,
@@ -116,7 +127,7 @@ impl OwnBroker {
         let advertised = format!("tcp://127.0.0.1:{}", self.advertised.unwrap_or(self.port));
         let script = format!(
             "cd {dir} && {tansu} broker --listener-url {url} --advertised-listener-url {advertised} \
-             --storage-engine sqlite://broker.db >>{log} 2>&1 & b=$!; \
+             --storage-engine {storage} >>{log} 2>&1 & b=$!; \
              while kill -0 {me} 2>/dev/null && [ ! -e {stop} ] && kill -0 $b 2>/dev/null; do sleep 0.2; done; \
              kill $b 2>/dev/null; wait $b",
             tansu = super::tansu::binary().display(),
@@ -124,6 +135,7 @@ impl OwnBroker {
             log = self.dir.path().join("tansu.log").display(),
             me = std::process::id(),
             stop = stop.display(),
+            storage = self.storage,
         );
         let child = Command::new("sh")
             .arg("-c")

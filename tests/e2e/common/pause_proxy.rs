@@ -6,11 +6,19 @@
 //! connections are accepted and held unforwarded; on resume every connection carries on from
 //! where it stopped, nothing dropped. The broker itself keeps running throughout.
 //!
-//! Why not `SIGSTOP` on the broker, which models the same thing more directly: tansu 0.6 panics
-//! in its sqlite storage once thawed (`tansu-storage-0.6.0/src/lite.rs:503: more or less than
-//! one row`) and answers nothing after, so a stopped tansu tests tansu, not the clients. The
-//! broker must advertise the proxy's address (`OwnBroker::advertise`) so that every client
-//! connection, the bootstrap and every one made after metadata, goes through the proxy.
+//! The first version of the broker-pause test sent tansu `SIGSTOP`/`SIGCONT` instead, which
+//! models the same fault from inside the broker. It found tansu 0.6 panicking once thawed
+//! (`tansu-storage-0.6.0/src/lite.rs:503: more or less than one row`) and answering nothing
+//! after. Through this proxy the sqlite storage panics the same way, with the broker never
+//! stopped: the cause is not the signal but the records that time out in flight, after which
+//! librdkafka's idempotent producer bumps its own epoch, and the sqlite storage panics on a
+//! produce with an epoch it does not hold (`idempotent_message_check`). So the pause test runs
+//! tansu on its memory storage (`OwnBroker::in_memory`), which answers `PRODUCER_FENCED`
+//! instead. The proxy stays the harness's way to freeze a broker: it needs no signal sent to a
+//! process found by its command line, it freezes exactly the clients' traffic, and a test can
+//! check that the traffic went through it. The broker must advertise the proxy's address
+//! (`OwnBroker::advertise`) so that every client connection, the bootstrap and every one made
+//! after metadata, goes through the proxy.
 //!
 //! The proxy runs on a thread and runtime of its own, so a test that blocks its own runtime's
 //! threads (librdkafka calls, `std::thread::sleep`) never stalls the forwarding.
