@@ -35,7 +35,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Replies handed to the producer but not yet acknowledged, at most. When the committer falls
@@ -124,6 +124,9 @@ struct Pending {
     partition: i32,
     offset: i64,
     request_id: Option<String>,
+    /// One of the [`IN_FLIGHT`] places, given back once the reply is acknowledged (or dropped
+    /// at a shutdown).
+    in_flight: OwnedSemaphorePermit,
 }
 
 /// The Kafka side of a reply loop: a subscribed request consumer and the reply producer.
@@ -169,6 +172,9 @@ impl ReplyLoop {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let (tx, rx) = mpsc::channel::<Pending>(IN_FLIGHT);
+        // The bound on replies in flight: the channel alone would not hold it, since the
+        // committer takes replies that failed out of it to retry them (`commit_in_order`).
+        let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
         let mut routes = RouteCache::default();
         let committer = tokio::spawn(commit_in_order(
             self.consumer.clone(),
@@ -178,13 +184,17 @@ impl ReplyLoop {
             shutdown.clone(),
         ));
         loop {
+            let place = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                place = in_flight.clone().acquire_owned() => place.expect("never closed"),
+            };
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 msg = self.consumer.recv() => msg,
             };
             match msg {
                 Ok(msg) => {
-                    let pending = self.respond(&msg, &mut answer, &mut routes).await;
+                    let pending = self.respond(&msg, &mut answer, &mut routes, place).await;
                     if tx.send(pending).await.is_err() {
                         break;
                     }
@@ -242,6 +252,7 @@ impl ReplyLoop {
         msg: &BorrowedMessage<'_>,
         answer: &mut impl FnMut(&BorrowedMessage<'_>, &ReplyRoute) -> Disposition,
         routes: &mut RouteCache,
+        in_flight: OwnedSemaphorePermit,
     ) -> Pending {
         let headers = msg.headers();
         let header_pairs = headers
@@ -292,6 +303,7 @@ impl ReplyLoop {
             partition: msg.partition(),
             offset: msg.offset(),
             request_id,
+            in_flight,
         }
     }
 }
@@ -497,6 +509,8 @@ async fn deliver(producer: &SharedProducer, p: Pending, shutdown: &CancellationT
         mut record,
         mut unroutable,
         request_id,
+        // Held until this reply is acknowledged (or given up at a shutdown).
+        in_flight: _in_flight,
         ..
     } = p;
     let mut wait = RETRY_FIRST;
