@@ -32,10 +32,10 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientConfig;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Replies handed to the producer but not yet acknowledged, at most. When the committer falls
@@ -124,6 +124,9 @@ struct Pending {
     partition: i32,
     offset: i64,
     request_id: Option<String>,
+    /// One of the [`IN_FLIGHT`] places, given back once the reply is acknowledged (or dropped
+    /// at a shutdown).
+    in_flight: OwnedSemaphorePermit,
 }
 
 /// The Kafka side of a reply loop: a subscribed request consumer and the reply producer.
@@ -169,6 +172,9 @@ impl ReplyLoop {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let (tx, rx) = mpsc::channel::<Pending>(IN_FLIGHT);
+        // The bound on replies in flight: the channel alone would not hold it, since the
+        // committer takes replies that failed out of it to retry them (`commit_in_order`).
+        let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
         let mut routes = RouteCache::default();
         let committer = tokio::spawn(commit_in_order(
             self.consumer.clone(),
@@ -178,13 +184,17 @@ impl ReplyLoop {
             shutdown.clone(),
         ));
         loop {
+            let place = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                place = in_flight.clone().acquire_owned() => place.expect("never closed"),
+            };
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 msg = self.consumer.recv() => msg,
             };
             match msg {
                 Ok(msg) => {
-                    let pending = self.respond(&msg, &mut answer, &mut routes).await;
+                    let pending = self.respond(&msg, &mut answer, &mut routes, place).await;
                     if tx.send(pending).await.is_err() {
                         break;
                     }
@@ -242,6 +252,7 @@ impl ReplyLoop {
         msg: &BorrowedMessage<'_>,
         answer: &mut impl FnMut(&BorrowedMessage<'_>, &ReplyRoute) -> Disposition,
         routes: &mut RouteCache,
+        in_flight: OwnedSemaphorePermit,
     ) -> Pending {
         let headers = msg.headers();
         let header_pairs = headers
@@ -292,6 +303,7 @@ impl ReplyLoop {
             partition: msg.partition(),
             offset: msg.offset(),
             request_id,
+            in_flight,
         }
     }
 }
@@ -407,6 +419,13 @@ fn reply_record<'a>(
 /// means: it is produced again until it is acknowledged ([`deliver`]), and no later offset is
 /// stored meanwhile.
 ///
+/// A reply that failed is retried on a task of its own, and so is every reply already queued
+/// behind it: an outage fails them all at once (each after `message.timeout.ms`), and retrying
+/// them one after the other, each after its own backoff, took 0.1 s per reply (measured: 12,748
+/// of 20,000 requests still unanswered 180 s after a 6 s broker pause). Their offsets are still
+/// stored in order. Replies that are delivered at the first attempt are awaited here, with no
+/// task each.
+///
 /// Returns once the loop is gone and every pending reply settled, or at the first reply that
 /// could not be delivered after `shutdown`: that offset and every later one stay unstored, so
 /// the partition's next owner answers those requests again.
@@ -417,17 +436,45 @@ async fn commit_in_order(
     mut rx: mpsc::Receiver<Pending>,
     shutdown: CancellationToken,
 ) {
-    while let Some(p) = rx.recv().await {
-        let (partition, offset) = (p.partition, p.offset);
-        if !deliver(&producer, p, &shutdown).await {
-            tracing::warn!(
-                partition,
-                offset,
-                unsettled = rx.len() + 1,
-                "Stopping with a reply not delivered; its request and later ones stay uncommitted."
-            );
-            return;
-        }
+    // Replies being retried, oldest first: all received before anything still in `rx`.
+    let mut retrying: VecDeque<(i32, i64, tokio::task::JoinHandle<bool>)> = VecDeque::new();
+    loop {
+        let (partition, offset) = if let Some((partition, offset, retry)) = retrying.pop_front() {
+            if !retry.await.unwrap_or(false) {
+                tracing::warn!(
+                    partition,
+                    offset,
+                    unsettled = retrying.len() + rx.len() + 1,
+                    "Stopping with a reply not delivered; its request and later ones stay uncommitted."
+                );
+                return;
+            }
+            (partition, offset)
+        } else {
+            let Some(mut p) = rx.recv().await else {
+                return;
+            };
+            let (partition, offset) = (p.partition, p.offset);
+            match first_outcome(p.attempt).await {
+                Ok(()) => {}
+                Err(error) => {
+                    p.attempt = Err(error);
+                    let retry = |p: Pending| {
+                        let (producer, shutdown) = (producer.clone(), shutdown.clone());
+                        let at = (p.partition, p.offset);
+                        let task =
+                            tokio::spawn(async move { deliver(&producer, p, &shutdown).await });
+                        (at.0, at.1, task)
+                    };
+                    retrying.push_back(retry(p));
+                    while let Ok(next) = rx.try_recv() {
+                        retrying.push_back(retry(next));
+                    }
+                    continue;
+                }
+            }
+            (partition, offset)
+        };
         if let Err(e) = store_next_offset(&consumer, &requests, partition, offset) {
             tracing::warn!(error = %e, partition, "Cannot store request offset.");
         }
@@ -462,18 +509,14 @@ async fn deliver(producer: &SharedProducer, p: Pending, shutdown: &CancellationT
         mut record,
         mut unroutable,
         request_id,
+        // Held until this reply is acknowledged (or given up at a shutdown).
+        in_flight: _in_flight,
         ..
     } = p;
     let mut wait = RETRY_FIRST;
     loop {
-        let error = match attempt {
-            Ok(delivery) => match delivery.await {
-                Ok(Ok(_)) => return true,
-                Ok(Err((e, _))) => e,
-                // The producer dropped the delivery without an outcome: treat it as failed.
-                Err(_) => KafkaError::Canceled,
-            },
-            Err(e) => e,
+        let Err(error) = first_outcome(attempt).await else {
+            return true;
         };
         if route_missing(&error) {
             if let Some(fallback) = unroutable.take() {
@@ -496,6 +539,17 @@ async fn deliver(producer: &SharedProducer, p: Pending, shutdown: &CancellationT
         // forever: it is replaced first, and the reply goes through the new one.
         producer.recover(&error);
         attempt = kafka::enqueue(&producer.get(), record.record()).await;
+    }
+}
+
+/// What became of one attempt: delivered, or the error it failed with (also the error that kept
+/// it from being queued).
+async fn first_outcome(attempt: Result<DeliveryFuture, KafkaError>) -> Result<(), KafkaError> {
+    match attempt?.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(e),
+        // The producer dropped the delivery without an outcome: treat it as failed.
+        Err(_) => Err(KafkaError::Canceled),
     }
 }
 

@@ -4,6 +4,7 @@ pub mod broker;
 pub mod figures;
 pub mod instance;
 pub mod kafka;
+pub mod pause_proxy;
 pub mod poller;
 pub mod process;
 pub mod rabbitmq;
@@ -14,6 +15,7 @@ pub mod webhook;
 pub use broker::{brokers, OwnBroker};
 pub use instance::*;
 pub use kafka::*;
+pub use pause_proxy::PauseProxy;
 pub use process::Spawned;
 pub use simulator::Simulator;
 
