@@ -27,7 +27,7 @@ use crate::se;
 use crate::store::{RecordRef, Store, StoreError, MAX_REFS_PER_DEVICE};
 use crate::time::{now_millis, parse_rfc3339, Millis};
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// The most devices a `decide --at` request's identifiers may name (ambiguous hostnames): each
@@ -223,6 +223,61 @@ impl HistorySource {
         }
     }
 
+    /// Reads back, in one pass over the events topic, the records of every device the
+    /// `subjects` name that `cache` does not hold yet (`trustgate what-if`: one read for all
+    /// the devices of the period rather than one per device, each of which would read through
+    /// much the same stretches of the topic). A subject whose devices cannot be listed (too
+    /// many) is left to [`past_directory_cached`](Self::past_directory_cached), which says why.
+    pub fn preload<'a>(
+        &self,
+        store: &Store,
+        subjects: impl IntoIterator<Item = &'a Subject>,
+        cache: &mut PastRecords,
+    ) -> Result<(), HistoryError> {
+        let mut guids = BTreeSet::new();
+        for subject in subjects {
+            if let Ok(named) = self.named_guids(store, subject) {
+                guids.extend(named);
+            }
+        }
+        guids.retain(|g| !cache.by_guid.contains_key(g));
+        // Which devices each record is one of (one, unless two devices' references name it).
+        let mut owners: HashMap<(i32, i64), Vec<usize>> = HashMap::new();
+        let mut refs = Vec::new();
+        let guids: Vec<String> = guids.into_iter().collect();
+        for (i, guid) in guids.iter().enumerate() {
+            for r in store.record_refs(guid)? {
+                let devices = owners.entry((r.partition, r.offset)).or_default();
+                if !devices.contains(&i) {
+                    devices.push(i);
+                }
+                refs.push(r);
+            }
+        }
+        let fetched = fetch::fetch(&self.kafka, &self.topic, &refs)?;
+        let mut by_device: Vec<Vec<FetchedRecord>> = vec![Vec::new(); guids.len()];
+        for record in fetched.records {
+            if let Some(devices) = owners.get(&(record.partition, record.offset)) {
+                for &i in devices {
+                    by_device[i].push(record.clone());
+                }
+            }
+        }
+        // Each device's references whose record was not found are its missing ones, as a read
+        // of that device alone would count them.
+        let mut references = vec![0usize; guids.len()];
+        for devices in owners.values() {
+            for &i in devices {
+                references[i] += 1;
+            }
+        }
+        for ((guid, records), wanted) in guids.into_iter().zip(by_device).zip(references) {
+            cache.missing += wanted.saturating_sub(records.len());
+            cache.by_guid.insert(guid, records);
+        }
+        Ok(())
+    }
+
     /// The devices a request's identifiers name now, at any level.
     fn named_guids(
         &self,
@@ -279,7 +334,7 @@ impl HistorySource {
 /// (one read per device, however many of its requests are replayed).
 #[derive(Debug, Default)]
 pub struct PastRecords {
-    by_guid: std::collections::HashMap<String, Vec<FetchedRecord>>,
+    by_guid: HashMap<String, Vec<FetchedRecord>>,
     /// Records the devices' references name that are no longer on the topic.
     pub missing: usize,
 }
