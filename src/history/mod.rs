@@ -190,7 +190,9 @@ impl HistorySource {
     }
 
     /// [`past_directory`](Self::past_directory) for many decisions (`trustgate what-if`): each
-    /// device's records are read back once, into `cache`, and folded up to each `at`.
+    /// device's records are read back once, into `cache` (all of them in one pass by
+    /// [`preload`](Self::preload), else here at the device's first decision), and folded up to
+    /// each `at`.
     pub fn past_directory_cached(
         &self,
         store: &Store,
@@ -331,7 +333,7 @@ impl HistorySource {
 }
 
 /// Devices' records read back from the events topic, kept for many decisions at past times
-/// (one read per device, however many of its requests are replayed).
+/// (read once, however many of a device's requests are replayed).
 #[derive(Debug, Default)]
 pub struct PastRecords {
     by_guid: HashMap<String, Vec<FetchedRecord>>,
