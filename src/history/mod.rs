@@ -27,7 +27,7 @@ use crate::se;
 use crate::store::{RecordRef, Store, StoreError, MAX_REFS_PER_DEVICE};
 use crate::time::{now_millis, parse_rfc3339, Millis};
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// The most devices a `decide --at` request's identifiers may name (ambiguous hostnames): each
@@ -190,7 +190,9 @@ impl HistorySource {
     }
 
     /// [`past_directory`](Self::past_directory) for many decisions (`trustgate what-if`): each
-    /// device's records are read back once, into `cache`, and folded up to each `at`.
+    /// device's records are read back once, into `cache` (all of them in one pass by
+    /// [`preload`](Self::preload), else here at the device's first decision), and folded up to
+    /// each `at`.
     pub fn past_directory_cached(
         &self,
         store: &Store,
@@ -221,6 +223,61 @@ impl HistorySource {
             Ok(directory) => PastDirectory::Known(directory),
             Err(e) => PastDirectory::Unavailable(e.to_string()),
         }
+    }
+
+    /// Reads back, in one pass over the events topic, the records of every device the
+    /// `subjects` name that `cache` does not hold yet (`trustgate what-if`: one read for all
+    /// the devices of the period rather than one per device, each of which would read through
+    /// much the same stretches of the topic). A subject whose devices cannot be listed (too
+    /// many) is left to [`past_directory_cached`](Self::past_directory_cached), which says why.
+    pub fn preload<'a>(
+        &self,
+        store: &Store,
+        subjects: impl IntoIterator<Item = &'a Subject>,
+        cache: &mut PastRecords,
+    ) -> Result<(), HistoryError> {
+        let mut guids = BTreeSet::new();
+        for subject in subjects {
+            if let Ok(named) = self.named_guids(store, subject) {
+                guids.extend(named);
+            }
+        }
+        guids.retain(|g| !cache.by_guid.contains_key(g));
+        // Which devices each record is one of (one, unless two devices' references name it).
+        let mut owners: HashMap<(i32, i64), Vec<usize>> = HashMap::new();
+        let mut refs = Vec::new();
+        let guids: Vec<String> = guids.into_iter().collect();
+        for (i, guid) in guids.iter().enumerate() {
+            for r in store.record_refs(guid)? {
+                let devices = owners.entry((r.partition, r.offset)).or_default();
+                if !devices.contains(&i) {
+                    devices.push(i);
+                }
+                refs.push(r);
+            }
+        }
+        let fetched = fetch::fetch(&self.kafka, &self.topic, &refs)?;
+        let mut by_device: Vec<Vec<FetchedRecord>> = vec![Vec::new(); guids.len()];
+        for record in fetched.records {
+            if let Some(devices) = owners.get(&(record.partition, record.offset)) {
+                for &i in devices {
+                    by_device[i].push(record.clone());
+                }
+            }
+        }
+        // Each device's references whose record was not found are its missing ones, as a read
+        // of that device alone would count them.
+        let mut references = vec![0usize; guids.len()];
+        for devices in owners.values() {
+            for &i in devices {
+                references[i] += 1;
+            }
+        }
+        for ((guid, records), wanted) in guids.into_iter().zip(by_device).zip(references) {
+            cache.missing += wanted.saturating_sub(records.len());
+            cache.by_guid.insert(guid, records);
+        }
+        Ok(())
     }
 
     /// The devices a request's identifiers name now, at any level.
@@ -276,10 +333,10 @@ impl HistorySource {
 }
 
 /// Devices' records read back from the events topic, kept for many decisions at past times
-/// (one read per device, however many of its requests are replayed).
+/// (read once, however many of a device's requests are replayed).
 #[derive(Debug, Default)]
 pub struct PastRecords {
-    by_guid: std::collections::HashMap<String, Vec<FetchedRecord>>,
+    by_guid: HashMap<String, Vec<FetchedRecord>>,
     /// Records the devices' references name that are no longer on the topic.
     pub missing: usize,
 }

@@ -7,7 +7,7 @@
 use super::{Answered, Audited, Replayed, WhatIfReport};
 use crate::audit::{self, AuditFilter, AuditRead};
 use crate::config::{KafkaSettings, Settings};
-use crate::decision::{Answer, Decider};
+use crate::decision::{request, Answer, Decider};
 use crate::history::{HistorySource, PastDirectory, PastRecords};
 use crate::ingest::IngestStatus;
 use crate::liveness::LivenessClock;
@@ -167,6 +167,18 @@ pub fn replay(
         IngestStatus::offline(),
     );
     let mut cache = PastRecords::default();
+    // Every device of the period read back in one pass, before the requests are decided one
+    // by one on them. Should that read fail, each device is read when its first request comes,
+    // and a failure then names the request.
+    let requests: Vec<_> = records
+        .iter()
+        .filter_map(Audited::from_record)
+        .filter_map(|a| request::parse(&a.request).ok())
+        .collect();
+    if let Err(e) = source.preload(store, requests.iter().map(|r| &r.subject), &mut cache) {
+        tracing::warn!(error = %e, "Cannot read the devices' records back in one pass; reading them one device at a time.");
+    }
+    drop(requests);
     let mut skipped = 0;
     let mut replayed = Vec::with_capacity(records.len());
     for record in records {

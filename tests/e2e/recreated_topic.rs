@@ -126,3 +126,59 @@ async fn a_recreated_events_topic_is_folded_again_from_its_beginning() {
     assert!(inst.log().contains("rebuilding the state"));
     assert!(stop(&mut child).success());
 }
+
+/// A device's history on a store whose events topic was recreated shorter: the records its
+/// references name past the new end are counted missing (and said so), the one still there is
+/// read back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_history_counts_the_records_past_a_recreated_topics_end_as_missing() {
+    let inst = Instance::new("recreate-history");
+    create_topic(&inst.events, 1).await;
+    let producer = producer();
+    // hist-x at offsets 0, 2 and 4.
+    for guid in ["hist-x", "hist-y", "hist-x", "hist-y", "hist-x", "hist-z"] {
+        publish(&producer, &inst.events, &computer(guid)).await;
+    }
+    let mut child = inst.spawn();
+    inst.wait_ready(&mut child).await;
+    wait_device(&inst, "hist-z").await;
+    let history = |args: &[&str]| {
+        let all: Vec<&str> = ["history", "--json", "hist-x"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        let out = run_cli(&inst, &all, "");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let offsets: Vec<i64> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["offset"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        (offsets, String::from_utf8(out.stderr).unwrap())
+    };
+    let (offsets, notes) = history(&[]);
+    assert_eq!(offsets, [0, 2, 4]);
+    assert!(!notes.contains("no longer"), "{notes}");
+    assert!(stop(&mut child).success());
+
+    // The topic recreated with two records: offset 0 is hist-x's again, 2 and 4 are gone.
+    recreate(&inst.events).await;
+    publish(&producer, &inst.events, &computer("hist-x")).await;
+    publish(&producer, &inst.events, &computer("hist-y")).await;
+    let (offsets, notes) = history(&[]);
+    assert_eq!(offsets, [0]);
+    assert!(
+        notes.contains("2 of the device's records are no longer on the events topic"),
+        "{notes}"
+    );
+}
