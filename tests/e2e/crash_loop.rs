@@ -212,7 +212,20 @@ async fn crash_loop_at_scale() {
     // the topic goes idle, ListOffsets keeps reporting some partitions' high watermarks a few
     // records short of records it stored and served (e.g. 2767 for a delivered end of 2777), and
     // ingest then rebuilds every 5 s (see RELIABILITY.md).
-    let broker = OwnBroker::start();
+    // `TRUSTGATE_CRASH_BROKER_STORAGE=memory` runs it on tansu's memory storage instead:
+    // tansu 0.6's sqlite storage answers each fetch with table scans that grow with the topic
+    // (measured: a 500-cycle run slowed from ~1.5 s to 25 s a cycle by cycle 160, tansu's CPU
+    // in sqlite3VdbeExec/BtreeNext), so long runs (`scripts/crash-loop`) use memory storage.
+    let broker = match std::env::var("TRUSTGATE_CRASH_BROKER_STORAGE").as_deref() {
+        Ok("memory") => {
+            let mut broker = OwnBroker::unstarted();
+            broker.in_memory();
+            broker.restart();
+            broker
+        }
+        Ok("sqlite") | Err(_) => OwnBroker::start(),
+        Ok(other) => panic!("TRUSTGATE_CRASH_BROKER_STORAGE must be memory or sqlite, not {other}"),
+    };
     let addr = broker.addr();
     let mut inst = Instance::new("crash-loop");
     inst.brokers = Some(addr.clone());
@@ -732,6 +745,7 @@ fn record_results(
         "seconds": seconds.round() as u64,
         "seed": seed.to_string(),
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "broker_storage": std::env::var("TRUSTGATE_CRASH_BROKER_STORAGE").unwrap_or_else(|_| "sqlite".into()),
         "commit": std::env::var("TRUSTGATE_RELIABILITY_COMMIT").ok(),
         "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
