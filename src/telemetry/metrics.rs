@@ -56,6 +56,11 @@ pub(crate) fn request_dead_lettered() {
     counter!("trustgate_requests_dead_lettered_total").increment(1);
 }
 
+/// A reply whose delivery failed (it is produced again until acknowledged).
+pub(crate) fn reply_delivery_failed() {
+    counter!("trustgate_reply_delivery_failures_total").increment(1);
+}
+
 // Ingest (`trustgate_ingest_*`) and the liveness age.
 
 /// Records applied by ingest, by kind.

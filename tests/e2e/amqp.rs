@@ -53,23 +53,10 @@ fn wait_attached(inst: &Instance, child: &mut std::process::Child, n: usize) {
     }
 }
 
-/// A Prometheus counter's value from the running instance's `/metrics`.
-async fn metric(inst: &Instance, name: &str) -> f64 {
-    let text = reqwest::get(inst.admin("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Waits until `name` reaches `at_least`.
 async fn wait_metric(inst: &Instance, name: &str, at_least: f64) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(inst, name).await < at_least {
+    while inst.metric(name).await < at_least {
         assert!(
             Instant::now() < deadline,
             "{name} never reached {at_least}:\n{}",
@@ -134,10 +121,7 @@ async fn stream_events_reach_the_topic_and_deny_and_garbage_is_dead_lettered() {
     }
 
     wait_metric(&inst, "trustgate_amqp_acked_total", bodies.len() as f64).await;
-    assert_eq!(
-        metric(&inst, "trustgate_amqp_dead_lettered_total").await,
-        2.0
-    );
+    assert_eq!(inst.metric("trustgate_amqp_dead_lettered_total").await, 2.0);
     assert!(stop(&mut child).success(), "{}", inst.log());
     assert_eq!(
         rabbit.ready(&queue).await,
@@ -169,7 +153,7 @@ async fn a_sigkill_before_kafka_acknowledged_loses_nothing() {
     let events = threat_detected_fixtures(&guid);
     rabbit.publish(&queue, &events).await;
     wait_metric(&inst, "trustgate_amqp_received_total", events.len() as f64).await;
-    assert_eq!(metric(&inst, "trustgate_amqp_acked_total").await, 0.0);
+    assert_eq!(inst.metric("trustgate_amqp_acked_total").await, 0.0);
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(
@@ -227,7 +211,7 @@ async fn a_rabbitmq_restart_is_survived() {
         .publish(&queue, &threat_detected_fixtures(&second)[..1])
         .await;
     wait_for_reason(&inst, &second, "compromised").await;
-    assert!(metric(&inst, "trustgate_amqp_reconnects_total").await >= 1.0);
+    assert!(inst.metric("trustgate_amqp_reconnects_total").await >= 1.0);
     assert!(stop(&mut child).success(), "{}", inst.log());
 }
 

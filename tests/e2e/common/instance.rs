@@ -137,6 +137,20 @@ impl Instance {
         run.admin
     }
 
+    /// A Prometheus counter or gauge's value (its first sample line starting with `name`) from
+    /// the running instance's `/metrics`; 0 when it has none yet.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(self.admin("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// The latest run's admin URL for `path`; waits (bounded) for the run to announce it.
     pub fn admin(&self, path: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
