@@ -138,36 +138,100 @@ fn decide(c: &mut Criterion) {
     g.finish();
 }
 
-/// Times `TIMED` single decisions per identifier kind and prints their percentiles.
+/// Times `TIMED` single decisions per identifier kind and prints their percentiles; then, on
+/// the same bodies, the stages apart (the timer alone, `request::parse`, `evaluate` on the
+/// parsed request against the store's index), so that a tail can be put on the stage it
+/// comes from.
 fn decide_percentiles() {
     let fx = fixture();
     let decider = decider();
+    let policies = policies();
+    let ctx = EvalContext {
+        grace_millis: 600_000,
+        liveness_age: Some(Duration::from_secs(1)),
+        ready: true,
+    };
     let timed = if fx.devices >= 100_000 { TIMED } else { 10_000 };
     for by in By::ALL {
         let bodies: Vec<Vec<u8>> = sample_indices(timed, fx.devices)
             .into_iter()
             .map(|i| request_body(i, by))
             .collect();
-        let mut hist = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
-        for body in &bodies {
-            let started = Instant::now();
+        let hist = time_each(&bodies, |body| {
             black_box(decider.decide(black_box(body)));
-            hist.record(started.elapsed().as_nanos() as u64)
-                .expect("recordable");
-        }
-        let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+        });
+        let us = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         println!(
             "decide/{}/percentiles/{} (lookups over {} devices): n={} p50={:.2}µs p99={:.2}µs p99.9={:.2}µs max={:.2}µs (target p99 <= 5µs, p99.9 <= 20µs)",
             fx.devices,
             by.name(),
             common::hot_devices(fx.devices),
             hist.len(),
-            us(0.5),
-            us(0.99),
-            us(0.999),
+            us(&hist, 0.5),
+            us(&hist, 0.99),
+            us(&hist, 0.999),
             hist.max() as f64 / 1000.0
         );
+        let parsed: Vec<_> = bodies
+            .iter()
+            .map(|b| request::parse(b).expect("valid request"))
+            .collect();
+        let stages = [
+            (
+                "timer",
+                time_each(&bodies, |body| {
+                    black_box(body);
+                }),
+            ),
+            (
+                "parse",
+                time_each(&bodies, |body| {
+                    black_box(request::parse(black_box(body)).ok());
+                }),
+            ),
+            ("evaluate", {
+                let mut next = parsed.iter();
+                time_each(&bodies, |_| {
+                    let req = next.next().expect("one per body");
+                    black_box(evaluate(
+                        &policies.global,
+                        black_box(&req.subject),
+                        &fx.store,
+                        &ctx,
+                    ));
+                })
+            }),
+        ];
+        let line: Vec<String> = stages
+            .iter()
+            .map(|(name, h)| {
+                format!(
+                    "{name} p50={:.2} p99={:.2} p99.9={:.2}",
+                    us(h, 0.5),
+                    us(h, 0.99),
+                    us(h, 0.999)
+                )
+            })
+            .collect();
+        println!(
+            "decide/{}/stages/{} (µs, same bodies): {}",
+            fx.devices,
+            by.name(),
+            line.join("; ")
+        );
     }
+}
+
+/// Times `f` once per body, each call on its own, into a histogram of nanoseconds.
+fn time_each(bodies: &[Vec<u8>], mut f: impl FnMut(&[u8])) -> hdrhistogram::Histogram<u64> {
+    let mut hist = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    for body in bodies {
+        let started = Instant::now();
+        f(body);
+        hist.record(started.elapsed().as_nanos() as u64)
+            .expect("recordable");
+    }
+    hist
 }
 
 fn memory_report() {
