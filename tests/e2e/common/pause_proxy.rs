@@ -184,10 +184,12 @@ async fn forward(
         if paused.wait_for(|p| !p).await.is_err() {
             return;
         }
+        // Counted before the write: a peer that has read the bytes must find them counted (the
+        // unit test reads its echo, then the count).
+        counts.bytes.fetch_add(n as u64, Ordering::Relaxed);
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
-        counts.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
     let _ = to.shutdown().await;
 }
