@@ -10,6 +10,14 @@
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 
+/// Most records one record batch of the events topic holds: librdkafka packs at most
+/// `batch.num.messages` (10,000 by default) records in a batch. A reader that must reach a
+/// record inside a batch on a broker that only answers fetches from batch starts (tansu 0.6's
+/// memory storage answers a fetch inside a batch from the next batch, or with nothing) starts
+/// this many records earlier and drops what comes before the record it wants; on Kafka, which
+/// answers from the batch holding the offset, that rereads at most this many records.
+pub(crate) const MAX_BATCH_RECORDS: i64 = 10_000;
+
 /// `event`, `computer` or `heartbeat`.
 pub const HEADER_KIND: &str = "trustgate-kind";
 /// Which source wrote the record: `poll`, `webhook`, …

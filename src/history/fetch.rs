@@ -25,13 +25,11 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
-/// How far before a wanted offset a jump starts: a broker that cannot fetch from inside a
-/// record batch (tansu 0.6 answers such a fetch from the next batch, or with nothing when
-/// there is none) then answers from a batch at or before the wanted record. librdkafka packs
-/// at most `batch.num.messages` (10,000 by default) records in a batch (ingest's
-/// `READ_THROUGH` has the same reason). Kafka answers from the batch holding the offset; there
+/// How far before a wanted offset a jump starts, so that a broker that cannot fetch from
+/// inside a record batch answers from a batch at or before the wanted record (see
+/// [`crate::topic::MAX_BATCH_RECORDS`]; ingest's `READ_THROUGH` is the same bound). On Kafka
 /// this rereads at most this many records per jump (milliseconds).
-const JUMP_BACK: i64 = 10_000;
+const JUMP_BACK: i64 = crate::topic::MAX_BATCH_RECORDS;
 /// How long a new consumer may go without any record before the reader starts further back
 /// (tansu 0.6's answer to a fetch inside the last batch is nothing).
 const NO_ANSWER: Duration = Duration::from_millis(500);

@@ -21,14 +21,11 @@ use tokio_util::sync::CancellationToken;
 /// Most records applied in one atomic chunk.
 const MAX_CHUNK: usize = 2000;
 /// How far before a stored offset ingest starts reading when it resumes a partition (and
-/// when it reads one record back), dropping what comes before the offset it wants. A fetch
-/// from inside a record batch must return that batch (Kafka does), but tansu 0.6's in-memory
-/// storage only returns batches that *start* at or after the offset asked for: resuming at
-/// an offset inside a batch read nothing until the next batch arrived, then went on from
-/// there, skipping the rest of the batch (records, detections among them, never applied).
-/// librdkafka packs at most `batch.num.messages` (10,000 by default) records in a batch.
-/// On Kafka this rereads at most this many records at a start, and drops them.
-const READ_THROUGH: i64 = 10_000;
+/// when it reads one record back), dropping what comes before the offset it wants: resuming at
+/// an offset inside a batch on tansu 0.6's memory storage read nothing until the next batch
+/// arrived, then went on from there, skipping the rest of the batch (records, detections among
+/// them, never applied). See [`crate::topic::MAX_BATCH_RECORDS`].
+const READ_THROUGH: i64 = crate::topic::MAX_BATCH_RECORDS;
 /// How many times in a row a short reported end may go undecided (the last applied record
 /// neither read back nor shown gone) before the end is believed: a broker's passing error
 /// clears within this many partition refreshes; a shorter topic on a broker that answers a

@@ -58,12 +58,7 @@ async fn a_failing_dead_letter_write_is_named_and_retried_until_it_succeeds() {
             .contains(&"ingest_moving".into()),
         "{ready}"
     );
-    let metrics = reqwest::get(inst.admin("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = inst.metrics().await;
     assert!(
         metrics.contains("trustgate_ingest_stuck{cause=\"dead_letter\"} 1"),
         "{metrics}"

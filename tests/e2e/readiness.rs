@@ -3,7 +3,6 @@
 //! that holds no store instead of answering from an empty one.
 
 use crate::common::*;
-use std::process::{Command, Stdio};
 
 const REQUEST: &str = r#"{"request_id":"nr-1","application":"vpn","device":{"trusted":true,"hostname":"ws-q-0200","os":"windows"}}"#;
 
@@ -85,26 +84,9 @@ async fn a_never_fed_store_denies_not_ready_until_the_first_record() {
 #[test]
 fn decide_and_inspect_refuse_a_store_path_with_no_store() {
     let inst = Instance::new("no-store");
-    let config = inst.config_path();
     let store = inst.dir.path().join("store");
     for args in [&["decide"][..], &["inspect", "ws-q-0200"][..]] {
-        let mut child = Command::new(binary())
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(REQUEST.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = run_cli(&inst, args, REQUEST);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("no store at"), "{args:?}: {stderr}");

@@ -113,12 +113,7 @@ async fn a_recreated_events_topic_is_folded_again_from_its_beginning() {
         "state of the previous topic kept:\n{}",
         inst.log()
     );
-    let metrics = reqwest::get(inst.admin("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = inst.metrics().await;
     assert!(
         metrics.contains("trustgate_ingest_rebuilds_total"),
         "{metrics}"

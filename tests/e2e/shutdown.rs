@@ -43,12 +43,7 @@ async fn sigterm_answers_in_flight_requests_and_exits_cleanly() {
         "{}",
         inst.log()
     );
-    let metrics = reqwest::get(inst.admin("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = inst.metrics().await;
     assert!(
         metrics.contains("trustgate_ingest_records_applied_total"),
         "{metrics}"

@@ -137,16 +137,22 @@ impl Instance {
         run.admin
     }
 
-    /// A Prometheus counter or gauge's value (its first sample line starting with `name`) from
-    /// the running instance's `/metrics`; 0 when it has none yet.
-    pub async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(self.admin("/metrics"))
+    /// The running instance's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin("/metrics"))
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
-        text.lines()
+            .unwrap()
+    }
+
+    /// A Prometheus counter or gauge's value (its first sample line starting with `name`) from
+    /// the running instance's `/metrics`; 0 when it has none yet.
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
             .unwrap_or(0.0)
     }

@@ -288,12 +288,7 @@ async fn under_run_a_401_marks_the_poller_unhealthy_and_decisions_continue() {
         "decisions continue: {resp}"
     );
     assert!(child.try_wait().unwrap().is_none(), "run keeps serving");
-    let metrics = reqwest::get(inst.admin("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = inst.metrics().await;
     assert!(
         metrics.contains("trustgate_poller_requests_total"),
         "poller metrics exported: {metrics}"
