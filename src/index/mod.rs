@@ -82,6 +82,18 @@ impl Default for DecisionIndex {
     }
 }
 
+/// A device's index entry, built from its state apart from the index: the decode-and-pack work
+/// of an insertion, which needs no access to the index and so can run on any thread.
+#[derive(Debug)]
+pub struct PreparedEntry(Entry);
+
+impl PreparedEntry {
+    /// The entry `state` will have in the index.
+    pub fn new(state: &DeviceState) -> PreparedEntry {
+        PreparedEntry(Entry::new(state))
+    }
+}
+
 /// The first label of a hostname, in lower case (normalised names already are).
 fn first_label(host: &str) -> Cow<'_, str> {
     let label = host.split('.').next().unwrap_or(host);
@@ -159,10 +171,19 @@ impl DecisionIndex {
 
     /// Adds a device or replaces what is indexed for it (its identifiers may have changed).
     pub fn upsert(&mut self, state: &DeviceState) {
+        self.upsert_prepared(PreparedEntry::new(state));
+    }
+
+    /// [`DecisionIndex::upsert`] of an entry prepared beforehand, possibly on another thread
+    /// (the store's rebuild at open decodes and prepares on every core, then inserts here).
+    pub fn upsert_prepared(&mut self, prepared: PreparedEntry) {
+        let entry = prepared.0;
         // A value that was written whole is readable again.
-        self.corrupt.remove(&state.connector_guid);
-        let entry = Entry::new(state);
-        let slot = match self.find_guid(&state.connector_guid) {
+        if !self.corrupt.is_empty() {
+            self.corrupt.remove(entry.guid());
+        }
+        let hash = self.hash(entry.guid());
+        let slot = match self.find_guid(entry.guid()) {
             Some(slot) => {
                 self.unlink_identifiers(slot);
                 self.slots[slot as usize] = Some(entry);
@@ -181,7 +202,6 @@ impl DecisionIndex {
                         slot
                     }
                 };
-                let hash = self.hash(&state.connector_guid);
                 let (slots, hasher) = (&self.slots, &self.hasher);
                 self.by_guid.insert_unique(hash, slot, |s| {
                     hasher.hash_one(slots[*s as usize].as_ref().map_or("", |e| e.guid()))

@@ -38,6 +38,21 @@ pub(crate) fn device(guid: &str) -> Vec<u8> {
     prefixed(DEVICE, guid.as_bytes())
 }
 
+/// `parts` contiguous key ranges (start inclusive, end exclusive) that together cover the
+/// device keyspace exactly, for scanning it on several threads. Cut at the GUID's first
+/// character: SE's GUIDs are lower-case hex UUIDs, so the cuts fall among the hex digits and
+/// split a real fleet about evenly; any other GUID still falls in exactly one range.
+pub(crate) fn device_ranges(parts: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let parts = parts.clamp(1, HEX.len());
+    let mut cuts = vec![vec![DEVICE]];
+    cuts.extend((1..parts).map(|i| vec![DEVICE, HEX[i * HEX.len() / parts]]));
+    cuts.push(vec![DEVICE + 1]);
+    cuts.windows(2)
+        .map(|w| (w[0].clone(), w[1].clone()))
+        .collect()
+}
+
 fn prefixed(space: u8, rest: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + rest.len());
     key.push(space);

@@ -593,29 +593,90 @@ fn retire_identifier_keyspaces(db: &sled::Db) -> Result<(), StoreError> {
 /// The decision index of every stored device. A value that does not decode is remembered as
 /// corrupt (logged with its key): its GUID's decisions deny `store_unavailable`, and so do
 /// lookups by other identifiers, which could name it (see `index`).
+///
+/// This is most of a restart with a large fleet (a postcard decode and an entry per device: a
+/// million of them took ~9 s on one core), so the device keyspace is cut into ranges that one
+/// thread per core scans, decodes and packs, while this thread inserts what they send: the
+/// inserts need the index, the rest does not. The result does not depend on the order the
+/// ranges arrive in: each GUID is in exactly one range, once.
 fn build_index(db: &sled::Db) -> Result<DecisionIndex, StoreError> {
     let started = std::time::Instant::now();
     let mut index = DecisionIndex::default();
-    for entry in db.scan_prefix([keys::DEVICE]) {
-        let (key, value) = entry?;
-        match codec::decode_device(&key, &value) {
-            Ok(state) => index.upsert(&state),
-            Err(e) => {
-                let guid = String::from_utf8_lossy(&key[1..]).into_owned();
-                tracing::error!(key = %String::from_utf8_lossy(&key), error = %e,
-                    "Stored device value is corrupt; its decisions, and lookups by MAC, hostname or processor id, deny store_unavailable.");
-                index.mark_corrupt(&guid, e.to_string());
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    std::thread::scope(|scope| {
+        let (send, receive) =
+            std::sync::mpsc::sync_channel::<Result<Vec<Prepared>, StoreError>>(2 * threads);
+        for range in keys::device_ranges(threads) {
+            let send = send.clone();
+            scope.spawn(move || prepare_range(db, range, &send));
+        }
+        drop(send);
+        for batch in receive {
+            for prepared in batch? {
+                match prepared {
+                    Prepared::Entry(entry) => index.upsert_prepared(entry),
+                    Prepared::Corrupt { key, error } => {
+                        let guid = String::from_utf8_lossy(&key[1..]).into_owned();
+                        tracing::error!(key = %String::from_utf8_lossy(&key), error = %error,
+                            "Stored device value is corrupt; its decisions, and lookups by MAC, hostname or processor id, deny store_unavailable.");
+                        index.mark_corrupt(&guid, error.to_string());
+                    }
+                }
             }
         }
-    }
+        Ok::<(), StoreError>(())
+    })?;
     tracing::info!(
         devices = index.len(),
         corrupt = index.corrupt_count(),
         index_bytes = index.size_bytes(),
+        threads,
         millis = started.elapsed().as_millis() as u64,
         "Decision index built from the store."
     );
     Ok(index)
+}
+
+/// One stored device value, decoded and packed for the index, or why it cannot be.
+enum Prepared {
+    Entry(crate::index::PreparedEntry),
+    Corrupt { key: sled::IVec, error: StoreError },
+}
+
+/// How many devices a rebuild thread sends at a time: few enough sends not to matter, small
+/// enough that the inserting thread starts at once.
+const PREPARE_BATCH: usize = 1024;
+
+/// Scans one range of the device keyspace for [`build_index`], sending batches of prepared
+/// entries; stops at the first sled error (sent on) or when the receiver is gone.
+fn prepare_range(
+    db: &sled::Db,
+    range: (Vec<u8>, Vec<u8>),
+    send: &std::sync::mpsc::SyncSender<Result<Vec<Prepared>, StoreError>>,
+) {
+    let mut batch = Vec::with_capacity(PREPARE_BATCH);
+    for entry in db.range(range.0..range.1) {
+        let (key, value) = match entry {
+            Ok(kv) => kv,
+            Err(e) => {
+                let _ = send.send(Err(e.into()));
+                return;
+            }
+        };
+        batch.push(match codec::decode_device(&key, &value) {
+            Ok(state) => Prepared::Entry(crate::index::PreparedEntry::new(&state)),
+            Err(error) => Prepared::Corrupt { key, error },
+        });
+        if batch.len() == PREPARE_BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(PREPARE_BATCH));
+            if send.send(Ok(full)).is_err() {
+                return;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = send.send(Ok(batch));
+    }
 }
 
 /// Opens the store again right after the last handle was dropped. sled's background threads can
