@@ -698,8 +698,14 @@ impl Ingest {
             next >= target || (idle && self.position_at_least(consumer, *p, target))
         });
         if done {
-            tracing::info!("Ingest caught up with the events topic.");
             self.ctx.status.set_caught_up();
+            // A catch-up's transient memory (sled's page versions, decoded chunks) is free now;
+            // give it back so that a caught-up instance holds what it uses (#11).
+            let released = crate::allocator::release_free_memory();
+            tracing::info!(
+                released_mib = released >> 20,
+                "Ingest caught up with the events topic."
+            );
         }
     }
 

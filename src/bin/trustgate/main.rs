@@ -29,6 +29,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    trustgate::allocator::limit_arenas();
     match cli::run(cli::Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
