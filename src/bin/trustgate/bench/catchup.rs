@@ -474,6 +474,13 @@ pub async fn measure(
     .await;
     match &measured {
         Ok(_) => {
+            // The child's log says what the figures alone do not (the index rebuild's time,
+            // what the catch-up's end gave back to the system): kept on request.
+            if let Some(keep) = std::env::var_os("TRUSTGATE_BENCH_CHILD_LOG") {
+                if let Err(e) = std::fs::copy(work.join("trustgate-run.log"), &keep) {
+                    tracing::warn!(error = %e, "Cannot keep the child's log.");
+                }
+            }
             if let Err(e) = std::fs::remove_dir_all(&work) {
                 tracing::warn!(error = %e, path = %work.display(), "Cannot remove the catch-up store.");
             }
