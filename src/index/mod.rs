@@ -83,7 +83,8 @@ impl Default for DecisionIndex {
 }
 
 /// A device's index entry, built from its state apart from the index: the decode-and-pack work
-/// of an insertion, which needs no access to the index and so can run on any thread.
+/// of an insertion, which needs no access to the index and so can run on any thread (the
+/// store's rebuild at open prepares on every core, then [`DecisionIndex::from_prepared`]).
 #[derive(Debug)]
 pub struct PreparedEntry(Entry);
 
@@ -169,14 +170,54 @@ impl DecisionIndex {
             .copied()
     }
 
+    /// The index of many devices at once, from their entries prepared beforehand (the store's
+    /// rebuild at open). Every table is sized once for all of them before anything goes in:
+    /// growing a table rehashes it, which re-reads every entry it holds (a cache miss each),
+    /// and that was half of a 1M-device rebuild when entries were inserted one by one.
+    /// Entries are expected to name distinct GUIDs (the store has one key per device); should
+    /// two name the same, the first is kept.
+    pub fn from_prepared(prepared: Vec<PreparedEntry>) -> DecisionIndex {
+        let mut index = DecisionIndex::with_capacity(0);
+        // Same layout (the entry's boxed text is a niche for `None`): collected in place.
+        index.slots = prepared.into_iter().map(|p| Some(p.0)).collect();
+        let (mut processors, mut macs, mut hosts) = (0, 0, 0);
+        for entry in index.slots.iter().flatten() {
+            processors += usize::from(entry.processor_id().is_some());
+            hosts += usize::from(entry.hostname().is_some());
+            macs += entry.macs().count();
+        }
+        index.by_guid = HashTable::with_capacity(index.slots.len());
+        index.by_processor = HashTable::with_capacity(processors);
+        index.by_mac = HashTable::with_capacity(macs);
+        index.by_host_label = HashTable::with_capacity(hosts);
+        let devices =
+            u32::try_from(index.slots.len()).expect("fewer than 2^32 devices in one index");
+        for slot in 0..devices {
+            let Some(guid) = index.entry(slot).map(Entry::guid) else {
+                continue;
+            };
+            if index.find_guid(guid).is_some() {
+                index.slots[slot as usize] = None;
+                index.free.push(slot);
+                continue;
+            }
+            let hash = index.hash(guid);
+            let (slots, hasher) = (&index.slots, &index.hasher);
+            index.by_guid.insert_unique(hash, slot, |s| {
+                hasher.hash_one(slots[*s as usize].as_ref().map_or("", |e| e.guid()))
+            });
+            index.link_identifiers(slot);
+        }
+        index
+    }
+
     /// Adds a device or replaces what is indexed for it (its identifiers may have changed).
     pub fn upsert(&mut self, state: &DeviceState) {
         self.upsert_prepared(PreparedEntry::new(state));
     }
 
-    /// [`DecisionIndex::upsert`] of an entry prepared beforehand, possibly on another thread
-    /// (the store's rebuild at open decodes and prepares on every core, then inserts here).
-    pub fn upsert_prepared(&mut self, prepared: PreparedEntry) {
+    /// [`DecisionIndex::upsert`] of an entry prepared beforehand.
+    fn upsert_prepared(&mut self, prepared: PreparedEntry) {
         let entry = prepared.0;
         // A value that was written whole is readable again.
         if !self.corrupt.is_empty() {

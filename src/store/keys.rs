@@ -7,13 +7,14 @@
 //! | source liveness | `F` source | newest record time, unix ms (i64 BE) |
 //! | last applied record | `R` topic `\0` partition (i32 BE) | its Kafka timestamp, unix ms (i64 BE) |
 //! | device record reference | `Y` guid `\0` partition (i32 BE) offset (i64 BE) | the record's Kafka timestamp, unix ms (i64 BE) |
-//! | device reference count | `N` guid | how many `Y` keys the device may have, an upper bound (u64 BE) |
+//! | device reference count | `N` guid | how many `Y` keys the device may have, an upper bound (u64 BE); absent while it has fewer than 64 |
 //!
 //! The `Y` keys say where on the events topic each device's records are (`trustgate history`,
 //! `decide --at`): one per applied record, so a redelivered record rewrites its own key. `N`
 //! counts them from above (a redelivery counts twice) so that ingest knows when to prune a
 //! device's oldest references without reading them all each chunk (see
-//! `Store::apply`, `MAX_REFS_PER_DEVICE`).
+//! `Store::apply`, `MAX_REFS_PER_DEVICE`); a device with few references has no `N` key, its
+//! `Y` keys are counted instead (`COUNTED_FROM`).
 //!
 //! One key per device: devices are found by hostname, MAC and processor id in the in-memory
 //! decision index (`crate::index`), rebuilt from the device keyspace at open. Older builds also

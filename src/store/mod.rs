@@ -42,6 +42,12 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 pub const MAX_REFS_PER_DEVICE: usize = 10_000;
 /// How far over [`MAX_REFS_PER_DEVICE`] a device's count may go before it is pruned back.
 const REF_SLACK: usize = MAX_REFS_PER_DEVICE / 10;
+/// A device gets a reference count key once it has this many references; below it, its
+/// references are counted when needed (a scan of at most this many keys, about what reading
+/// the count costs). Most devices of a fleet have a handful of records, so a catch-up writes
+/// two keys per new device (state, reference) instead of three: a third fewer sled inserts,
+/// which set the catch-up's rate (#11).
+const COUNTED_FROM: usize = 64;
 
 /// Where one of a device's records is on the events topic, and its Kafka timestamp (as
 /// applied: clamped to the applying instance's clock).
@@ -128,6 +134,7 @@ impl Store {
     /// Opens (or creates) the store. sled allows one process per store; a second one gets
     /// [`StoreError::Locked`].
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let started = std::time::Instant::now();
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
@@ -144,6 +151,12 @@ impl Store {
                 },
                 other => StoreError::Sled(other),
             })?;
+        // sled's recovery (its log replayed since the last snapshot) and the index rebuild
+        // are a restart's two costs; each is logged so that a slow start says which.
+        tracing::info!(
+            millis = started.elapsed().as_millis() as u64,
+            "sled store opened."
+        );
         retire_identifier_keyspaces(&db)?;
         let index = build_index(&db)?;
         Ok(Store {
@@ -503,11 +516,11 @@ impl Inner {
         Ok(())
     }
 
-    /// Adds one device's references of a chunk to `batch`, with its count; when the count
-    /// would pass [`MAX_REFS_PER_DEVICE`] and its slack, the device's references are read and
-    /// only the newest [`MAX_REFS_PER_DEVICE`] (by record time, then position) are kept. The
-    /// count is an upper bound (a redelivered record is counted again though its key is only
-    /// rewritten), made exact by each pruning.
+    /// Adds one device's references of a chunk to `batch`, with its count once it has
+    /// [`COUNTED_FROM`] or more; when the count would pass [`MAX_REFS_PER_DEVICE`] and its
+    /// slack, the device's references are read and only the newest [`MAX_REFS_PER_DEVICE`] (by
+    /// record time, then position) are kept. The count is an upper bound (a redelivered record
+    /// is counted again though its key is only rewritten), made exact by each pruning.
     fn add_record_refs(
         &self,
         batch: &mut sled::Batch,
@@ -517,12 +530,7 @@ impl Inner {
     ) -> Result<(), StoreError> {
         let count_key = keys::ref_count(guid);
         let counted = match stored {
-            true => self
-                .db()?
-                .get(&count_key)?
-                .and_then(|v| codec::decode_i64(&v))
-                .unwrap_or(0)
-                .max(0) as usize,
+            true => self.stored_ref_count(guid, &count_key)?,
             false => 0,
         };
         let counted = counted.saturating_add(refs.len());
@@ -533,7 +541,9 @@ impl Inner {
                     &r.at.to_be_bytes(),
                 );
             }
-            batch.insert(count_key, &(counted as i64).to_be_bytes());
+            if counted >= COUNTED_FROM {
+                batch.insert(count_key, &(counted as i64).to_be_bytes());
+            }
             return Ok(());
         }
         let mut all: BTreeMap<(i32, i64), Millis> = BTreeMap::new();
@@ -566,6 +576,25 @@ impl Inner {
         batch.insert(count_key, &(kept as i64).to_be_bytes());
         Ok(())
     }
+
+    /// How many references a stored device has, from above: its count key, or, when it has
+    /// none (fewer than [`COUNTED_FROM`] references), its references counted, which reads at
+    /// most that many keys.
+    fn stored_ref_count(&self, guid: &str, count_key: &[u8]) -> Result<usize, StoreError> {
+        if let Some(v) = self.db()?.get(count_key)? {
+            return Ok(codec::decode_i64(&v).unwrap_or(0).max(0) as usize);
+        }
+        let mut seen = 0;
+        for entry in self
+            .db()?
+            .scan_prefix(keys::record_ref_prefix(guid))
+            .take(COUNTED_FROM)
+        {
+            entry?;
+            seen += 1;
+        }
+        Ok(seen)
+    }
 }
 
 /// Removes the sled identifier indexes older builds kept (`H`, `M`, `P`: three or more keys per
@@ -594,15 +623,17 @@ fn retire_identifier_keyspaces(db: &sled::Db) -> Result<(), StoreError> {
 /// corrupt (logged with its key): its GUID's decisions deny `store_unavailable`, and so do
 /// lookups by other identifiers, which could name it (see `index`).
 ///
-/// This is most of a restart with a large fleet (a postcard decode and an entry per device: a
-/// million of them took ~9 s on one core), so the device keyspace is cut into ranges that one
-/// thread per core scans, decodes and packs, while this thread inserts what they send: the
-/// inserts need the index, the rest does not. The result does not depend on the order the
-/// ranges arrive in: each GUID is in exactly one range, once.
+/// This is most of a restart with a large fleet (a million devices took 13–15 s, with sled's
+/// open ~0.1 s), so the device keyspace is cut into ranges that one thread per core scans,
+/// decodes and packs, while this thread gathers what they send; the index is then built with
+/// every table sized once ([`DecisionIndex::from_prepared`]: inserting one by one spent half
+/// the time rehashing growing tables). The result does not depend on the order the ranges
+/// arrive in: each GUID is in exactly one range, once.
 fn build_index(db: &sled::Db) -> Result<DecisionIndex, StoreError> {
     let started = std::time::Instant::now();
-    let mut index = DecisionIndex::default();
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut entries = Vec::new();
+    let mut corrupt = Vec::new();
     std::thread::scope(|scope| {
         let (send, receive) =
             std::sync::mpsc::sync_channel::<Result<Vec<Prepared>, StoreError>>(2 * threads);
@@ -614,18 +645,20 @@ fn build_index(db: &sled::Db) -> Result<DecisionIndex, StoreError> {
         for batch in receive {
             for prepared in batch? {
                 match prepared {
-                    Prepared::Entry(entry) => index.upsert_prepared(entry),
-                    Prepared::Corrupt { key, error } => {
-                        let guid = String::from_utf8_lossy(&key[1..]).into_owned();
-                        tracing::error!(key = %String::from_utf8_lossy(&key), error = %error,
-                            "Stored device value is corrupt; its decisions, and lookups by MAC, hostname or processor id, deny store_unavailable.");
-                        index.mark_corrupt(&guid, error.to_string());
-                    }
+                    Prepared::Entry(entry) => entries.push(entry),
+                    Prepared::Corrupt { key, error } => corrupt.push((key, error)),
                 }
             }
         }
         Ok::<(), StoreError>(())
     })?;
+    let mut index = DecisionIndex::from_prepared(entries);
+    for (key, error) in corrupt {
+        let guid = String::from_utf8_lossy(&key[1..]).into_owned();
+        tracing::error!(key = %String::from_utf8_lossy(&key), error = %error,
+            "Stored device value is corrupt; its decisions, and lookups by MAC, hostname or processor id, deny store_unavailable.");
+        index.mark_corrupt(&guid, error.to_string());
+    }
     tracing::info!(
         devices = index.len(),
         corrupt = index.corrupt_count(),

@@ -743,6 +743,41 @@ fn record_refs_are_kept_per_device_idempotent_and_bounded() {
         1_000_000 - (total - 1 - dropped as i64),
         "the newest are kept"
     );
+    // A device with few references has no count key (a catch-up writes two keys per new
+    // device, not three); it gets one when it reaches COUNTED_FROM, and the bound still holds
+    // for a device that grows one small chunk at a time.
+    let count_key = |guid: &str| {
+        store
+            .inner()
+            .db()
+            .unwrap()
+            .get(super::keys::ref_count(guid))
+            .unwrap()
+    };
+    assert_eq!(count_key("g1"), None);
+    for start in (0..super::COUNTED_FROM as i64 - 1).step_by(7) {
+        apply(
+            "g3",
+            refs(start..(start + 7).min(super::COUNTED_FROM as i64 - 1)),
+        );
+    }
+    assert_eq!(count_key("g3"), None, "below COUNTED_FROM");
+    assert_eq!(
+        store.record_refs("g3").unwrap().len(),
+        super::COUNTED_FROM - 1
+    );
+    let past = super::COUNTED_FROM as i64 - 1;
+    apply("g3", refs(past..past + 1));
+    assert!(count_key("g3").is_some(), "counted from COUNTED_FROM on");
+    let small_chunks = MAX_REFS_PER_DEVICE as i64 + MAX_REFS_PER_DEVICE as i64 / 5;
+    for start in (past + 1..small_chunks).step_by(500) {
+        apply("g3", refs(start..(start + 500).min(small_chunks)));
+    }
+    let g3 = store.record_refs("g3").unwrap().len();
+    assert!(
+        (MAX_REFS_PER_DEVICE..=MAX_REFS_PER_DEVICE + MAX_REFS_PER_DEVICE / 10).contains(&g3),
+        "{g3}"
+    );
     assert!(store.clear_state().unwrap() > 0);
     assert!(store.record_refs("g1").unwrap().is_empty());
     assert!(store.record_refs("g2").unwrap().is_empty());
