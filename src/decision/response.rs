@@ -126,3 +126,39 @@ impl DecisionResponse {
 fn serialize_shared_str<S: serde::Serializer>(text: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire form, byte for byte: times are RFC 3339 UTC with milliseconds (formatted when
+    /// the response is serialised), absent ones `null` inside `device` and left out outside it.
+    #[test]
+    fn a_response_serialises_as_the_contract_says() {
+        let mut decision = Decision::invalid("bad");
+        decision.device.connector_guid = Some("0d5e4f3a-1b2c-4d5e-8f90-a1b2c3d4e5f6".into());
+        decision.device.matched_by = Some(MatchedBy::ConnectorGuid);
+        decision.device.state_as_of = Some(1_767_225_601_000);
+        let response =
+            DecisionResponse::new("r1".into(), "global".into(), decision, 1_767_225_600_123)
+                .with_as_of(86_399_999);
+        assert_eq!(
+            serde_json::to_string(&response).unwrap(),
+            concat!(
+                r#"{"request_id":"r1","decision":"deny","reason":"invalid_request","policy":"global","#,
+                r#""device":{"connector_guid":"0d5e4f3a-1b2c-4d5e-8f90-a1b2c3d4e5f6","matched_by":"connector_guid","#,
+                r#""ambiguous":false,"compromised":null,"state_as_of":"2026-01-01T00:00:01.000Z"},"#,
+                r#""decided_at":"2026-01-01T00:00:00.123Z","error":"bad","as_of":"1970-01-01T23:59:59.999Z"}"#
+            )
+        );
+        let unmatched = DecisionResponse::new("r2".into(), "p".into(), Decision::invalid("x"), 0);
+        assert_eq!(
+            serde_json::to_string(&unmatched).unwrap(),
+            concat!(
+                r#"{"request_id":"r2","decision":"deny","reason":"invalid_request","policy":"p","#,
+                r#""device":{"connector_guid":null,"matched_by":"none","ambiguous":false,"#,
+                r#""compromised":null,"state_as_of":null},"decided_at":"1970-01-01T00:00:00.000Z","error":"x"}"#
+            )
+        );
+    }
+}
