@@ -86,6 +86,12 @@ pub enum JsonError {
 /// Checks that `bytes` is one well-formed JSON document within `limits`, with no duplicate key
 /// and no number beyond 64 bits. Its result says nothing about the document's shape.
 pub fn check(bytes: &[u8], limits: Limits) -> Result<(), JsonError> {
+    check_text(bytes, limits).map(|_| ())
+}
+
+/// [`check`], answering the document as text: a reader that goes on to deserialise it can read
+/// from the `&str` (serde_json then does not check each string's UTF-8 again).
+pub(crate) fn check_text(bytes: &[u8], limits: Limits) -> Result<&str, JsonError> {
     if bytes.len() > limits.max_bytes {
         return Err(JsonError::TooLarge {
             bytes: bytes.len(),
@@ -103,7 +109,7 @@ pub fn check(bytes: &[u8], limits: Limits) -> Result<(), JsonError> {
         cause: &cause,
     };
     let result = node.deserialize(&mut de).and_then(|()| de.end());
-    result.map_err(|e| {
+    result.map(|()| text).map_err(|e| {
         let (line, column) = (e.line(), e.column());
         match cause.take() {
             Some(Cause::Deep) => JsonError::TooDeep {

@@ -82,8 +82,8 @@ pub fn parse(body: &[u8]) -> Result<ValidRequest, InvalidRequest> {
 /// [`parse`], keeping the request id and application borrowed from `body`: the decide path's.
 pub(crate) fn parse_borrowed(body: &[u8]) -> Result<BorrowedRequest<'_>, InvalidRequest> {
     let fail = |request_id: Option<String>, error: String| InvalidRequest { request_id, error };
-    match json::check(body, REQUEST_LIMITS) {
-        Ok(()) => {}
+    let text = match json::check_text(body, REQUEST_LIMITS) {
+        Ok(text) => text,
         Err(JsonError::Syntax(e)) => return Err(fail(None, format!("request is not JSON: {e}"))),
         Err(e @ JsonError::TooLarge { .. }) => {
             return Err(fail(None, format!("request refused: {e}")))
@@ -94,9 +94,10 @@ pub(crate) fn parse_borrowed(body: &[u8]) -> Result<BorrowedRequest<'_>, Invalid
                 format!("request refused: {e}"),
             ))
         }
-    }
-    let top: Object<Fields<'_>> = serde_json::from_slice(body)
-        .map_err(|e| fail(None, format!("request is not JSON: {e}")))?;
+    };
+    // From the checked text: its UTF-8 is not checked a second time, string by string.
+    let top: Object<Fields<'_>> =
+        serde_json::from_str(text).map_err(|e| fail(None, format!("request is not JSON: {e}")))?;
     let Object::Is(fields) = top else {
         return Err(fail(None, "request is not a JSON object".into()));
     };
