@@ -10,8 +10,8 @@
 //! - an integer past 64 bits becomes a rounded float;
 //! - nothing bounds a document's size, and nesting only at serde_json's recursion limit.
 //!
-//! [`check`] walks the whole document once, allocating only the keys of one object at a time
-//! (to find duplicates), and says which rule a document broke. It never re-serialises anything:
+//! [`check`] walks the whole document once, keeping only the keys of one object at a time (to
+//! find duplicates; on the stack for small objects), and says which rule a document broke. It never re-serialises anything:
 //! records keep their exact bytes.
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -86,6 +86,12 @@ pub enum JsonError {
 /// Checks that `bytes` is one well-formed JSON document within `limits`, with no duplicate key
 /// and no number beyond 64 bits. Its result says nothing about the document's shape.
 pub fn check(bytes: &[u8], limits: Limits) -> Result<(), JsonError> {
+    check_text(bytes, limits).map(|_| ())
+}
+
+/// [`check`], answering the document as text: a reader that goes on to deserialise it can read
+/// from the `&str` (serde_json then does not check each string's UTF-8 again).
+pub(crate) fn check_text(bytes: &[u8], limits: Limits) -> Result<&str, JsonError> {
     if bytes.len() > limits.max_bytes {
         return Err(JsonError::TooLarge {
             bytes: bytes.len(),
@@ -103,7 +109,7 @@ pub fn check(bytes: &[u8], limits: Limits) -> Result<(), JsonError> {
         cause: &cause,
     };
     let result = node.deserialize(&mut de).and_then(|()| de.end());
-    result.map_err(|e| {
+    result.map(|()| text).map_err(|e| {
         let (line, column) = (e.line(), e.column());
         match cause.take() {
             Some(Cause::Deep) => JsonError::TooDeep {
@@ -212,8 +218,7 @@ impl<'de> Visitor<'de> for Node<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let child = self.child::<A::Error>()?;
-        // SipHash with a random key: a crafted object cannot make the lookups quadratic.
-        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
+        let mut seen = SeenKeys::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             if seen.contains(&key) {
                 let shown: String = key.chars().take(64).collect();
@@ -223,6 +228,60 @@ impl<'de> Visitor<'de> for Node<'_> {
             map.next_value_seed(child)?;
         }
         Ok(())
+    }
+}
+
+/// Keys an object holds up to which [`SeenKeys`] compares them one by one.
+const INLINE_KEYS: usize = 16;
+
+/// The keys of one object read so far. Most objects are small (a decision request's hold at
+/// most six keys), and a hash set per object cost an allocation or two and a SipHash per key
+/// on every request; so the first [`INLINE_KEYS`] keys are kept on the stack and compared
+/// directly. Past that they move into a hash set (SipHash with a random key), so that a
+/// crafted object with many keys cannot make the walk quadratic.
+// The inline variant is the point: it lives on the stack of the one object being walked.
+#[allow(clippy::large_enum_variant)]
+enum SeenKeys<'de> {
+    Inline {
+        keys: [Option<Cow<'de, str>>; INLINE_KEYS],
+        len: usize,
+    },
+    Hashed(HashSet<Cow<'de, str>>),
+}
+
+impl Default for SeenKeys<'_> {
+    fn default() -> Self {
+        SeenKeys::Inline {
+            keys: [const { None }; INLINE_KEYS],
+            len: 0,
+        }
+    }
+}
+
+impl<'de> SeenKeys<'de> {
+    fn contains(&self, key: &str) -> bool {
+        match self {
+            SeenKeys::Inline { keys, len } => keys[..*len].iter().flatten().any(|k| k == key),
+            SeenKeys::Hashed(set) => set.contains(key),
+        }
+    }
+
+    fn insert(&mut self, key: Cow<'de, str>) {
+        match self {
+            SeenKeys::Inline { keys, len } if *len < INLINE_KEYS => {
+                keys[*len] = Some(key);
+                *len += 1;
+            }
+            SeenKeys::Inline { keys, .. } => {
+                let mut set: HashSet<Cow<'de, str>> =
+                    keys.iter_mut().flat_map(Option::take).collect();
+                set.insert(key);
+                *self = SeenKeys::Hashed(set);
+            }
+            SeenKeys::Hashed(set) => {
+                set.insert(key);
+            }
+        }
     }
 }
 
@@ -286,6 +345,25 @@ mod tests {
         match check(doc.as_bytes(), LIMITS) {
             Err(JsonError::DuplicateKey { key: k, .. }) => assert_eq!(k, key),
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// Small objects' keys are compared on the stack, larger ones' in a hash set: a duplicate
+    /// is found either way, wherever it is.
+    #[rstest]
+    #[case(1)]
+    #[case(INLINE_KEYS)]
+    #[case(INLINE_KEYS + 1)]
+    #[case(3 * INLINE_KEYS)]
+    fn a_duplicate_is_found_in_an_object_of_any_size(#[case] keys: usize) {
+        let members: Vec<String> = (0..keys).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        check(format!("{{{}}}", members.join(",")).as_bytes(), LIMITS).unwrap();
+        for dup in [0, keys / 2, keys - 1] {
+            let doc = format!(r#"{{{},"k{dup}":0,"after":1}}"#, members.join(","));
+            match check(doc.as_bytes(), LIMITS) {
+                Err(JsonError::DuplicateKey { key, .. }) => assert_eq!(key, format!("k{dup}")),
+                other => panic!("{keys} keys, k{dup} twice: {other:?}"),
+            }
         }
     }
 

@@ -22,7 +22,7 @@ pub fn warn_report_only(policies: &crate::policy::Policies) {
     let names: std::collections::BTreeSet<&str> = policies
         .iter()
         .filter(|p| p.mode == crate::policy::PolicyMode::ReportOnly)
-        .map(|p| p.name.as_str())
+        .map(|p| &*p.name)
         .collect();
     for name in names {
         tracing::warn!(policy = %name,

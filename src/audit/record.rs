@@ -45,13 +45,13 @@ struct State<'a> {
 pub(super) fn policy_views(policies: &Policies) -> HashMap<String, Value> {
     policies
         .iter()
-        .map(|p| (p.name.clone(), policy_view(p)))
+        .map(|p| (p.name.to_string(), policy_view(p)))
         .collect()
 }
 
 fn policy_view(p: &Policy) -> Value {
     json!({
-        "name": p.name,
+        "name": &*p.name,
         "mode": p.mode,
         "require_trusted": p.require_trusted,
         "block_compromised": p.block_compromised,
@@ -87,12 +87,12 @@ pub(super) fn encode(
     response: &DecisionResponse,
     policies: &HashMap<String, Value>,
 ) -> (String, Vec<u8>) {
-    let unknown = json!({ "name": response.policy });
+    let unknown = json!({ "name": &*response.policy });
     let (compromised, observed_at, detection_ids) = response.state_basis();
     let record = Record {
         request: serde_json::from_slice(request).ok(),
         response,
-        policy: policies.get(&response.policy).unwrap_or(&unknown),
+        policy: policies.get(&*response.policy).unwrap_or(&unknown),
         state: State {
             compromised,
             observed_at: observed_at.map(format_millis),

@@ -451,7 +451,7 @@ fn policies(raw: RawPolicies) -> Result<Policies, ConfigError> {
         }
         let key = |k: &str| format!("policy.custom[{name}].{k}");
         let policy = Policy {
-            name: name.clone(),
+            name: name.as_str().into(),
             require_trusted: custom.require_trusted.unwrap_or(global.require_trusted),
             block_compromised: custom.block_compromised.unwrap_or(global.block_compromised),
             unknown_device: match &custom.unknown_device {

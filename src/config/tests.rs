@@ -48,13 +48,13 @@ fn custom_policies_inherit_and_select_by_application() {
     )
     .unwrap();
     let p = &loaded.settings.policies;
-    assert_eq!(p.for_application("wiki").name, "wiki");
+    assert_eq!(&*p.for_application("wiki").name, "wiki");
     assert!(!p.for_application("wiki").require_trusted);
     assert!(
         p.for_application("wiki").block_compromised,
         "inherited from global"
     );
-    assert_eq!(p.for_application("vpn").name, "global");
+    assert_eq!(&*p.for_application("vpn").name, "global");
 }
 
 #[test]
@@ -275,7 +275,7 @@ fn candidate_policies_are_validated_like_live_ones() {
     .unwrap();
     assert!(!p.global.block_compromised);
     let fin = p.for_application("ledger");
-    assert_eq!(fin.name, "fin");
+    assert_eq!(&*fin.name, "fin");
     assert!(fin.block_compromised);
     assert_eq!(fin.mode, crate::policy::PolicyMode::ReportOnly);
     let refused = |text: &str| policies_from_str(text, "c").unwrap_err().to_string();

@@ -75,8 +75,8 @@ impl<D: DeviceDirectory> Decider<D> {
 
     /// Decides one request body.
     pub fn decide(&self, body: &[u8]) -> Answer {
-        match request::parse(body) {
-            Ok(req) => Answer::Reply(self.decide_valid(&req)),
+        match request::parse_borrowed(body) {
+            Ok(req) => Answer::Reply(self.decide_valid(req)),
             Err(InvalidRequest {
                 request_id: Some(id),
                 error,
@@ -133,7 +133,7 @@ impl<D: DeviceDirectory> Decider<D> {
         )
     }
 
-    fn decide_valid(&self, req: &ValidRequest) -> DecisionResponse {
+    fn decide_valid(&self, req: request::BorrowedRequest<'_>) -> DecisionResponse {
         let policy = self.policies.for_application(&req.application);
         let ctx = EvalContext {
             grace_millis: self.grace_millis,
@@ -142,7 +142,7 @@ impl<D: DeviceDirectory> Decider<D> {
         };
         let decision = evaluate(policy, &req.subject, &self.directory, &ctx);
         DecisionResponse::new(
-            req.request_id.clone(),
+            req.request_id.into_owned(),
             policy.name.clone(),
             decision,
             now_millis(),

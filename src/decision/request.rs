@@ -10,6 +10,10 @@
 //! and was most of a decision's CPU once device lookups moved to memory (issue #11). Each field
 //! is read as whatever JSON it holds, never refused by serde, so every field is still judged by
 //! the rules below in the same order and with the same `invalid_request` reasons.
+//!
+//! The decide path reads a [`BorrowedRequest`] ([`parse_borrowed`]): its request id and
+//! application stay borrowed from the body, so a decision copies only what it keeps (the
+//! normalised identifiers, and the request id into the response).
 
 use crate::json::{self, JsonError};
 use crate::policy::{RequestIdentifiers, Subject};
@@ -35,6 +39,16 @@ pub struct ValidRequest {
     pub subject: Subject,
 }
 
+/// A request that passed validation, its request id and application still borrowed from the
+/// body (unless their JSON text held escapes): what one decision reads, without copying text
+/// that the decision only looks at. [`parse`] gives the owned [`ValidRequest`].
+#[derive(Debug)]
+pub(crate) struct BorrowedRequest<'a> {
+    pub(crate) request_id: Cow<'a, str>,
+    pub(crate) application: Cow<'a, str>,
+    pub(crate) subject: Subject,
+}
+
 /// Why a request is invalid. Without a `request_id` there is nobody to answer: the Kafka path
 /// dead-letters such a request instead of replying.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,9 +72,18 @@ impl InvalidRequest {
 
 /// Reads and validates a request body.
 pub fn parse(body: &[u8]) -> Result<ValidRequest, InvalidRequest> {
+    parse_borrowed(body).map(|req| ValidRequest {
+        request_id: req.request_id.into_owned(),
+        application: req.application.into_owned(),
+        subject: req.subject,
+    })
+}
+
+/// [`parse`], keeping the request id and application borrowed from `body`: the decide path's.
+pub(crate) fn parse_borrowed(body: &[u8]) -> Result<BorrowedRequest<'_>, InvalidRequest> {
     let fail = |request_id: Option<String>, error: String| InvalidRequest { request_id, error };
-    match json::check(body, REQUEST_LIMITS) {
-        Ok(()) => {}
+    let text = match json::check_text(body, REQUEST_LIMITS) {
+        Ok(text) => text,
         Err(JsonError::Syntax(e)) => return Err(fail(None, format!("request is not JSON: {e}"))),
         Err(e @ JsonError::TooLarge { .. }) => {
             return Err(fail(None, format!("request refused: {e}")))
@@ -71,24 +94,25 @@ pub fn parse(body: &[u8]) -> Result<ValidRequest, InvalidRequest> {
                 format!("request refused: {e}"),
             ))
         }
-    }
-    let top: Object<Fields<'_>> = serde_json::from_slice(body)
-        .map_err(|e| fail(None, format!("request is not JSON: {e}")))?;
+    };
+    // From the checked text: its UTF-8 is not checked a second time, string by string.
+    let top: Object<Fields<'_>> =
+        serde_json::from_str(text).map_err(|e| fail(None, format!("request is not JSON: {e}")))?;
     let Object::Is(fields) = top else {
         return Err(fail(None, "request is not a JSON object".into()));
     };
     let request_id = match &fields.request_id {
-        Raw::Str(id) if !id.is_empty() => id.clone().into_owned(),
+        Raw::Str(id) if !id.is_empty() => id.clone(),
         Raw::Missing => return Err(fail(None, "request_id is required".into())),
         _ => return Err(fail(None, "request_id must be a non-empty string".into())),
     };
     match validate(&fields) {
-        Ok((application, subject)) => Ok(ValidRequest {
+        Ok((application, subject)) => Ok(BorrowedRequest {
             request_id,
             application,
             subject,
         }),
-        Err(error) => Err(fail(Some(request_id), error)),
+        Err(error) => Err(fail(Some(request_id.into_owned()), error)),
     }
 }
 
@@ -320,9 +344,9 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     }
 }
 
-fn validate(fields: &Fields<'_>) -> Result<(String, Subject), String> {
+fn validate<'a>(fields: &Fields<'a>) -> Result<(Cow<'a, str>, Subject), String> {
     let application = match &fields.application {
-        Raw::Str(app) if !app.is_empty() => app.clone().into_owned(),
+        Raw::Str(app) if !app.is_empty() => app.clone(),
         Raw::Missing => return Err("application is required".into()),
         _ => return Err("application must be a non-empty string".into()),
     };

@@ -26,6 +26,6 @@ pub use device::{
     CompromiseEvent, DeviceState, EventKey, Fact, Observation, Stamped, MAX_EVENTS_PER_DEVICE,
 };
 pub use record::{classify, Classified, Heartbeat, RecordError, RecordInput, RECORD_LIMITS};
-pub use summary::{DeviceSummary, SummaryEvent};
+pub use summary::{DeviceSummary, SummaryEvent, SummaryGuid};
 
 pub(crate) use compromise::DEFAULT_COMPROMISE_EVENT_TYPES;

@@ -169,7 +169,7 @@ impl HistorySource {
             .collect();
         Ok(DeviceHistory {
             connector_guid: guid,
-            policy: policy.name.clone(),
+            policy: policy.name.to_string(),
             entries,
             records_missing: fetched.missing,
             records_skipped: timeline.skipped,

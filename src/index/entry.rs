@@ -114,7 +114,7 @@ impl Entry {
 
     pub(crate) fn summary(&self) -> DeviceSummary {
         DeviceSummary {
-            connector_guid: self.guid().to_owned(),
+            connector_guid: self.guid().into(),
             platform: self.platform,
             observation: self.observation,
             events: self.events.to_vec(),

@@ -401,11 +401,17 @@ impl DecisionIndex {
     /// The summaries of the entries at `slots` (candidates already checked), sorted by GUID,
     /// each device once: the answer of one lookup level, in one pass under the caller's lock.
     fn summaries(&self, slots: impl Iterator<Item = u32>) -> Vec<DeviceSummary> {
-        let mut entries: Vec<&Entry> = slots.filter_map(|s| self.entry(s)).collect();
-        if entries.len() > 1 {
-            entries.sort_unstable_by(|a, b| a.guid().cmp(b.guid()));
-            entries.dedup_by(|a, b| a.guid() == b.guid());
-        }
+        let mut found = slots.filter_map(|s| self.entry(s));
+        // Nearly every lookup finds one device: then no list of entries to sort.
+        let Some(first) = found.next() else {
+            return Vec::new();
+        };
+        let Some(second) = found.next() else {
+            return vec![first.summary()];
+        };
+        let mut entries: Vec<&Entry> = [first, second].into_iter().chain(found).collect();
+        entries.sort_unstable_by(|a, b| a.guid().cmp(b.guid()));
+        entries.dedup_by(|a, b| a.guid() == b.guid());
         entries.into_iter().map(Entry::summary).collect()
     }
 

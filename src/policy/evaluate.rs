@@ -3,7 +3,7 @@
 
 use super::matching::{match_device, DeviceDirectory, MatchedBy, RequestIdentifiers};
 use super::{OnStale, Policy, PolicyMode, UnknownDevice};
-use crate::fold::DeviceSummary;
+use crate::fold::{DeviceSummary, SummaryGuid};
 use crate::se::Platform;
 use crate::time::Millis;
 use std::time::Duration;
@@ -51,7 +51,7 @@ pub(crate) enum Reason {
 /// What the decision says about the device it matched.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct DeviceVerdict {
-    pub(crate) connector_guid: Option<String>,
+    pub(crate) connector_guid: Option<SummaryGuid>,
     pub(crate) matched_by: Option<MatchedBy>,
     pub(crate) ambiguous: bool,
     /// `None` when SE state was not consulted.
@@ -187,36 +187,29 @@ fn decide(
             }
         }
     };
-    let compromised: Vec<bool> = matched
+    // The device reported is the first compromised one, else the first (devices are sorted by
+    // GUID); it is moved out of the match, not copied.
+    let compromised_at = matched
         .devices
         .iter()
-        .map(|d| d.is_compromised(grace_millis))
-        .collect();
-    let reported = compromised.iter().position(|c| *c).unwrap_or(0);
+        .position(|d| d.is_compromised(grace_millis));
+    let any_compromised = compromised_at.is_some();
+    let found = matched.devices.len();
+    let os = platform(&matched.devices, subject.os);
+    let reported = matched.devices.into_iter().nth(compromised_at.unwrap_or(0));
     let mut verdict = DeviceVerdict {
-        connector_guid: matched
-            .devices
-            .get(reported)
-            .map(|d| d.connector_guid.clone()),
         matched_by: Some(matched.by),
-        ambiguous: matched.devices.len() > 1,
+        ambiguous: found > 1,
         compromised: None,
-        state_as_of: matched
-            .devices
-            .get(reported)
-            .and_then(|d| d.newest_record_at),
-        observed_at: matched
-            .devices
-            .get(reported)
-            .and_then(|d| d.observation)
-            .map(|o| o.at),
-        detection_ids: matched
-            .devices
-            .get(reported)
+        state_as_of: reported.as_ref().and_then(|d| d.newest_record_at),
+        observed_at: reported.as_ref().and_then(|d| d.observation).map(|o| o.at),
+        detection_ids: reported
+            .as_ref()
             .map(|d| open_detection_ids(d, grace_millis))
             .unwrap_or_default(),
+        connector_guid: reported.map(|d| d.connector_guid),
     };
-    if !platform(&matched.devices, subject.os).is_none_or(Platform::se_checked) {
+    if !os.is_none_or(Platform::se_checked) {
         return Decision {
             device: verdict,
             ..Decision::new(Outcome::Allow, Reason::PlatformNotChecked)
@@ -225,7 +218,7 @@ fn decide(
     if subject.ids.is_empty() {
         return Decision::invalid("device has no identifier: a trusted endpoint always has one");
     }
-    if matched.devices.is_empty() {
+    if found == 0 {
         let outcome = match policy.unknown_device {
             UnknownDevice::Allow => Outcome::Allow,
             UnknownDevice::Deny => Outcome::Deny,
@@ -235,7 +228,6 @@ fn decide(
             ..Decision::new(outcome, Reason::NotInSecureEndpoint)
         };
     }
-    let any_compromised = compromised.iter().any(|c| *c);
     verdict.compromised = Some(any_compromised);
     let (outcome, reason) = if any_compromised {
         (Outcome::Deny, Reason::Compromised)
@@ -251,13 +243,12 @@ fn decide(
 /// Rule 6: SE saying Windows or macOS wins over the request (a device cannot talk its way out
 /// of the check); otherwise the request's `os`; otherwise SE's; otherwise unknown (`None`).
 fn platform(devices: &[DeviceSummary], requested: Option<Platform>) -> Option<Platform> {
-    let from_se: Vec<Platform> = devices.iter().filter_map(|d| d.platform).collect();
+    let mut from_se = devices.iter().filter_map(|d| d.platform);
     from_se
-        .iter()
-        .copied()
+        .clone()
         .find(|p| p.se_checked())
         .or(requested)
-        .or_else(|| from_se.first().copied())
+        .or_else(|| from_se.next())
 }
 
 /// For the audit: the detection ids of a device's compromise-class events that its latest

@@ -26,6 +26,7 @@ pub(crate) use matching::hostnames_match;
 pub(crate) use matching::match_device;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What to answer for a trusted device that Secure Endpoint does not know.
@@ -62,8 +63,8 @@ pub enum PolicyMode {
 /// One policy: Duo's Trusted Endpoints settings for a set of applications.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
-    /// `global`, or the custom policy's name.
-    pub name: String,
+    /// `global`, or the custom policy's name; shared, since every response names its policy.
+    pub name: Arc<str>,
     /// "Require endpoints to be trusted" (true) or "Allow all endpoints" (false).
     pub require_trusted: bool,
     /// "Allow Cisco Secure Endpoint to block compromised endpoints".
