@@ -44,6 +44,9 @@ pub struct Running {
 
 /// Starts every component. Returns once the admin listener is bound.
 pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    // Before any component runs: a counter incremented before the recorder exists goes to no
+    // recorder and is lost (ingest applied its first chunk first, once, in CI).
+    let metrics = crate::telemetry::metrics::install();
     let store = Store::open(&settings.store.path, settings.store.cache_bytes)
         .with_context(|| format!("opening the store at {}", settings.store.path.display()))?;
     // The producer connects lazily and the topics are created in the background: a broker that
@@ -136,7 +139,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         grace_millis: grace,
         liveness: liveness.clone(),
         stale_after: settings.policies.global.stale_after,
-        metrics: crate::telemetry::metrics::install(),
+        metrics,
         health: health.clone(),
         history: crate::history::HistorySource::new(&settings),
         replay: replay.clone(),
