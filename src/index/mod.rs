@@ -163,11 +163,22 @@ impl DecisionIndex {
     }
 
     fn find_guid(&self, guid: &str) -> Option<u32> {
+        self.find_guid_hashed(self.hash(guid), guid)
+    }
+
+    /// [`Self::find_guid`] with the GUID's hash already computed (an insertion needs it too).
+    fn find_guid_hashed(&self, hash: u64, guid: &str) -> Option<u32> {
         self.by_guid
-            .find(self.hash(guid), |s| {
-                self.entry(*s).is_some_and(|e| e.guid() == guid)
-            })
+            .find(hash, |s| self.entry(*s).is_some_and(|e| e.guid() == guid))
             .copied()
+    }
+
+    /// Adds `slot` to the GUID table under `hash`, its entry's GUID hash.
+    fn link_guid(&mut self, hash: u64, slot: u32) {
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.by_guid.insert_unique(hash, slot, |s| {
+            hasher.hash_one(slots[*s as usize].as_ref().map_or("", |e| e.guid()))
+        });
     }
 
     /// The index of many devices at once, from their entries prepared beforehand (the store's
@@ -196,16 +207,13 @@ impl DecisionIndex {
             let Some(guid) = index.entry(slot).map(Entry::guid) else {
                 continue;
             };
-            if index.find_guid(guid).is_some() {
+            let hash = index.hash(guid);
+            if index.find_guid_hashed(hash, guid).is_some() {
                 index.slots[slot as usize] = None;
                 index.free.push(slot);
                 continue;
             }
-            let hash = index.hash(guid);
-            let (slots, hasher) = (&index.slots, &index.hasher);
-            index.by_guid.insert_unique(hash, slot, |s| {
-                hasher.hash_one(slots[*s as usize].as_ref().map_or("", |e| e.guid()))
-            });
+            index.link_guid(hash, slot);
             index.link_identifiers(slot);
         }
         index
@@ -224,7 +232,7 @@ impl DecisionIndex {
             self.corrupt.remove(entry.guid());
         }
         let hash = self.hash(entry.guid());
-        let slot = match self.find_guid(entry.guid()) {
+        let slot = match self.find_guid_hashed(hash, entry.guid()) {
             Some(slot) => {
                 self.unlink_identifiers(slot);
                 self.slots[slot as usize] = Some(entry);
@@ -243,10 +251,7 @@ impl DecisionIndex {
                         slot
                     }
                 };
-                let (slots, hasher) = (&self.slots, &self.hasher);
-                self.by_guid.insert_unique(hash, slot, |s| {
-                    hasher.hash_one(slots[*s as usize].as_ref().map_or("", |e| e.guid()))
-                });
+                self.link_guid(hash, slot);
                 slot
             }
         };
