@@ -1,18 +1,30 @@
-//! The process's use of glibc's allocator: how many arenas it may keep, and giving freed
-//! memory back to the system once a catch-up is over.
+//! The process's allocators: mimalloc for everything Rust allocates, glibc's malloc for
+//! librdkafka (C code calls it directly), and giving freed memory back to the system once a
+//! catch-up is over.
 //!
-//! Measured in #11 (BENCHMARKS.md): a catch-up of a large fleet allocates and frees a lot
-//! (sled's copy-on-write page versions, each chunk's decoded records) on several threads, and
-//! glibc keeps one arena per thread that allocated (up to 8 per core), each holding on to its
-//! freed memory. The ingesting process kept 2.4–3.9× the resident memory of the same store
-//! reopened; capping the arenas at two cut ~100 MiB of that at 100k devices. What is freed
-//! at the end of a catch-up is returned with `malloc_trim`: the memory a caught-up instance
-//! holds is then what it uses, not what its catch-up once needed.
+//! Measured in #11 (BENCHMARKS.md, seventh pass): in a 1M-device catch-up on glibc's malloc,
+//! `_int_malloc`, `malloc_consolidate` and `free` were ~40 % of the ingest thread (sled
+//! allocates and frees a page version per write, in every size); on mimalloc the same catch-up
+//! ran 1.85× as fast (15.3k → 28.3k records/s) and a restart's index rebuild ~20 % faster.
 //!
-//! Elsewhere than glibc (musl, macOS) both are no-ops.
+//! glibc still serves librdkafka's buffers (its fetch queue holds up to
+//! `queued.max.messages.kbytes` of records during a catch-up). glibc keeps one arena per thread
+//! that allocated (up to 8 per core), each holding on to its freed memory, so the arenas are
+//! capped at two. What both allocators hold free at the end of a catch-up is returned (
+//! `mi_collect`, `malloc_trim`): the memory a caught-up instance holds is then what it uses,
+//! not what its catch-up once needed.
+//!
+//! Elsewhere than glibc (musl, macOS) the glibc parts are no-ops.
 
-/// Arenas glibc may create: two, on any machine. Decisions are served from one index under
-/// a read lock and ingest writes on one thread, so more arenas buy little but held memory.
+// mimalloc is the global allocator of the `trustgate` binary (`src/bin/trustgate/main.rs`) and
+// of the benches (so that they measure what runs): declared there, not here, since a library
+// that declared one would impose it on every program linking it (the fuzz test meters
+// allocations with its own). sled's write path allocates and frees a copy of a tree node for
+// every key it writes; mimalloc's per-thread free lists make that cheap where glibc's bins
+// were not.
+
+/// Arenas glibc may create: two, on any machine. Only librdkafka's threads allocate there now,
+/// so more arenas buy little but held memory.
 const MAX_ARENAS: i32 = 2;
 
 /// Caps glibc's arenas at [`MAX_ARENAS`]. Call first thing in `main`, before any thread
@@ -29,26 +41,27 @@ pub fn limit_arenas() {
     }
 }
 
-/// Returns the memory the allocator holds free to the system (`malloc_trim(0)`), and says how
-/// much resident memory that gave back, in bytes (0 where it cannot tell). Takes a few
-/// milliseconds per GiB of heap; meant for rare points such as the end of a catch-up.
+/// Returns the memory both allocators hold free to the system (`mi_collect(true)`, then
+/// glibc's `malloc_trim(0)`), and says how much resident memory that gave back, in bytes (0
+/// where it cannot tell). Takes milliseconds per GiB of heap; meant for rare points such as the
+/// end of a catch-up.
 pub fn release_free_memory() -> u64 {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let before = resident_bytes();
-        // SAFETY: malloc_trim walks glibc's own free lists under its locks; it is safe to call
-        // from any thread at any time.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-        before.saturating_sub(resident_bytes())
+    let before = resident_bytes();
+    // SAFETY: mi_collect only walks mimalloc's own structures (this thread's heap, and the
+    // abandoned pages it may reclaim); callable from any thread at any time.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    0
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim walks glibc's own free lists under its locks; it is safe to call
+    // from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    before.saturating_sub(resident_bytes())
 }
 
-/// The process's resident memory, from `/proc/self/statm` (0 if unreadable).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// The process's resident memory, from `/proc/self/statm` (0 if unreadable, as off Linux).
 fn resident_bytes() -> u64 {
     let pages = std::fs::read_to_string("/proc/self/statm")
         .ok()
@@ -62,12 +75,12 @@ fn resident_bytes() -> u64 {
 #[cfg(test)]
 mod tests {
     /// Freed memory the allocator cannot give back by itself is returned: every other 64 KiB
-    /// block is freed, leaving holes between live blocks (free() only shrinks a heap from its
-    /// top), and `malloc_trim` returns the holes' pages.
+    /// block is freed, leaving holes between live blocks, and the release returns the holes'
+    /// pages (glibc: `free` only shrinks a heap from its top; mimalloc: a page is returned
+    /// only after a delay, or when collected).
     #[test]
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(target_os = "linux")]
     fn freed_heap_memory_is_returned() {
-        // Under glibc's mmap threshold (128 KiB), so they live in an arena's heap.
         const BLOCK: usize = 64 * 1024;
         let mut blocks: Vec<Option<Vec<u8>>> =
             (0..1024).map(|i| Some(vec![i as u8; BLOCK])).collect();
@@ -80,5 +93,34 @@ mod tests {
             "{released} bytes returned of 32 MiB of holes"
         );
         assert!(blocks.iter().flatten().all(|b| b.len() == BLOCK));
+    }
+
+    /// librdkafka's buffers come from glibc's malloc, which the release also trims: blocks
+    /// allocated with `libc::malloc` directly (as C code does), every other one freed.
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn freed_glibc_memory_is_returned() {
+        const BLOCK: usize = 64 * 1024;
+        // SAFETY: plain malloc/free pairs of blocks this test owns; each is written within its
+        // size and freed once.
+        let blocks: Vec<*mut libc::c_void> = (0..1024)
+            .map(|_| unsafe {
+                let p = libc::malloc(BLOCK);
+                assert!(!p.is_null());
+                libc::memset(p, 1, BLOCK);
+                p
+            })
+            .collect();
+        for hole in blocks.iter().skip(1).step_by(2) {
+            unsafe { libc::free(*hole) };
+        }
+        let released = super::release_free_memory();
+        for live in blocks.iter().step_by(2) {
+            unsafe { libc::free(*live) };
+        }
+        assert!(
+            released >= 8 << 20,
+            "{released} bytes returned of 32 MiB of holes"
+        );
     }
 }

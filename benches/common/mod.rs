@@ -15,6 +15,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
+
+/// The binary's allocator (`src/bin/trustgate/main.rs`): the benches measure what runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 use trustgate::fold::{CompromiseEvent, DeviceState, EventKey, Observation, Stamped};
 use trustgate::store::{ChunkUpdate, Store, DEFAULT_CACHE_BYTES};

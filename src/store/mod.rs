@@ -31,8 +31,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-/// sled's cache defaults to 1 GiB; trustgate's working set is far smaller.
-pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// sled's cache defaults to 1 GiB; trustgate's working set is far smaller: decisions read the
+/// decision index, never sled, so the cache serves only ingest's reads of known devices and
+/// `history`. A 1M-device catch-up applied records as fast with 16 MiB as with 64 MiB, and the
+/// caught-up process held 84 MiB less (sled holds ~1.75× its nominal cache; #11, BENCHMARKS.md).
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The most record references kept per device: past it (plus a slack of a tenth, so that the
 /// pruning scan is rare) the references with the oldest record times are dropped, keeping the
@@ -111,6 +114,15 @@ struct Inner {
     /// could leave the index half-way through it, so every later lookup fails (deny
     /// `store_unavailable`) until a restart rebuilds it from sled.
     index: Arc<RwLock<DecisionIndex>>,
+}
+
+/// How long the two steps of one [`Store::apply_timed`] took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplyTimings {
+    /// Reading what the batch needs (reference counts, liveness) and applying the sled batch.
+    pub sled: std::time::Duration,
+    /// Bringing the decision index up to the chunk.
+    pub index: std::time::Duration,
 }
 
 /// Everything one ingest chunk changes, applied atomically by [`Store::apply`].
@@ -372,10 +384,22 @@ impl Store {
     /// Writes one chunk atomically (states, offsets and liveness times), then brings the
     /// decision index up to it.
     pub fn apply(&self, update: &ChunkUpdate) -> Result<(), StoreError> {
+        self.apply_timed(update).map(|_| ())
+    }
+
+    /// [`Store::apply`], saying how long each of its two steps took (ingest reports where a
+    /// catch-up's time goes).
+    pub fn apply_timed(&self, update: &ChunkUpdate) -> Result<ApplyTimings, StoreError> {
         // One pair for both steps: the index brought up is the database's own.
         let inner = self.inner();
+        let started = std::time::Instant::now();
         inner.apply_batch(update)?;
-        inner.update_index(update)
+        let sled = started.elapsed();
+        inner.update_index(update)?;
+        Ok(ApplyTimings {
+            sled,
+            index: started.elapsed() - sled,
+        })
     }
 
     /// A crash between the sled batch and the index update: the batch only.

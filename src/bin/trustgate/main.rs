@@ -28,6 +28,10 @@ mod whatif;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// See `trustgate::allocator`: 1.85× the catch-up rate of glibc's malloc (#11).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     trustgate::allocator::limit_arenas();
     match cli::run(cli::Cli::parse()) {
