@@ -62,7 +62,7 @@ pub fn release_free_memory() -> u64 {
 }
 
 /// The process's resident memory, from `/proc/self/statm` (0 if unreadable, as off Linux).
-fn resident_bytes() -> u64 {
+pub fn resident_bytes() -> u64 {
     let pages = std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())

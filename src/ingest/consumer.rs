@@ -1,12 +1,13 @@
 //! The ingest loop.
 
+use super::writer::Writer;
 use super::IngestStatus;
 use crate::config::Settings;
 use crate::fold::{classify, Classified, DeviceState, Fact, RecordInput};
 use crate::kafka::SharedProducer;
 use crate::kafka::{client_config, Role};
 use crate::liveness::LivenessClock;
-use crate::store::{ChunkUpdate, RecordRef, Store};
+use crate::store::{ApplyTimings, ChunkUpdate, RecordRef, Store};
 use crate::telemetry::metrics;
 use crate::time::{now_millis, Millis};
 use crate::topic::{dead_letter_record, HEADER_KIND, HEADER_OBSERVED_AT, HEADER_SOURCE};
@@ -105,8 +106,10 @@ pub(crate) fn run(ctx: IngestContext, shutdown: CancellationToken) -> anyhow::Re
     let consumer: BaseConsumer = client_config(&ctx.settings.kafka, Role::Ingest)
         .create()
         .context("creating the ingest consumer")?;
+    let writer = Writer::start(ctx.store.clone()).context("starting the ingest store writer")?;
     let mut ingest = Ingest {
         ctx,
+        writer,
         shutdown,
         topic,
         assigned: BTreeSet::new(),
@@ -115,13 +118,18 @@ pub(crate) fn run(ctx: IngestContext, shutdown: CancellationToken) -> anyhow::Re
         short_ends: HashMap::new(),
         resuming: HashMap::new(),
         undecided: HashMap::new(),
+        read_next: HashMap::new(),
         stages: StageTotals::default(),
     };
     ingest.assign_new_partitions(&consumer)?;
     let mut last_refresh = Instant::now();
     while !ingest.shutdown.is_cancelled() {
-        // Between chunks: everything read so far is stored, nothing is in flight.
-        ingest.ctx.status.gate().checkpoint(&ingest.shutdown);
+        if ingest.ctx.status.gate().pause_requested() {
+            // A pause (a replay about to exchange the store) parks ingest only when nothing
+            // is in flight: everything read so far is stored.
+            ingest.finish_in_flight()?;
+            ingest.ctx.status.gate().checkpoint(&ingest.shutdown);
+        }
         if ingest.shutdown.is_cancelled() {
             break;
         }
@@ -134,15 +142,27 @@ pub(crate) fn run(ctx: IngestContext, shutdown: CancellationToken) -> anyhow::Re
             // librdkafka reset an out-of-range position to the beginning of a recreated
             // topic: these records are not the continuation of the stored state.
             drop(chunk);
+            ingest.finish_in_flight()?;
             ingest.rebuild(&consumer, mismatch)?;
             continue;
         }
-        if !idle {
-            ingest.apply_chunk(&chunk)?;
+        if idle {
+            // Nothing to overlap with: what is in flight is finished now, so that the caught-up
+            // check below sees it.
+            ingest.finish_in_flight()?;
+        } else {
+            // Folded while the writer applies the previous chunk, except the records whose
+            // device's state must be read from sled: those once that chunk is applied.
+            let folded = ingest.fold_chunk(&chunk)?;
+            ingest.finish_in_flight()?;
+            let update = ingest.complete_chunk(&chunk, folded)?;
+            ingest.writer.submit(update)?;
         }
         drop(chunk);
         ingest.check_caught_up(&consumer, idle);
         if last_refresh.elapsed() > PARTITION_REFRESH {
+            // The checks below compare stored offsets with the broker's: nothing in flight.
+            ingest.finish_in_flight()?;
             ingest.assign_new_partitions(&consumer)?;
             if let Some(mismatch) = ingest.refresh_watermarks(&consumer) {
                 ingest.rebuild(&consumer, mismatch)?;
@@ -150,6 +170,7 @@ pub(crate) fn run(ctx: IngestContext, shutdown: CancellationToken) -> anyhow::Re
             last_refresh = Instant::now();
         }
     }
+    ingest.finish_in_flight()?;
     ingest.ctx.store.flush_blocking()?;
     tracing::info!("Ingest stopped.");
     Ok(())
@@ -157,14 +178,18 @@ pub(crate) fn run(ctx: IngestContext, shutdown: CancellationToken) -> anyhow::Re
 
 struct Ingest {
     ctx: IngestContext,
+    /// Applies folded chunks to the store on its own thread, one at a time.
+    writer: Writer,
     /// Stops the loop; a dead-letter write still failing then stops ingest with an error.
     shutdown: CancellationToken,
     topic: String,
     assigned: BTreeSet<i32>,
     /// High watermark per partition when it was assigned: the end to catch up to.
     targets: HashMap<i32, i64>,
-    /// Next offset to apply per partition, as stored in sled.
+    /// Next offset to apply per partition, as stored in sled (the chunk in flight not counted).
     next: HashMap<i32, i64>,
+    /// Next offset to read per partition: past the chunk in flight, for [`Ingest::went_back`].
+    read_next: HashMap<i32, i64>,
     /// Per partition, the short end the broker last reported while the applied records were
     /// still there (see `applied_records_still_there`): logged once per value.
     short_ends: HashMap<i32, i64>,
@@ -182,7 +207,12 @@ struct Ingest {
 #[derive(Clone, Copy)]
 enum Stage {
     Poll,
+    /// Parsing, checking and folding records, beside the writer.
     Fold,
+    /// Reading the stored states of the devices the fold deferred, after the writer.
+    Read,
+    /// The ingest thread waiting for the writer to finish the previous chunk.
+    Wait,
     Sled,
     Index,
 }
@@ -192,6 +222,8 @@ impl Stage {
         match self {
             Stage::Poll => "poll",
             Stage::Fold => "fold",
+            Stage::Read => "read",
+            Stage::Wait => "wait",
             Stage::Sled => "sled",
             Stage::Index => "index",
         }
@@ -200,10 +232,12 @@ impl Stage {
 
 /// Time per [`Stage`] since ingest started, and records applied: a catch-up that is slower than
 /// expected says in its "caught up" log line which stage to look at (the same sums are
-/// exported per chunk as `trustgate_ingest_stage_duration_seconds`).
+/// exported per chunk as `trustgate_ingest_stage_duration_seconds`). `sled` and `index` run on
+/// the writer thread, beside `poll` and `fold` on the ingest thread; `wait` is the ingest
+/// thread waiting for the writer (when it is large, the writer sets the pace).
 #[derive(Default)]
 struct StageTotals {
-    spent: [Duration; 4],
+    spent: [Duration; 6],
     records: u64,
 }
 
@@ -216,6 +250,18 @@ impl StageTotals {
     fn millis(&self, stage: Stage) -> u64 {
         self.spent[stage as usize].as_millis() as u64
     }
+}
+
+/// A chunk folded by [`Ingest::fold_chunk`], waiting for [`Ingest::complete_chunk`].
+#[derive(Default)]
+struct FoldedChunk {
+    update: ChunkUpdate,
+    /// Records of devices whose stored state is still to be read, with where they are.
+    deferred: Vec<(Fact, RecordRef)>,
+    /// Unusable records: position in the chunk, and why.
+    dead: Vec<(usize, String)>,
+    devices: u64,
+    heartbeats: u64,
 }
 
 /// What reading one record back found.
@@ -337,8 +383,10 @@ impl Ingest {
                 return self.rebuild(consumer, mismatch);
             }
             self.targets.insert(*p, high);
-            self.next.insert(*p, stored.get(p).copied().unwrap_or(low));
-            self.ctx.status.record_progress(*p, self.next[p], high);
+            let next = stored.get(p).copied().unwrap_or(low);
+            self.next.insert(*p, next);
+            self.read_next.insert(*p, next);
+            self.ctx.status.record_progress(*p, next, high);
         }
         consumer
             .incremental_assign(&list)
@@ -348,37 +396,38 @@ impl Ingest {
         Ok(())
     }
 
-    fn apply_chunk(&mut self, chunk: &[BorrowedMessage<'_>]) -> anyhow::Result<()> {
+    /// Parses and checks a chunk's records (`fold::classify`) and folds each into the state of
+    /// its device: the state this chunk already made, the chunk in flight's, a new one, or,
+    /// for a device sled holds and nothing in flight changes, deferred to
+    /// [`Ingest::complete_chunk`] (sled is not read while the writer applies a batch).
+    fn fold_chunk(&mut self, chunk: &[BorrowedMessage<'_>]) -> anyhow::Result<FoldedChunk> {
         let fold = &self.ctx.settings.fold;
-        let mut update = ChunkUpdate::default();
-        let mut dead = Vec::new();
-        let (mut applied_devices, mut applied_heartbeats) = (0u64, 0u64);
+        let mut folded = FoldedChunk::default();
         // One clock reading for the chunk: no time a record carries may be later than this
         // (see `fold::classify`), liveness included.
         let now = now_millis();
         let folding = Instant::now();
-        for msg in chunk {
+        for (position, msg) in chunk.iter().enumerate() {
             let input = record_input(msg);
             match classify(&input, fold, now) {
                 Ok(Classified::Device(fact)) => {
-                    applied_devices += 1;
-                    if fold_fact(&self.ctx.store, &mut update, &fact)? {
-                        // Where this device's record is, for `trustgate history`: in the same
-                        // batch as the state it produced.
-                        update
-                            .record_refs
-                            .entry(fact.connector_guid.clone())
-                            .or_default()
-                            .push(RecordRef {
-                                partition: msg.partition(),
-                                offset: msg.offset(),
-                                at: fact.record_timestamp,
-                            });
+                    folded.devices += 1;
+                    let at = RecordRef {
+                        partition: msg.partition(),
+                        offset: msg.offset(),
+                        at: fact.record_timestamp,
+                    };
+                    let in_flight = self.writer.in_flight();
+                    match fold_fact(&self.ctx.store, in_flight, &mut folded.update, &fact)? {
+                        Folded::Applied => folded.update.add_record_ref(&fact.connector_guid, at),
+                        Folded::Skipped => {}
+                        Folded::NeedsStoredState => folded.deferred.push((fact, at)),
                     }
                 }
-                Ok(Classified::Heartbeat(_)) => applied_heartbeats += 1,
-                Err(e) => dead.push((msg, e.to_string())),
+                Ok(Classified::Heartbeat(_)) => folded.heartbeats += 1,
+                Err(e) => folded.dead.push((position, e.to_string())),
             }
+            let update = &mut folded.update;
             let source = header(msg, HEADER_SOURCE)
                 .map(|s| String::from_utf8_lossy(s).into_owned())
                 .unwrap_or_else(|| "unknown".to_owned());
@@ -395,14 +444,71 @@ impl Ingest {
             }
         }
         self.stages.add(Stage::Fold, folding.elapsed());
+        Ok(folded)
+    }
+
+    /// Once nothing is in flight: folds the records [`Ingest::fold_chunk`] deferred (reading
+    /// their devices' stored states), dead-letters the chunk's unusable records, and returns
+    /// the update to apply.
+    fn complete_chunk(
+        &mut self,
+        chunk: &[BorrowedMessage<'_>],
+        folded: FoldedChunk,
+    ) -> anyhow::Result<ChunkUpdate> {
+        debug_assert!(self.writer.in_flight().is_none());
+        let FoldedChunk {
+            mut update,
+            deferred,
+            dead,
+            devices,
+            heartbeats,
+        } = folded;
+        let reading = Instant::now();
+        for (fact, at) in deferred {
+            // Device states merge in any order (`DeviceState::apply`), so a deferred record
+            // folded after later ones of the chunk makes the same state.
+            match fold_fact(&self.ctx.store, None, &mut update, &fact)? {
+                Folded::Applied => update.add_record_ref(&fact.connector_guid, at),
+                Folded::Skipped => {}
+                Folded::NeedsStoredState => unreachable!("nothing is in flight"),
+            }
+        }
+        self.stages.add(Stage::Read, reading.elapsed());
         self.stages.records += chunk.len() as u64;
+        let dead: Vec<_> = dead
+            .into_iter()
+            .map(|(position, reason)| (&chunk[position], reason))
+            .collect();
         self.dead_letter(&dead)?;
         self.ctx.status.broker_answered();
-        metrics::ingest_records_applied("device", applied_devices);
-        metrics::ingest_records_applied("heartbeat", applied_heartbeats);
+        metrics::ingest_records_applied("device", devices);
+        metrics::ingest_records_applied("heartbeat", heartbeats);
         metrics::ingest_dead_lettered(dead.len() as u64);
+        for ((_, partition), next) in &update.offsets {
+            self.read_next.insert(*partition, *next);
+        }
+        tracing::debug!(
+            records = chunk.len(),
+            devices = update.devices.len(),
+            dead = dead.len(),
+            "Folded chunk."
+        );
+        Ok(update)
+    }
 
-        let timings = self.ctx.store.apply_timed(&update)?;
+    /// Waits for the chunk in flight, if any, to be applied, then moves the applied offsets,
+    /// the liveness clock and the progress readiness reads past it.
+    fn finish_in_flight(&mut self) -> anyhow::Result<()> {
+        let waiting = Instant::now();
+        let Some((update, timings)) = self.writer.finish()? else {
+            return Ok(());
+        };
+        self.stages.add(Stage::Wait, waiting.elapsed());
+        self.committed(&update, timings);
+        Ok(())
+    }
+
+    fn committed(&mut self, update: &ChunkUpdate, timings: ApplyTimings) {
         self.stages.add(Stage::Sled, timings.sled);
         self.stages.add(Stage::Index, timings.index);
         if let Some(newest) = update.liveness.values().max() {
@@ -413,13 +519,6 @@ impl Ingest {
             let high = self.targets.get(partition).copied().unwrap_or(0).max(*next);
             self.ctx.status.record_progress(*partition, *next, high);
         }
-        tracing::debug!(
-            records = chunk.len(),
-            devices = update.devices.len(),
-            dead = dead.len(),
-            "Applied chunk."
-        );
-        Ok(())
     }
 
     /// Sends every unusable record of a chunk to the DLQ and waits for the broker to acknowledge
@@ -700,7 +799,7 @@ impl Ingest {
     /// topic's.
     fn went_back(&self, chunk: &[BorrowedMessage<'_>]) -> Option<Mismatch> {
         chunk.iter().find_map(|msg| {
-            let expected = self.next.get(&msg.partition()).copied()?;
+            let expected = self.read_next.get(&msg.partition()).copied()?;
             (msg.offset() < expected).then(|| Mismatch::OffsetWentBack {
                 partition: msg.partition(),
                 offset: msg.offset(),
@@ -730,6 +829,7 @@ impl Ingest {
         self.assigned.clear();
         self.targets.clear();
         self.next.clear();
+        self.read_next.clear();
         self.resuming.clear();
         self.undecided.clear();
         tracing::info!(keys = removed, "Store cleared for the rebuild.");
@@ -758,6 +858,8 @@ impl Ingest {
                 records = stages.records,
                 poll_ms = stages.millis(Stage::Poll),
                 fold_ms = stages.millis(Stage::Fold),
+                read_ms = stages.millis(Stage::Read),
+                wait_ms = stages.millis(Stage::Wait),
                 sled_ms = stages.millis(Stage::Sled),
                 index_ms = stages.millis(Stage::Index),
                 "Ingest caught up with the events topic."
@@ -798,22 +900,45 @@ fn poll_chunk(consumer: &BaseConsumer) -> Vec<BorrowedMessage<'_>> {
     chunk
 }
 
-/// Folds one fact into the chunk's update, reading the device's stored state the first time
-/// the chunk names it; a device the store holds no value for (the decision index knows every
-/// stored GUID, corrupt ones included) starts afresh without a sled read, which is most of a
-/// catch-up. A device whose stored value is corrupt is left as it is (logged with its key): its
-/// decisions keep answering deny `store_unavailable`, where starting it afresh would forget its
-/// detections, and ingest goes on for every other device. Returns whether the fact was applied.
+/// What [`fold_fact`] did with a fact.
+#[derive(Debug, PartialEq, Eq)]
+enum Folded {
+    Applied,
+    /// Not applied: the device's stored value is corrupt (logged).
+    Skipped,
+    /// Not applied yet: its device's state is in sled, which is not read while a chunk is in
+    /// flight.
+    NeedsStoredState,
+}
+
+/// Folds one fact into the chunk's update onto the device's newest state: the one this chunk
+/// already made, else the chunk in flight's (applied before this one), else sled's. A device
+/// the store holds no value for (the decision index knows every stored GUID, corrupt ones
+/// included) starts afresh without a sled read, which is most of a catch-up. While a chunk is in
+/// flight sled is not read: the fact is handed back ([`Folded::NeedsStoredState`]) to fold
+/// once the chunk is applied. A device whose stored value is corrupt is left as it is (logged
+/// with its key): its decisions keep answering deny `store_unavailable`, where starting it
+/// afresh would forget its detections, and ingest goes on for every other device.
 fn fold_fact(
     store: &Store,
+    in_flight: Option<&ChunkUpdate>,
     update: &mut ChunkUpdate,
     fact: &Fact,
-) -> Result<bool, crate::store::StoreError> {
+) -> Result<Folded, crate::store::StoreError> {
+    let pending = in_flight.and_then(|chunk| chunk.devices.get(&fact.connector_guid));
     let entry = match update.devices.entry(fact.connector_guid.clone()) {
         std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+        // Stored before this chunk is, so this chunk's "before" is that state.
+        std::collections::btree_map::Entry::Vacant(e) if pending.is_some() => {
+            let (_, after) = pending.expect("checked");
+            e.insert((Some(after.clone()), after.clone()))
+        }
         std::collections::btree_map::Entry::Vacant(e) if !store.knows_device(e.key()) => {
             let after = DeviceState::new(e.key());
             e.insert((None, after))
+        }
+        std::collections::btree_map::Entry::Vacant(_) if in_flight.is_some() => {
+            return Ok(Folded::NeedsStoredState)
         }
         std::collections::btree_map::Entry::Vacant(e) => match store.device(e.key()) {
             Ok(before) => {
@@ -823,13 +948,13 @@ fn fold_fact(
             Err(crate::store::StoreError::Corrupt { key, reason }) => {
                 tracing::error!(key = %key, reason = %reason,
                     "Stored device value is corrupt; leaving it (its decisions deny store_unavailable) and skipping the record.");
-                return Ok(false);
+                return Ok(Folded::Skipped);
             }
             Err(other) => return Err(other),
         },
     };
     entry.1.apply(fact);
-    Ok(true)
+    Ok(Folded::Applied)
 }
 
 fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
@@ -845,9 +970,14 @@ fn record_input<'a>(msg: &'a BorrowedMessage<'_>) -> RecordInput<'a> {
         kind: header(msg, HEADER_KIND),
         source: header(msg, HEADER_SOURCE),
         observed_at: header(msg, HEADER_OBSERVED_AT),
-        // Brokers stamp every record; a missing timestamp is treated as "now" so it still counts.
-        timestamp: msg.timestamp().to_millis().unwrap_or_else(now_millis),
+        timestamp: record_timestamp(msg),
     }
+}
+
+/// The record's Kafka timestamp. Brokers stamp every record; a missing timestamp is treated as
+/// "now" so it still counts.
+fn record_timestamp(msg: &BorrowedMessage<'_>) -> Millis {
+    msg.timestamp().to_millis().unwrap_or_else(now_millis)
 }
 
 #[cfg(test)]
@@ -892,8 +1022,8 @@ mod tests {
         // Damaged on disk: the store sees it when it opens.
         let store = crate::store::reopen_for_test(dir.path());
         let mut update = ChunkUpdate::default();
-        fold_fact(&store, &mut update, &fact("g1")).unwrap();
-        fold_fact(&store, &mut update, &fact("g2")).unwrap();
+        fold_fact(&store, None, &mut update, &fact("g1")).unwrap();
+        fold_fact(&store, None, &mut update, &fact("g2")).unwrap();
         assert_eq!(update.devices.keys().collect::<Vec<_>>(), ["g2"]);
         store.apply(&update).unwrap();
         assert!(matches!(
@@ -910,14 +1040,77 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
         let mut first = ChunkUpdate::default();
-        fold_fact(&store, &mut first, &fact("g1")).unwrap();
+        fold_fact(&store, None, &mut first, &fact("g1")).unwrap();
         store.apply(&first).unwrap();
         let mut update = ChunkUpdate::default();
-        fold_fact(&store, &mut update, &fact("g1")).unwrap();
-        fold_fact(&store, &mut update, &fact("g2")).unwrap();
+        fold_fact(&store, None, &mut update, &fact("g1")).unwrap();
+        fold_fact(&store, None, &mut update, &fact("g2")).unwrap();
         assert_eq!(update.devices["g1"].0, store.device("g1").unwrap());
         assert!(update.devices["g1"].0.is_some());
         assert_eq!(update.devices["g2"].0, None);
         assert_eq!(update.devices["g2"].1.connector_guid, "g2");
+    }
+
+    /// While a chunk is in flight, a device it names is folded onto its state there (newer
+    /// than sled's: the next chunk would otherwise store a state without the records of the
+    /// one before), a new device starts afresh, and a device only sled holds is handed back
+    /// to fold once the chunk is applied, without reading sled meanwhile.
+    #[test]
+    fn with_a_chunk_in_flight_its_states_are_used_and_sled_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let mut stored = ChunkUpdate::default();
+        for guid in ["g1", "g4"] {
+            fold_fact(&store, None, &mut stored, &fact(guid)).unwrap();
+        }
+        store.apply(&stored).unwrap();
+
+        // In flight, not applied: g1 with a hostname it did not have, and a new g3.
+        let mut in_flight = ChunkUpdate::default();
+        let mut renamed = fact("g1");
+        renamed.identifiers.hostname = Some(crate::fold::Stamped {
+            value: "renamed-host".into(),
+            at: 7,
+        });
+        fold_fact(&store, None, &mut in_flight, &renamed).unwrap();
+        fold_fact(&store, None, &mut in_flight, &fact("g3")).unwrap();
+
+        let mut next = ChunkUpdate::default();
+        let folded: Vec<Folded> = ["g1", "g2", "g3", "g4"]
+            .into_iter()
+            .map(|guid| fold_fact(&store, Some(&in_flight), &mut next, &fact(guid)).unwrap())
+            .collect();
+        assert_eq!(
+            folded,
+            [
+                Folded::Applied,
+                Folded::Applied,
+                Folded::Applied,
+                Folded::NeedsStoredState
+            ]
+        );
+        let g1 = &next.devices["g1"];
+        assert_eq!(g1.0.as_ref(), Some(&in_flight.devices["g1"].1));
+        assert_eq!(
+            g1.1.hostname.as_ref().map(|h| h.value.as_str()),
+            Some("renamed-host"),
+            "the in-flight chunk's hostname is kept"
+        );
+        assert_eq!(next.devices["g2"].0, None, "new everywhere");
+        assert_eq!(
+            next.devices["g3"].0.as_ref(),
+            Some(&in_flight.devices["g3"].1),
+            "new in sled but in flight: stored before this chunk, so not new"
+        );
+        assert!(!next.devices.contains_key("g4"), "deferred, not folded");
+
+        // Once the chunk is applied, the deferred fact is folded onto sled's state.
+        store.apply(&in_flight).unwrap();
+        assert_eq!(
+            fold_fact(&store, None, &mut next, &fact("g4")).unwrap(),
+            Folded::Applied
+        );
+        assert_eq!(next.devices["g4"].0, store.device("g4").unwrap());
+        assert!(next.devices["g4"].0.is_some());
     }
 }

@@ -58,6 +58,14 @@ impl IngestGate {
         lock.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether a pause is asked for: ingest then finishes what it has in flight and calls
+    /// [`IngestGate::checkpoint`]. A pause asked for just after this answered `false` is seen
+    /// at the next chunk boundary.
+    pub(crate) fn pause_requested(&self) -> bool {
+        let (lock, _) = &*self.shared;
+        self.state(lock).requested
+    }
+
     /// Called by ingest between chunks: parks while a pause is asked for (or until
     /// `shutdown`), and returns at once otherwise.
     pub(crate) fn checkpoint(&self, shutdown: &CancellationToken) {

@@ -8,11 +8,14 @@
 //! chunk in flight, and the fold absorbs the repeat. A record that cannot be used goes to the
 //! dead-letter topic (acknowledged before its offset is stored) and ingest moves on.
 //!
-//! Ingest runs on its own thread: its work is CPU and sled bound, with nothing to await.
+//! Ingest runs on its own thread: its work is CPU and sled bound, with nothing to await. A
+//! second thread (`writer`) applies each folded chunk to the store while the ingest thread reads
+//! and folds the next: one chunk in flight at most, applied whole and in order.
 
 mod consumer;
 mod gate;
 mod status;
+mod writer;
 
 pub use gate::{IngestGate, PauseError, Paused};
 pub use status::IngestStatus;

@@ -142,6 +142,18 @@ pub struct ChunkUpdate {
     pub record_refs: BTreeMap<String, Vec<RecordRef>>,
 }
 
+impl ChunkUpdate {
+    /// Notes where one of a device's records is (`guid` normalised).
+    pub fn add_record_ref(&mut self, guid: &str, at: RecordRef) {
+        match self.record_refs.get_mut(guid) {
+            Some(refs) => refs.push(at),
+            None => {
+                self.record_refs.insert(guid.to_owned(), vec![at]);
+            }
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store. sled allows one process per store; a second one gets
     /// [`StoreError::Locked`].
@@ -167,6 +179,7 @@ impl Store {
         // are a restart's two costs; each is logged so that a slow start says which.
         tracing::info!(
             millis = started.elapsed().as_millis() as u64,
+            resident_mib = crate::allocator::resident_bytes() >> 20,
             "sled store opened."
         );
         retire_identifier_keyspaces(&db)?;
@@ -689,6 +702,7 @@ fn build_index(db: &sled::Db) -> Result<DecisionIndex, StoreError> {
         index_bytes = index.size_bytes(),
         threads,
         millis = started.elapsed().as_millis() as u64,
+        resident_mib = crate::allocator::resident_bytes() >> 20,
         "Decision index built from the store."
     );
     Ok(index)

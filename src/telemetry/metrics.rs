@@ -75,10 +75,12 @@ pub(crate) fn ingest_records_applied(kind: &'static str, count: u64) {
     counter!("trustgate_ingest_records_applied_total", "kind" => kind).increment(count);
 }
 
-/// Time the ingest thread spent on one chunk in `stage`: `poll` (waiting for and taking its
-/// records from the consumer), `fold` (classifying them and folding them into device states),
-/// `sled` (the chunk's sled batch), `index` (the decision index update after it). The sums per
-/// stage say where a slow catch-up's time goes, without a profiler.
+/// Time ingest spent on one chunk in `stage`. On the ingest thread: `poll` (waiting for and
+/// taking its records from the consumer), `fold` (classifying them and folding them into device
+/// states, beside the writer), `read` (folding the records whose devices' stored states had to
+/// wait for the writer), `wait` (waiting for the writer to finish the chunk before). On the
+/// writer thread: `sled` (the chunk's sled batch), `index` (the decision index update after
+/// it). The sums per stage say where a slow catch-up's time goes, without a profiler.
 pub(crate) fn ingest_stage_time(stage: &'static str, spent: Duration) {
     histogram!("trustgate_ingest_stage_duration_seconds", "stage" => stage)
         .record(spent.as_secs_f64());

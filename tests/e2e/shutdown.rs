@@ -49,7 +49,7 @@ async fn sigterm_answers_in_flight_requests_and_exits_cleanly() {
         "{metrics}"
     );
     assert!(metrics.contains("trustgate_decisions_total"), "{metrics}");
-    for stage in ["poll", "fold", "sled", "index"] {
+    for stage in ["poll", "fold", "read", "wait", "sled", "index"] {
         let count = format!("trustgate_ingest_stage_duration_seconds_count{{stage=\"{stage}\"}}");
         assert!(metrics.contains(&count), "no {count} in {metrics}");
     }
