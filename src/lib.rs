@@ -43,7 +43,8 @@
 //!   flush).
 //! - [`config`]: configuration file, environment overrides, validated settings.
 //! - [`telemetry`]: logging set-up and every exported metric name, in one place.
-//! - [`allocator`]: glibc's arena cap, and freed memory returned after a catch-up.
+//! - [`allocator`]: mimalloc (the binary's allocator), glibc's arena cap for librdkafka, and
+//!   freed memory returned after a catch-up.
 //! - [`locks`]: the one rule for poisoned locks (recover), and its helpers.
 //! - [`time`]: time representation (unix ms inside, RFC 3339 outside).
 //! - [`app`]: `trustgate run`'s component wiring and ordered shutdown; [`shutdown`]: the one
