@@ -47,10 +47,12 @@ fn state() -> impl Strategy<Value = DeviceState> {
         proptest::collection::btree_set(0..MACS.len(), 0..3),
         proptest::option::of(0..PROCESSORS.len()),
         proptest::option::of(0..OPERATING_SYSTEMS.len()),
-        proptest::option::of((0i64..100, any::<bool>())),
+        proptest::option::of((-5i64..100, any::<bool>())),
         proptest::collection::vec((0u64..4, 0i64..100), 0..3),
+        // Absent too: the entry keeps it as a presence bit beside the value.
+        proptest::option::of(-5i64..100),
     )
-        .prop_map(|(g, host, macs, processor, os, obs, events)| {
+        .prop_map(|(g, host, macs, processor, os, obs, events, newest)| {
             let stamped = |value: &str| Stamped {
                 at: 1,
                 value: value.to_owned(),
@@ -78,7 +80,7 @@ fn state() -> impl Strategy<Value = DeviceState> {
                     },
                 );
             }
-            d.newest_record_at = Some(5);
+            d.newest_record_at = newest;
             d
         })
 }
