@@ -221,12 +221,7 @@ impl DecisionIndex {
 
     /// Adds a device or replaces what is indexed for it (its identifiers may have changed).
     pub fn upsert(&mut self, state: &DeviceState) {
-        self.upsert_prepared(PreparedEntry::new(state));
-    }
-
-    /// [`DecisionIndex::upsert`] of an entry prepared beforehand.
-    fn upsert_prepared(&mut self, prepared: PreparedEntry) {
-        let entry = prepared.0;
+        let entry = Entry::new(state);
         // A value that was written whole is readable again.
         if !self.corrupt.is_empty() {
             self.corrupt.remove(entry.guid());

@@ -209,10 +209,10 @@ enum Stage {
     Poll,
     /// Parsing, checking and folding records, beside the writer.
     Fold,
-    /// Reading the stored states of the devices the fold deferred, after the writer.
-    Read,
     /// The ingest thread waiting for the writer to finish the previous chunk.
     Wait,
+    /// Reading the stored states of the devices the fold deferred, after the writer.
+    Read,
     Sled,
     Index,
 }
@@ -222,8 +222,8 @@ impl Stage {
         match self {
             Stage::Poll => "poll",
             Stage::Fold => "fold",
-            Stage::Read => "read",
             Stage::Wait => "wait",
+            Stage::Read => "read",
             Stage::Sled => "sled",
             Stage::Index => "index",
         }
@@ -858,8 +858,8 @@ impl Ingest {
                 records = stages.records,
                 poll_ms = stages.millis(Stage::Poll),
                 fold_ms = stages.millis(Stage::Fold),
-                read_ms = stages.millis(Stage::Read),
                 wait_ms = stages.millis(Stage::Wait),
+                read_ms = stages.millis(Stage::Read),
                 sled_ms = stages.millis(Stage::Sled),
                 index_ms = stages.millis(Stage::Index),
                 "Ingest caught up with the events topic."
@@ -926,21 +926,20 @@ fn fold_fact(
     fact: &Fact,
 ) -> Result<Folded, crate::store::StoreError> {
     let pending = in_flight.and_then(|chunk| chunk.devices.get(&fact.connector_guid));
-    let entry = match update.devices.entry(fact.connector_guid.clone()) {
-        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+    let entry = match (update.devices.entry(fact.connector_guid.clone()), pending) {
+        (std::collections::btree_map::Entry::Occupied(e), _) => e.into_mut(),
         // Stored before this chunk is, so this chunk's "before" is that state.
-        std::collections::btree_map::Entry::Vacant(e) if pending.is_some() => {
-            let (_, after) = pending.expect("checked");
+        (std::collections::btree_map::Entry::Vacant(e), Some((_, after))) => {
             e.insert((Some(after.clone()), after.clone()))
         }
-        std::collections::btree_map::Entry::Vacant(e) if !store.knows_device(e.key()) => {
+        (std::collections::btree_map::Entry::Vacant(e), None) if !store.knows_device(e.key()) => {
             let after = DeviceState::new(e.key());
             e.insert((None, after))
         }
-        std::collections::btree_map::Entry::Vacant(_) if in_flight.is_some() => {
+        (std::collections::btree_map::Entry::Vacant(_), None) if in_flight.is_some() => {
             return Ok(Folded::NeedsStoredState)
         }
-        std::collections::btree_map::Entry::Vacant(e) => match store.device(e.key()) {
+        (std::collections::btree_map::Entry::Vacant(e), None) => match store.device(e.key()) {
             Ok(before) => {
                 let after = before.clone().unwrap_or_else(|| DeviceState::new(e.key()));
                 e.insert((before, after))
@@ -970,14 +969,9 @@ fn record_input<'a>(msg: &'a BorrowedMessage<'_>) -> RecordInput<'a> {
         kind: header(msg, HEADER_KIND),
         source: header(msg, HEADER_SOURCE),
         observed_at: header(msg, HEADER_OBSERVED_AT),
-        timestamp: record_timestamp(msg),
+        // Brokers stamp every record; a missing timestamp is treated as "now" so it still counts.
+        timestamp: msg.timestamp().to_millis().unwrap_or_else(now_millis),
     }
-}
-
-/// The record's Kafka timestamp. Brokers stamp every record; a missing timestamp is treated as
-/// "now" so it still counts.
-fn record_timestamp(msg: &BorrowedMessage<'_>) -> Millis {
-    msg.timestamp().to_millis().unwrap_or_else(now_millis)
 }
 
 #[cfg(test)]
