@@ -130,6 +130,34 @@ pub struct DeviceState {
     pub events: BTreeMap<EventKey, CompromiseEvent>,
     /// Kafka timestamp of the newest record applied for this device.
     pub newest_record_at: Option<Millis>,
+    /// Where this device's newest records are on the events topic (`trustgate history`), kept
+    /// beside its state so that a record costs the store one key, not two (#11). No fact
+    /// changes it: ingest adds each applied record's reference
+    /// (`store::ChunkUpdate::add_record_ref`), and the store moves them to keys of their own
+    /// once there are more than a few. Not in the serde form: the store encodes it after the
+    /// state.
+    #[serde(skip)]
+    pub recent_refs: Vec<RecordRef>,
+}
+
+/// Where one of a device's records is on the events topic, and its Kafka timestamp (as
+/// applied: clamped to the applying instance's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RecordRef {
+    /// The events-topic partition.
+    pub partition: i32,
+    /// The record's offset there.
+    pub offset: i64,
+    /// Its Kafka timestamp, unix ms.
+    pub at: Millis,
+}
+
+impl RecordRef {
+    /// Where the record is, which names it: a redelivered record has the same position (its
+    /// applied time may differ).
+    pub fn position(&self) -> (i32, i64) {
+        (self.partition, self.offset)
+    }
 }
 
 impl DeviceState {

@@ -23,7 +23,8 @@ mod tests;
 
 pub use compromise::FoldConfig;
 pub use device::{
-    CompromiseEvent, DeviceState, EventKey, Fact, Observation, Stamped, MAX_EVENTS_PER_DEVICE,
+    CompromiseEvent, DeviceState, EventKey, Fact, Observation, RecordRef, Stamped,
+    MAX_EVENTS_PER_DEVICE,
 };
 pub use record::{classify, Classified, Heartbeat, RecordError, RecordInput, RECORD_LIMITS};
 pub use summary::{DeviceSummary, SummaryEvent, SummaryGuid};

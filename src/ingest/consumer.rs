@@ -1068,6 +1068,12 @@ mod tests {
         });
         fold_fact(&store, None, &mut in_flight, &renamed).unwrap();
         fold_fact(&store, None, &mut in_flight, &fact("g3")).unwrap();
+        let at = |offset| RecordRef {
+            partition: 0,
+            offset,
+            at: 1,
+        };
+        in_flight.add_record_ref("g1", at(5));
 
         let mut next = ChunkUpdate::default();
         let folded: Vec<Folded> = ["g1", "g2", "g3", "g4"]
@@ -1083,8 +1089,14 @@ mod tests {
                 Folded::NeedsStoredState
             ]
         );
+        next.add_record_ref("g1", at(6));
         let g1 = &next.devices["g1"];
         assert_eq!(g1.0.as_ref(), Some(&in_flight.devices["g1"].1));
+        assert_eq!(
+            g1.1.recent_refs,
+            [at(5), at(6)],
+            "the in-flight chunk's record references are carried on"
+        );
         assert_eq!(
             g1.1.hostname.as_ref().map(|h| h.value.as_str()),
             Some("renamed-host"),
@@ -1106,5 +1118,7 @@ mod tests {
         );
         assert_eq!(next.devices["g4"].0, store.device("g4").unwrap());
         assert!(next.devices["g4"].0.is_some());
+        store.apply(&next).unwrap();
+        assert_eq!(store.record_refs("g1").unwrap(), [at(5), at(6)]);
     }
 }

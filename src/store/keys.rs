@@ -2,16 +2,19 @@
 //!
 //! | keyspace | key | value |
 //! |---|---|---|
-//! | device | `D` guid | version byte + postcard `DeviceState` |
+//! | device | `D` guid | version byte (2) + postcard `DeviceState` + postcard `recent_refs` (its newest record references, at most `RECENT_REFS`) |
 //! | ingest offset | `O` topic `\0` partition (i32 BE) | next offset (i64 BE) |
 //! | source liveness | `F` source | newest record time, unix ms (i64 BE) |
 //! | last applied record | `R` topic `\0` partition (i32 BE) | its Kafka timestamp, unix ms (i64 BE) |
 //! | device record reference | `Y` guid `\0` partition (i32 BE) offset (i64 BE) | the record's Kafka timestamp, unix ms (i64 BE) |
 //! | device reference count | `N` guid | how many `Y` keys the device may have, an upper bound (u64 BE); absent while it has fewer than 64 |
 //!
-//! The `Y` keys say where on the events topic each device's records are (`trustgate history`,
-//! `decide --at`): one per applied record, so a redelivered record rewrites its own key. `N`
-//! counts them from above (a redelivery counts twice) so that ingest knows when to prune a
+//! A device's value and its `Y` keys together say where on the events topic its records are
+//! (`trustgate history`, `decide --at`): the value carries the newest few, and when they
+//! outgrow it (`RECENT_REFS`) they move to `Y` keys, one per record, so a redelivered record
+//! rewrites its own key (or is found already carried). Most devices never get a `Y` key: a
+//! record then costs sled one key, its device's (#11). `N`
+//! counts the `Y` keys from above (a redelivery counts twice) so that ingest knows when to prune a
 //! device's oldest references without reading them all each chunk (see
 //! `Store::apply`, `MAX_REFS_PER_DEVICE`); a device with few references has no `N` key, its
 //! `Y` keys are counted instead (`COUNTED_FROM`).

@@ -24,6 +24,7 @@ mod keys;
 #[cfg(test)]
 mod tests;
 
+pub use crate::fold::RecordRef;
 use crate::fold::{DeviceState, DeviceSummary};
 use crate::index::{DecisionIndex, IndexError};
 use crate::time::{now_millis, Millis};
@@ -45,24 +46,17 @@ pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 pub const MAX_REFS_PER_DEVICE: usize = 10_000;
 /// How far over [`MAX_REFS_PER_DEVICE`] a device's count may go before it is pruned back.
 const REF_SLACK: usize = MAX_REFS_PER_DEVICE / 10;
-/// A device gets a reference count key once it has this many references; below it, its
-/// references are counted when needed (a scan of at most this many keys, about what reading
-/// the count costs). Most devices of a fleet have a handful of records, so a catch-up writes
-/// two keys per new device (state, reference) instead of three: a third fewer sled inserts,
-/// which set the catch-up's rate (#11).
+/// The most references a device's own value carries (`DeviceState::recent_refs`): one more and
+/// they all move to keys of their own (`Y`), leaving none. Most devices of a fleet have a handful
+/// of records, so a catch-up writes one key per record, the device's, where a key per
+/// reference doubled sled's work (a batch costs about the same per key whatever its size;
+/// #11, BENCHMARKS.md); a device SE reports on often pays a key per reference as before, in a
+/// batch of this many plus one, and carries at most this many in its value (~20 bytes each).
+pub const RECENT_REFS: usize = 16;
+/// A device gets a reference count key once it has this many `Y` keys; below it, they are
+/// counted when needed (a scan of at most this many keys, about what reading the count costs),
+/// which spares a device that moved only a batch or two of references a third key (#11).
 const COUNTED_FROM: usize = 64;
-
-/// Where one of a device's records is on the events topic, and its Kafka timestamp (as
-/// applied: clamped to the applying instance's clock).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct RecordRef {
-    /// The events-topic partition.
-    pub partition: i32,
-    /// The record's offset there.
-    pub offset: i64,
-    /// Its Kafka timestamp, unix ms.
-    pub at: Millis,
-}
 
 /// Store failures. `Locked` is told apart because the CLI then asks the running instance.
 #[derive(Debug, thiserror::Error)]
@@ -137,18 +131,36 @@ pub struct ChunkUpdate {
     /// Kafka timestamp of the chunk's last record per (topic, partition): the record just
     /// before the stored next offset.
     pub last_records: BTreeMap<(String, i32), Millis>,
-    /// Per device (normalised GUID), where the chunk's records about it are: written in the
-    /// same batch as the states they produced.
+    /// Per device (normalised GUID), references that get keys of their own (`Y`): written in
+    /// the same batch as the states they came with. [`ChunkUpdate::add_record_ref`] fills it.
     pub record_refs: BTreeMap<String, Vec<RecordRef>>,
 }
 
 impl ChunkUpdate {
-    /// Notes where one of a device's records is (`guid` normalised).
+    /// Notes where one of a device's records is (`guid` normalised): in the device's state after
+    /// the chunk, when the chunk changes it (ingest adds the reference of each record it
+    /// folds), until that carries more than [`RECENT_REFS`]; then they all move to
+    /// [`ChunkUpdate::record_refs`]. A record the state already carries (a redelivery) is not
+    /// added twice. Deterministic, so the state a chunk in flight leaves is the one stored.
     pub fn add_record_ref(&mut self, guid: &str, at: RecordRef) {
+        let spilled = match self.devices.get_mut(guid) {
+            Some((_, after)) => {
+                let refs = &mut after.recent_refs;
+                if refs.iter().any(|r| r.position() == at.position()) {
+                    return;
+                }
+                refs.push(at);
+                if refs.len() <= RECENT_REFS {
+                    return;
+                }
+                std::mem::take(refs)
+            }
+            None => vec![at],
+        };
         match self.record_refs.get_mut(guid) {
-            Some(refs) => refs.push(at),
+            Some(refs) => refs.extend(spilled),
             None => {
-                self.record_refs.insert(guid.to_owned(), vec![at]);
+                self.record_refs.insert(guid.to_owned(), spilled);
             }
         }
     }
@@ -358,9 +370,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Where a device's records are on the events topic (at most [`MAX_REFS_PER_DEVICE`] and
-    /// the chunk's slack), in (partition, offset) order: one prefix scan, whatever the size of
-    /// the topic.
+    /// Where a device's records are on the events topic (at most [`MAX_REFS_PER_DEVICE`], its
+    /// slack and [`RECENT_REFS`]), in (partition, offset) order: one prefix scan and the
+    /// device's value, whatever the size of the topic.
     pub fn record_refs(&self, guid: &str) -> Result<Vec<RecordRef>, StoreError> {
         self.inner().record_refs(guid)
     }
@@ -485,7 +497,21 @@ impl Inner {
         self.index.read().map_err(|_| StoreError::IndexPoisoned)
     }
 
+    /// The references of [`Store::record_refs`]: the device's own keys and those its value
+    /// carries, merged (a redelivered record can be in both), in (partition, offset) order.
     fn record_refs(&self, guid: &str) -> Result<Vec<RecordRef>, StoreError> {
+        let mut refs = self.spilled_refs(guid)?;
+        let key = keys::device(guid);
+        if let Some(value) = self.db()?.get(&key)? {
+            refs.extend(codec::decode_device(&key, &value)?.recent_refs);
+            refs.sort_unstable_by_key(RecordRef::position);
+            refs.dedup_by_key(|r| r.position());
+        }
+        Ok(refs)
+    }
+
+    /// A device's references with keys of their own (`Y`), in (partition, offset) order.
+    fn spilled_refs(&self, guid: &str) -> Result<Vec<RecordRef>, StoreError> {
         let prefix = keys::record_ref_prefix(guid);
         let mut out = Vec::new();
         for entry in self.db()?.scan_prefix(&prefix) {
@@ -553,10 +579,12 @@ impl Inner {
         Ok(())
     }
 
-    /// Adds one device's references of a chunk to `batch`, with its count once it has
-    /// [`COUNTED_FROM`] or more; when the count would pass [`MAX_REFS_PER_DEVICE`] and its
-    /// slack, the device's references are read and only the newest [`MAX_REFS_PER_DEVICE`] (by
-    /// record time, then position) are kept. The count is an upper bound (a redelivered record
+    /// Adds one device's references of a chunk that get keys of their own to `batch`, with
+    /// their count once it is [`COUNTED_FROM`] or more; when the count would pass
+    /// [`MAX_REFS_PER_DEVICE`] and its slack, those keys are read and only the newest
+    /// [`MAX_REFS_PER_DEVICE`] (by record time, then position) are kept (the at most
+    /// [`RECENT_REFS`] the device's value carries are newer than any of them, in the order
+    /// records arrive, and are not counted). The count is an upper bound (a redelivered record
     /// is counted again though its key is only rewritten), made exact by each pruning.
     fn add_record_refs(
         &self,
@@ -584,7 +612,7 @@ impl Inner {
             return Ok(());
         }
         let mut all: BTreeMap<(i32, i64), Millis> = BTreeMap::new();
-        let stored = self.record_refs(guid)?;
+        let stored = self.spilled_refs(guid)?;
         for r in stored.iter().chain(refs) {
             all.insert((r.partition, r.offset), r.at);
         }

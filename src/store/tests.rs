@@ -74,6 +74,15 @@ impl Rec {
         }
     }
 
+    /// Where it is, as ingest notes it (the topic is implied: ingest reads one).
+    fn position(&self) -> super::RecordRef {
+        super::RecordRef {
+            partition: self.partition,
+            offset: self.offset,
+            at: self.timestamp,
+        }
+    }
+
     /// The fact this record states about a device, if it is a usable device record.
     fn fact(&self) -> Option<crate::fold::Fact> {
         match classify(&self.input(), &FoldConfig::default(), Millis::MAX) {
@@ -200,12 +209,14 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// What the store should hold: the fold of every record into the model directory, the last
-/// offset stored per partition, and the newest time per source.
+/// offset stored per partition, the newest time per source, and where each device's records
+/// are.
 #[derive(Default)]
 struct Model {
     devices: MemoryDirectory,
     offsets: BTreeMap<(String, i32), i64>,
     liveness: BTreeMap<String, Millis>,
+    positions: BTreeMap<String, BTreeSet<(i32, i64)>>,
 }
 
 impl Model {
@@ -217,6 +228,10 @@ impl Model {
                     .entry(fact.connector_guid.clone())
                     .or_insert_with(|| DeviceState::new(&fact.connector_guid))
                     .apply(&fact);
+                self.positions
+                    .entry(fact.connector_guid.clone())
+                    .or_default()
+                    .insert((rec.partition, rec.offset));
             }
             let seen = self
                 .liveness
@@ -252,6 +267,7 @@ fn chunk_update(store: &Store, chunk: &[Rec]) -> ChunkUpdate {
                     (before, after)
                 });
             after.apply(&fact);
+            update.add_record_ref(&fact.connector_guid, rec.position());
         }
         let seen = update
             .liveness
@@ -263,6 +279,12 @@ fn chunk_update(store: &Store, chunk: &[Rec]) -> ChunkUpdate {
             .insert((rec.topic.to_owned(), rec.partition), rec.offset + 1);
     }
     update
+}
+
+/// A stored state without the record references it carries, which the model keeps apart.
+fn without_refs(mut state: DeviceState) -> DeviceState {
+    state.recent_refs.clear();
+    state
 }
 
 /// Every value a request could look a device up by: the normalised forms of all generated
@@ -370,11 +392,22 @@ impl Run {
         let (store, model, q) = (self.store(), &self.model.devices, &self.queries);
         for guid in &q.guids {
             prop_assert_eq!(
-                store.device(guid).unwrap(),
+                store.device(guid).unwrap().map(without_refs),
                 model.devices.get(guid).cloned()
             );
+            let positions: BTreeSet<(i32, i64)> = store
+                .record_refs(guid)
+                .unwrap()
+                .iter()
+                .map(super::RecordRef::position)
+                .collect();
+            let modelled = self.model.positions.get(guid).cloned().unwrap_or_default();
+            prop_assert_eq!(positions, modelled, "record references of {}", guid);
         }
-        let scanned: Vec<DeviceState> = store.scan_devices().map(Result::unwrap).collect();
+        let scanned: Vec<DeviceState> = store
+            .scan_devices()
+            .map(|d| without_refs(d.unwrap()))
+            .collect();
         let modelled: Vec<DeviceState> = model.devices.values().cloned().collect();
         prop_assert_eq!(&scanned, &modelled);
         prop_assert_eq!(store.device_count(), model.devices.len());
@@ -743,8 +776,7 @@ fn record_refs_are_kept_per_device_idempotent_and_bounded() {
         1_000_000 - (total - 1 - dropped as i64),
         "the newest are kept"
     );
-    // A device with few references has no count key (a catch-up writes two keys per new
-    // device, not three); it gets one when it reaches COUNTED_FROM, and the bound still holds
+    // A device with few `Y` keys has no count key (no third key for it); it gets one when it reaches COUNTED_FROM, and the bound still holds
     // for a device that grows one small chunk at a time.
     let count_key = |guid: &str| {
         store
@@ -781,6 +813,142 @@ fn record_refs_are_kept_per_device_idempotent_and_bounded() {
     assert!(store.clear_state().unwrap() > 0);
     assert!(store.record_refs("g1").unwrap().is_empty());
     assert!(store.record_refs("g2").unwrap().is_empty());
+}
+
+/// #11: a device's newest references live in its own value, so a record costs sled one key;
+/// one past `RECENT_REFS` they all move to `Y` keys, the value carries none, and the device's
+/// references read back whole either way: after redeliveries of carried and of moved records,
+/// and after a reopen.
+#[test]
+fn recent_record_refs_ride_in_the_device_value_until_they_outgrow_it() {
+    use super::{keys, RecordRef, RECENT_REFS};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+    let at = |offset: i64| RecordRef {
+        partition: 1,
+        offset,
+        at: 1_000 + offset,
+    };
+    // As ingest applies a chunk: the state before it from the store, each record's reference
+    // added to the state after it.
+    let apply = |store: &Store, offsets: std::ops::Range<i64>| {
+        let before = store.device("g1").unwrap();
+        let after = before.clone().unwrap_or_else(|| DeviceState::new("g1"));
+        let mut update = ChunkUpdate::default();
+        update.devices.insert("g1".to_owned(), (before, after));
+        offsets.for_each(|offset| update.add_record_ref("g1", at(offset)));
+        store.apply(&update).unwrap();
+    };
+    let y_keys = |store: &Store| {
+        store
+            .inner()
+            .db()
+            .unwrap()
+            .scan_prefix(keys::record_ref_prefix("g1"))
+            .count()
+    };
+    let offsets = |store: &Store| -> Vec<i64> {
+        let refs = store.record_refs("g1").unwrap();
+        refs.iter().map(|r| r.offset).collect()
+    };
+    let cap = RECENT_REFS as i64;
+
+    apply(&store, 0..3);
+    apply(&store, 3..cap);
+    assert_eq!(y_keys(&store), 0, "up to RECENT_REFS, no key of their own");
+    assert_eq!(
+        store.device("g1").unwrap().unwrap().recent_refs.len(),
+        RECENT_REFS
+    );
+    assert_eq!(offsets(&store), (0..cap).collect::<Vec<_>>());
+    // A redelivered record the value carries is not carried twice.
+    apply(&store, 2..4);
+    assert_eq!(
+        store.device("g1").unwrap().unwrap().recent_refs.len(),
+        RECENT_REFS
+    );
+
+    apply(&store, cap..cap + 1);
+    assert_eq!(
+        y_keys(&store),
+        RECENT_REFS + 1,
+        "one more and they all move"
+    );
+    assert!(store.device("g1").unwrap().unwrap().recent_refs.is_empty());
+    assert_eq!(offsets(&store), (0..=cap).collect::<Vec<_>>());
+
+    // A redelivered record that moved is carried again, and read back once.
+    apply(&store, 0..1);
+    apply(&store, cap + 1..cap + 5);
+    assert_eq!(store.device("g1").unwrap().unwrap().recent_refs.len(), 5);
+    assert_eq!(offsets(&store), (0..cap + 5).collect::<Vec<_>>());
+    assert_eq!(store.record_refs("g1").unwrap()[3], at(3), "times kept");
+
+    store.flush_blocking().unwrap();
+    drop(store);
+    store = super::reopen_for_test(dir.path());
+    assert_eq!(offsets(&store), (0..cap + 5).collect::<Vec<_>>());
+    assert!(store.device_summary("g1").unwrap().is_some());
+}
+
+/// A device value written before #11 (version 1: no references in it) reads as carrying none,
+/// beside its `Y` keys, and ingest's next write of it carries the new ones.
+#[test]
+fn a_version_1_device_value_reads_with_its_y_keys() {
+    use super::{keys, RecordRef};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+    let mut state = DeviceState::new("g1");
+    state.newest_record_at = Some(5);
+    let mut v1 = vec![1u8];
+    v1.extend(postcard::to_stdvec(&state).unwrap());
+    store.write_raw_for_test(&keys::device("g1"), &v1);
+    store.write_raw_for_test(&keys::record_ref("g1", 0, 4), &5i64.to_be_bytes());
+    assert_eq!(store.device("g1").unwrap(), Some(state.clone()));
+    let old = RecordRef {
+        partition: 0,
+        offset: 4,
+        at: 5,
+    };
+    assert_eq!(store.record_refs("g1").unwrap(), [old]);
+
+    let mut update = ChunkUpdate::default();
+    update
+        .devices
+        .insert("g1".into(), (Some(state.clone()), state.clone()));
+    let new = RecordRef {
+        partition: 0,
+        offset: 9,
+        at: 6,
+    };
+    update.add_record_ref("g1", new);
+    store.apply(&update).unwrap();
+    assert_eq!(store.record_refs("g1").unwrap(), [old, new]);
+    assert_eq!(store.device("g1").unwrap().unwrap().recent_refs, [new]);
+}
+
+/// References that do not decode make the device's value corrupt as a whole: ingest cannot
+/// fold into it, so its decisions must deny `store_unavailable` (from the next open, as a value
+/// damaged on disk is found), not answer from a state that no longer moves.
+#[test]
+fn a_device_value_with_unreadable_references_is_corrupt_for_decisions_too() {
+    use super::keys;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+    let mut v2 = vec![2u8];
+    v2.extend(postcard::to_stdvec(&DeviceState::new("g1")).unwrap());
+    // Three references announced, none there.
+    v2.push(3);
+    store.write_raw_for_test(&keys::device("g1"), &v2);
+    assert!(matches!(
+        store.device("g1"),
+        Err(super::StoreError::Corrupt { .. })
+    ));
+    store.flush_blocking().unwrap();
+    drop(store);
+    let store = super::reopen_for_test(dir.path());
+    assert!(store.device_summary("g1").is_err());
+    assert!(store.record_refs("g1").is_err());
 }
 
 /// One device `guid` named `host` at offset `offset` of "events" partition 0.

@@ -140,10 +140,23 @@ fn history(rng: &mut Rng, len: usize, base: i64) -> Vec<Out> {
 #[derive(Default)]
 struct Model {
     states: BTreeMap<String, DeviceState>,
+    /// Where each device's records are, for those folded by partition and offset.
+    positions: BTreeMap<String, BTreeSet<(i32, i64)>>,
 }
 
 impl Model {
-    fn apply(&mut self, r: &Out) {
+    /// Folds the record published at `partition`/`offset`, noting where it is.
+    fn apply_at(&mut self, r: &Out, partition: i32, offset: i64) {
+        if let Some(guid) = self.apply(r) {
+            self.positions
+                .entry(guid)
+                .or_default()
+                .insert((partition, offset));
+        }
+    }
+
+    /// Folds the record; the GUID of the device it is about, if it is a device record.
+    fn apply(&mut self, r: &Out) -> Option<String> {
         let header = |name: &str| {
             r.headers
                 .iter()
@@ -157,11 +170,15 @@ impl Model {
             observed_at: header(HEADER_OBSERVED_AT),
             timestamp: r.timestamp.expect("every history record is stamped"),
         };
-        if let Ok(Classified::Device(fact)) = classify(&input, &FoldConfig::default(), i64::MAX) {
-            self.states
-                .entry(fact.connector_guid.clone())
-                .or_insert_with(|| DeviceState::new(&fact.connector_guid))
-                .apply(&fact);
+        match classify(&input, &FoldConfig::default(), i64::MAX) {
+            Ok(Classified::Device(fact)) => {
+                self.states
+                    .entry(fact.connector_guid.clone())
+                    .or_insert_with(|| DeviceState::new(&fact.connector_guid))
+                    .apply(&fact);
+                Some(fact.connector_guid)
+            }
+            _ => None,
         }
     }
 }
@@ -343,7 +360,9 @@ async fn crash_loop_at_scale() {
         // be shown.
         let grace = FoldConfig::default().grace_millis();
         let mut full = Model::default();
-        records.iter().for_each(|r| full.apply(r));
+        records.iter().for_each(|r| {
+            full.apply(r);
+        });
         for (guid, state) in &full.states {
             let want = serde_json::to_value(DeviceView::new(state, grace)).unwrap();
             let got = inst.device(guid).await;
@@ -507,8 +526,8 @@ fn check_store(
             );
         }
         if let Some(published) = published {
-            for (_, &index) in published.range(folded..offset) {
-                model.apply(&records[index]);
+            for (&at, &index) in published.range(folded..offset) {
+                model.apply_at(&records[index], partition, at);
             }
         }
         placed.folded.insert(partition, offset);
@@ -523,11 +542,27 @@ fn check_store(
 
     let store = open_store(&path);
     let mut stored: BTreeMap<String, DeviceState> = BTreeMap::new();
+    let mut stored_positions: BTreeMap<String, BTreeSet<(i32, i64)>> = BTreeMap::new();
     for state in store.scan_devices() {
-        let state = state.unwrap_or_else(|e| panic!("{context}: a stored device: {e}"));
+        let mut state = state.unwrap_or_else(|e| panic!("{context}: a stored device: {e}"));
+        // The references, wherever kept (the value or keys of their own), are compared as
+        // positions, apart from the state.
+        state.recent_refs.clear();
+        let refs = store.record_refs(&state.connector_guid).unwrap();
+        stored_positions.insert(
+            state.connector_guid.clone(),
+            refs.iter().map(|r| r.position()).collect(),
+        );
         stored.insert(state.connector_guid.clone(), state);
     }
     drop(store);
+    if stored_positions != model.positions {
+        figures.mismatches += 1;
+        eprintln!(
+            "{context}: the stored record references {stored_positions:?}\n  are not where the model's records are {:?}",
+            model.positions
+        );
+    }
     figures.device_states_checked += stored.len().max(model.states.len());
     let guids: BTreeSet<&String> = stored.keys().chain(model.states.keys()).collect();
     for guid in guids {

@@ -55,11 +55,16 @@ fn beside_store(inst: &Instance, prefix: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Every device state in the store at `path`, in GUID order, with its per-partition last
-/// record times (what ingest resumes against).
+/// Every device state in the store at `path`, in GUID order and with all its record
+/// references, with its per-partition last record times (what ingest resumes against).
 fn snapshot(path: &Path, topic: &str) -> (Vec<DeviceState>, Vec<(i32, i64)>) {
     let store = Store::open(path, 16 << 20).unwrap();
-    let devices = store.scan_devices().collect::<Result<Vec<_>, _>>().unwrap();
+    let mut devices = store.scan_devices().collect::<Result<Vec<_>, _>>().unwrap();
+    // Where a device's references are kept (its value or keys of their own) depends on how its
+    // records fell into chunks; all of them, in position order, are what must match.
+    for device in &mut devices {
+        device.recent_refs = store.record_refs(&device.connector_guid).unwrap();
+    }
     let mut last: Vec<(i32, i64)> = store.last_records(topic).unwrap().into_iter().collect();
     last.sort();
     (devices, last)
