@@ -89,12 +89,20 @@ pub fn client_config(settings: &KafkaSettings, role: Role) -> ClientConfig {
                 .set("auto.offset.reset", "earliest")
                 .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
                 // librdkafka prefetches up to 64 MiB by default: in a catch-up, where the broker
-                // serves ~20× faster than ingest applies, that queue stays full and is most of
-                // the difference between the catch-up's peak memory and the caught-up
-                // instance's. 16 MiB is still ~0.5 s of records at ingest's rate.
+                // serves ~10× faster than ingest applies, that queue stays full and is resident
+                // memory. A small queue holds only if it is refilled at once: past the
+                // threshold librdkafka postpones the partition's next fetch by
+                // `fetch.queue.backoff.ms`, 1 s by default, and a 1M-device catch-up with a
+                // 16 MiB queue spent 6–8 s of its 29 s waiting on an empty queue (#11,
+                // BENCHMARKS.md). Refilled within 10 ms, 8 MiB (~0.15 s of records at
+                // ingest's rate) never runs dry.
                 .set(
                     "queued.max.messages.kbytes",
                     INGEST_PREFETCH_KBYTES.to_string(),
+                )
+                .set(
+                    "fetch.queue.backoff.ms",
+                    INGEST_FETCH_QUEUE_BACKOFF_MS.to_string(),
                 )
                 .set("enable.partition.eof", "false");
         }
@@ -132,7 +140,10 @@ pub fn client_config(settings: &KafkaSettings, role: Role) -> ClientConfig {
 
 /// The ingest consumer's `queued.max.messages.kbytes` (see `client_config`); `[kafka.properties]`
 /// can still set another.
-const INGEST_PREFETCH_KBYTES: u32 = 16 * 1024;
+const INGEST_PREFETCH_KBYTES: u32 = 8 * 1024;
+/// The ingest consumer's `fetch.queue.backoff.ms` (see `client_config`); `[kafka.properties]`
+/// can still set another.
+const INGEST_FETCH_QUEUE_BACKOFF_MS: u32 = 10;
 
 /// The decision worker's heartbeat interval: a tenth of the session timeout, at most librdkafka's
 /// default 3 s.
