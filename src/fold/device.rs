@@ -142,7 +142,7 @@ pub struct DeviceState {
 
 /// Where one of a device's records is on the events topic, and its Kafka timestamp (as
 /// applied: clamped to the applying instance's clock).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RecordRef {
     /// The events-topic partition.
     pub partition: i32,
